@@ -1,0 +1,1 @@
+"""Conway collector: OTLP/Zipkin ingest, the live call graph, ownership and diagnosis."""
