@@ -1,0 +1,295 @@
+"""Ingest throughput: spans/s through the real collector's HTTP endpoint into the graph, next to
+a bare server that only decodes the same protobuf batches and walks every span's fields.
+
+Both servers run as subprocesses on free loopback ports; several concurrent httpx senders post
+batches of ~1,000 realistic spans (client/server pairs, database calls) for ``--seconds``
+each. Prints spans/s for each, their ratio, and checks the collector counted every span sent.
+
+    .venv/bin/python bench/ingest.py [--seconds 15] [--senders 4] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+
+BARE_SERVER = r'''
+import sys
+import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest, ExportTraceServiceResponse)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+OK = ExportTraceServiceResponse().SerializeToString()
+count = 0
+
+def walk(body: bytes) -> int:
+    n = 0
+    req = ExportTraceServiceRequest.FromString(body)
+    for rs in req.resource_spans:
+        res = {kv.key: kv.value.string_value for kv in rs.resource.attributes}
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                t = (s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind,
+                     s.start_time_unix_nano, s.end_time_unix_nano, s.status.code,
+                     s.status.message, res)
+                attrs = {}
+                for kv in s.attributes:
+                    v = kv.value
+                    which = v.WhichOneof("value")
+                    attrs[kv.key] = getattr(v, which) if which else None
+                n += 1
+    return n
+
+async def traces(request: Request) -> Response:
+    global count
+    body = await request.body()
+    count += walk(body)
+    return Response(OK, media_type="application/x-protobuf")
+
+async def stats(request: Request) -> Response:
+    return Response(str(count))
+
+app = Starlette(routes=[Route("/v1/traces", traces, methods=["POST"]),
+                        Route("/count", stats)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+            access_log=False)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_batches(count: int, size: int, seed: int = 1) -> list[tuple[bytes, int, int]]:
+    """(body, spans, calls) per batch: SERVER roots, client/server pairs, database clients."""
+    rng = random.Random(seed)
+    services = ["frontend", "cart", "checkout", "payment", "currency", "shipping"]
+    calls_of = [("frontend", "cart"), ("frontend", "checkout"), ("checkout", "payment"),
+                ("checkout", "currency"), ("checkout", "shipping"), ("frontend", "currency")]
+    out = []
+    ids = 0
+    for _ in range(count):
+        req = ExportTraceServiceRequest()
+        scopes = {}
+        for svc in services:
+            rs = req.resource_spans.add()
+            for k, v in (("service.name", svc), ("service.version", "1.2.3"),
+                         ("service.namespace", "shop"), ("telemetry.sdk.language", "python")):
+                kv = rs.resource.attributes.add()
+                kv.key, kv.value.string_value = k, v
+            scopes[svc] = rs.scope_spans.add().spans
+        spans = calls = 0
+        while spans < size:
+            ids += 1
+            trace = ids.to_bytes(16, "big")
+            t0 = 1_700_000_000_000_000_000 + ids * 1000
+            root_id = (ids * 16).to_bytes(8, "big")
+            root = scopes["frontend"].add()
+            root.trace_id, root.span_id, root.name, root.kind = trace, root_id, "GET /", 2
+            root.start_time_unix_nano, root.end_time_unix_nano = t0, t0 + 80_000_000
+            for k, v in (("http.request.method", "GET"), ("http.route", "/"),
+                         ("url.path", "/"), ("server.address", "127.0.0.1")):
+                a = root.attributes.add()
+                a.key, a.value.string_value = k, v
+            spans += 1
+            calls += 1  # user -> frontend
+            for j, (client, server) in enumerate(rng.sample(calls_of, 3)):
+                cid = (ids * 16 + 2 * j + 1).to_bytes(8, "big")
+                sid = (ids * 16 + 2 * j + 2).to_bytes(8, "big")
+                dur = int(rng.lognormvariate(16, 0.5))
+                err = rng.random() < 0.02
+                c = scopes[client].add()
+                c.trace_id, c.span_id, c.parent_span_id = trace, cid, root_id
+                c.name, c.kind = f"GET {server}", 3
+                c.start_time_unix_nano, c.end_time_unix_nano = t0, t0 + dur
+                for k, v in (("http.request.method", "GET"), ("server.address", "127.0.0.1"),
+                             ("url.full", f"http://127.0.0.1:8105/{server}")):
+                    a = c.attributes.add()
+                    a.key, a.value.string_value = k, v
+                a = c.attributes.add()
+                a.key, a.value.int_value = "http.response.status_code", 500 if err else 200
+                s = scopes[server].add()
+                s.trace_id, s.span_id, s.parent_span_id = trace, sid, cid
+                s.name, s.kind = f"GET /{server}", 2
+                s.start_time_unix_nano, s.end_time_unix_nano = t0 + 1000, t0 + dur - 1000
+                if err:
+                    c.status.code = s.status.code = 2
+                spans += 2
+                calls += 1
+            db = scopes["checkout"].add()
+            db.trace_id, db.span_id = trace, (ids * 16 + 15).to_bytes(8, "big")
+            db.parent_span_id, db.name, db.kind = root_id, "INSERT orders", 3
+            db.start_time_unix_nano, db.end_time_unix_nano = t0, t0 + 3_000_000
+            for k, v in (("db.system", "postgresql"), ("db.namespace", "orders"),
+                         ("server.address", "127.0.0.1")):
+                a = db.attributes.add()
+                a.key, a.value.string_value = k, v
+            spans += 1
+            calls += 1
+        out.append((req.SerializeToString(), spans, calls))
+    return out
+
+
+def start(cmd: list[str], port: int, ready_path: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=0.5)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    stop(proc)
+    raise SystemExit(f"server on port {port} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+async def send(url: str, batches: list[tuple[bytes, int, int]], seconds: float,
+               senders: int) -> tuple[int, int, int, float]:
+    """(spans, calls, failed requests, elapsed) posting batches round-robin for ``seconds``."""
+    sent_spans = sent_calls = failures = 0
+    headers = {"Content-Type": "application/x-protobuf"}
+    start = time.perf_counter()
+    stop_at = start + seconds
+
+    async def worker(k: int, client: httpx.AsyncClient) -> None:
+        nonlocal sent_spans, sent_calls, failures
+        i = k
+        while time.perf_counter() < stop_at:
+            body, n, c = batches[i % len(batches)]
+            i += senders
+            r = await client.post(url, content=body, headers=headers)
+            if r.status_code == 200:
+                sent_spans += n
+                sent_calls += c
+            else:
+                failures += 1
+
+    limits = httpx.Limits(max_connections=senders)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(worker(k, client) for k in range(senders)))
+    return sent_spans, sent_calls, failures, time.perf_counter() - start
+
+
+def metric(base: str, name: str) -> float:
+    total = 0.0
+    for fam in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+        for s in fam.samples:
+            if s.name == name:
+                total += s.value
+    return total
+
+
+def in_process(batches: list[tuple[bytes, int, int]], rounds: int) -> tuple[float, float]:
+    """CPU cost without HTTP or senders: (bare walk spans/s, decode + graph ingest spans/s)."""
+    sys.path.insert(0, str(REPO))
+    from collector import otlp
+    from collector.service import CollectorConfig
+    from collector.wiring import build_service
+
+    ns: dict[str, object] = {}
+    exec(BARE_SERVER.split("async def traces")[0], ns)  # the bare server's own walk()
+    walk = ns["walk"]
+    assert callable(walk)
+    n = sum(b[1] for b in batches) * rounds
+    t = time.perf_counter()
+    for _ in range(rounds):
+        for body, _, _ in batches:
+            walk(body)
+    bare = n / (time.perf_counter() - t)
+    service = build_service(CollectorConfig())
+    t = time.perf_counter()
+    for _ in range(rounds):
+        for body, _, _ in batches:
+            service.ingest(otlp.decode_traces(body, otlp.PROTOBUF).spans)
+    conway = n / (time.perf_counter() - t)
+    return bare, conway
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=15.0, help="sending time per server")
+    ap.add_argument("--senders", type=int, default=4, help="concurrent senders")
+    ap.add_argument("--batch", type=int, default=1000, help="spans per request (about)")
+    a = ap.parse_args()
+    batches = make_batches(16, a.batch)
+    print(f"batches: {len(batches)} x ~{batches[0][1]} spans "
+          f"({len(batches[0][0]) // 1024} KiB protobuf each); {a.senders} senders; "
+          f"{a.seconds:g} s per server; {os.cpu_count()} CPUs (shared with whatever else runs)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "bare_server.py"
+        script.write_text(BARE_SERVER)
+        port = free_port()
+        bare = start([sys.executable, str(script), str(port)], port, "/count")
+        try:
+            spans, _, fails, elapsed = asyncio.run(
+                send(f"http://127.0.0.1:{port}/v1/traces", batches, a.seconds, a.senders))
+            bare_rate = spans / elapsed
+            walked = int(httpx.get(f"http://127.0.0.1:{port}/count").text)
+        finally:
+            stop(bare)
+    print(f"bare decode server : {bare_rate:>10,.0f} spans/s  ({spans:,} spans, "
+          f"{fails} failed requests, {walked:,} walked)")
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    collector = start([sys.executable, "-m", "collector", "--port", str(port)], port, "/healthz")
+    try:
+        spans, calls, fails, elapsed = asyncio.run(
+            send(f"{base}/v1/traces", batches, a.seconds, a.senders))
+        rate = spans / elapsed
+        received = metric(base, "conway_spans_received_total")
+        edges_total = metric(base, "traces_service_graph_request_total")
+        dropped = metric(base, "conway_pairing_dropped_total")
+    finally:
+        stop(collector)
+    print(f"conway collector   : {rate:>10,.0f} spans/s  ({spans:,} spans, {fails} failed "
+          f"requests)")
+    print(f"ratio collector/bare: {rate / bare_rate:.2f}  (target >= 0.5; target >= 100k spans/s)")
+    bare_cpu, conway_cpu = in_process(batches, 3)
+    print(f"in-process, one core, no HTTP: bare walk {bare_cpu:,.0f} spans/s, decode + graph "
+          f"{conway_cpu:,.0f} spans/s, ratio {conway_cpu / bare_cpu:.2f}")
+    ok = received == spans and edges_total == calls and dropped == 0
+    print(f"graph check        : received {received:,.0f} of {spans:,} spans sent; "
+          f"{edges_total:,.0f} of {calls:,} calls on edges; {dropped:,.0f} dropped from "
+          f"pairing -> {'OK' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""The traffic graph: decoded spans -> pairing -> rolling statistics, and the traffic appender.
+
+`TrafficGraph` is the `SpanConsumer` that keeps everything traffic knows: per-node statistics
+(a service's own SERVER/CONSUMER spans; for a virtual node, the calls into it), per-edge
+statistics (calls from pairing), versions seen per service, and the cumulative totals that
+``/metrics`` exports. `TrafficAppender` is the first step of the snapshot pipeline: it creates
+the nodes and edges of a window with their rate, error ratio, latency and the meta keys the
+other appenders read. The numbers of distinct nodes and edges are capped (``max_nodes``,
+``max_edges``); what a cap refuses is counted in ``dropped_nodes`` / ``dropped_edges``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from collector.exposition import EdgeTotals
+from collector.model import Call, Edge, Node, Snapshot, SpanRecord
+from collector.pairing import Pairer, PairingConfig
+from collector.service import CollectorConfig, CollectorService
+from collector.stats import Point, RollingStats, Summary, VersionLog, VersionSeen
+
+MAX_NODES = 10_000
+MAX_EDGES = 50_000
+TICK_S = 0.5  # how often pending halves are expired when no spans arrive
+SERVICE = "service"
+VIRTUAL = "virtual"
+
+_SERVER = 2
+_CONSUMER = 5
+
+
+@dataclass(frozen=True)
+class EdgeView:
+    """One edge's statistics over a window, for routes and other concerns."""
+
+    source: str
+    target: str
+    connection_type: str
+    summary: Summary
+
+
+class TrafficGraph:
+    """Everything the graph knows from spans. Not thread-safe: callers hold the service lock."""
+
+    def __init__(
+        self,
+        bucket_s: float = 1.0,
+        retention_s: float = 900.0,
+        started_at: float = 0.0,
+        pairing: PairingConfig | None = None,
+        max_nodes: int = MAX_NODES,
+        max_edges: int = MAX_EDGES,
+    ) -> None:
+        self.pairer = Pairer(pairing or PairingConfig())
+        self.nodes = RollingStats(bucket_s, retention_s, started_at)
+        self.edges = RollingStats(bucket_s, retention_s, started_at)
+        self.versions = VersionLog()
+        self.totals = EdgeTotals()
+        self.kinds: dict[str, str] = {}  # node -> "service" | "virtual"
+        self.seen: dict[str, float] = {}  # service -> last time one of its spans arrived
+        self.retention_s = retention_s
+        self.connection_types: dict[tuple[str, str], str] = {}
+        self.max_nodes = max_nodes
+        self.max_edges = max_edges
+        self.dropped_nodes = 0
+        self.dropped_edges = 0
+        self.spans = 0  # spans consumed
+        self.calls = 0  # calls recorded on edges
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def consume(self, spans: Sequence[SpanRecord], now: float) -> None:
+        self.spans += len(spans)
+        record = self.nodes.record
+        last_resource: object = None
+        known = False
+        for span in spans:
+            if span.resource is not last_resource:
+                # Spans of one resource arrive together and share its dict: do the per-service
+                # work once per resource rather than once per span.
+                last_resource = span.resource
+                known = self._service_seen(span, now)
+            if not known:
+                continue
+            kind = span.kind
+            if kind == _SERVER or kind == _CONSUMER:
+                record(
+                    span.service, now, (span.end_ns - span.start_ns) / 1e6, span.error, span.error
+                )
+        calls = self.pairer.feed(spans, now)
+        calls.extend(self.pairer.expire(now))
+        for call in calls:
+            self.add_call(call)
+
+    def _service_seen(self, span: SpanRecord, now: float) -> bool:
+        name = span.service
+        if name not in self.kinds and not self._add_node(name, SERVICE):
+            return False
+        self.seen[name] = now
+        if self.kinds[name] != SERVICE:
+            # A name first seen as a virtual peer turned out to be instrumented.
+            self.kinds[name] = SERVICE
+        version = span.resource.get("service.version")
+        if version is not None and version != "":
+            self.versions.record(name, str(version), now)
+        return True
+
+    def _add_node(self, name: str, kind: str) -> bool:
+        if len(self.kinds) >= self.max_nodes:
+            self.dropped_nodes += 1
+            return False
+        self.kinds[name] = kind
+        return True
+
+    def add_call(self, call: Call) -> None:
+        """Record one call on its edge (and on its virtual server node)."""
+        client, server = call.client, call.server
+        key = (client, server)
+        if key not in self.connection_types:
+            if len(self.connection_types) >= self.max_edges:
+                self.dropped_edges += 1
+                return
+            ends = ((client, call.client_is_virtual), (server, call.server_is_virtual))
+            for name, virtual in ends:
+                if name not in self.kinds and not self._add_node(
+                    name, VIRTUAL if virtual else SERVICE
+                ):
+                    self.dropped_edges += 1
+                    return
+            self.connection_types[key] = call.connection_type
+        elif not (call.server_is_virtual or call.client_is_virtual):
+            # Both halves seen: this is the edge's real kind, even if an expired client half
+            # (say, while the server was down) created the edge as a virtual one.
+            if self.connection_types[key] != call.connection_type:
+                self.connection_types[key] = call.connection_type
+        self.calls += 1
+        # Edge latency is what the caller waited; the server's view when no client half exists.
+        duration = call.client_duration_ns
+        if duration < 0:
+            duration = call.server_duration_ns
+        ms = duration / 1e6 if duration >= 0 else -1.0
+        failed = call.client_error or call.server_error
+        self.edges.record(key, call.time_s, ms, failed, call.server_error, call.client_error)
+        if call.server_is_virtual and self.kinds.get(server) == VIRTUAL:
+            self.nodes.record(server, call.time_s, ms, failed, call.server_error)
+        self.totals.observe(call)
+
+    def tick(self, now: float) -> None:
+        """Expire pending halves and forget what left the retention. Called periodically."""
+        for call in self.pairer.expire(now):
+            self.add_call(call)
+        pruned = self.nodes.prune(now) + self.edges.prune(now)
+        horizon = now - self.retention_s
+        if pruned or any(t < horizon for t in self.seen.values()):
+            self._forget_idle(horizon)
+
+    def _forget_idle(self, horizon: float) -> None:
+        for key in [k for k in self.connection_types if k not in self.edges]:
+            del self.connection_types[key]
+            self.totals.forget(*key)
+        used = {n for k in self.connection_types for n in k}
+        for name in list(self.kinds):
+            if name in self.nodes or name in used or self.seen.get(name, horizon) > horizon:
+                continue
+            del self.kinds[name]
+            self.seen.pop(name, None)
+            self.versions.forget(name)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return sorted(self.kinds)
+
+    def kind(self, name: str) -> str | None:
+        return self.kinds.get(name)
+
+    def node(self, name: str, now: float, window_s: float) -> Summary:
+        return self.nodes.summary(name, now, window_s)
+
+    def edge(self, source: str, target: str, now: float, window_s: float) -> Summary:
+        return self.edges.summary((source, target), now, window_s)
+
+    def edge_views(self, now: float, window_s: float) -> list[EdgeView]:
+        """Edges with at least one call in the window, sorted by (source, target)."""
+        out = []
+        for (source, target), ctype in sorted(self.connection_types.items()):
+            s = self.edges.summary((source, target), now, window_s)
+            if s.calls:
+                out.append(EdgeView(source, target, ctype, s))
+        return out
+
+    def series(self, name: str, now: float, window_s: float) -> list[Point]:
+        return self.nodes.series(name, now, window_s)
+
+    def versions_of(self, name: str) -> list[VersionSeen]:
+        return self.versions.versions(name)
+
+
+class TrafficAppender:
+    """Creates the snapshot's nodes and edges from the traffic graph and the scraper's ``up``.
+
+    Nodes: every service or virtual node known within the retention (rate 0 when idle in the
+    window), plus services known only from scraping. Edges: those with calls in the window.
+    """
+
+    name = "traffic"
+
+    def __init__(
+        self, graph: TrafficGraph, up_of: Callable[[], dict[str, bool | None]] | None = None
+    ) -> None:
+        self.graph = graph
+        self.up_of = up_of
+
+    def append(self, snap: Snapshot) -> None:
+        g = self.graph
+        now, window = snap.generated_at, snap.window_s
+        up = self.up_of() if self.up_of is not None else {}
+        for name in sorted(set(g.kinds) | set(up)):
+            kind = g.kinds.get(name, SERVICE)
+            s = g.node(name, now, window)
+            snap.nodes[name] = Node(
+                id=name,
+                kind=kind,
+                rate_rps=s.rate_rps,
+                error_ratio=s.error_ratio,
+                p50_ms=s.p50_ms,
+                p95_ms=s.p95_ms,
+                p99_ms=s.p99_ms,
+                meta={
+                    "up": up.get(name),
+                    "calls": s.calls,
+                    "errors": s.errors,
+                    "versions": [v.version for v in g.versions_of(name)],
+                },
+            )
+        for e in g.edge_views(now, window):
+            s = e.summary
+            snap.edges[(e.source, e.target)] = Edge(
+                source=e.source,
+                target=e.target,
+                connection_type=e.connection_type,
+                rate_rps=s.rate_rps,
+                error_ratio=s.error_ratio,
+                p50_ms=s.p50_ms,
+                p95_ms=s.p95_ms,
+                p99_ms=s.p99_ms,
+                meta={
+                    "calls": s.calls,
+                    "errors": s.errors,
+                    "client_errors": s.client_errors,
+                    "server_errors": s.server_errors,
+                    "client_only_errors": s.client_only_errors,
+                },
+            )
+
+
+def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
+    """Register the graph: consumer, traffic appender, periodic expiry, parts["graph"]."""
+    pairing = config.extra.get("pairing")
+    if not isinstance(pairing, PairingConfig):
+        pairing = PairingConfig()
+        if "pairing_ttl_s" in config.extra:
+            pairing.ttl_s = float(config.extra["pairing_ttl_s"])
+        if "pairing_max_items" in config.extra:
+            pairing.max_items = int(config.extra["pairing_max_items"])
+    graph = TrafficGraph(
+        bucket_s=config.bucket_s,
+        retention_s=config.retention_s,
+        started_at=service.clock(),
+        pairing=pairing,
+        max_nodes=int(config.extra.get("max_nodes", MAX_NODES)),
+        max_edges=int(config.extra.get("max_edges", MAX_EDGES)),
+    )
+    service.parts["graph"] = graph
+    service.consumers.append(graph)
+
+    def up_of() -> dict[str, bool | None]:
+        scraper = service.parts.get("scraper")
+        return scraper.up_by_service() if scraper is not None else {}
+
+    service.appenders.append(TrafficAppender(graph, up_of))
+
+    task: asyncio.Task[None] | None = None
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            with service.lock:
+                graph.tick(service.clock())
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(ticker())
+
+    async def stop() -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    service.on_startup.append(start)
+    service.on_shutdown.append(stop)
+    return graph

@@ -1,0 +1,319 @@
+"""Edge pairing: CLIENT and SERVER halves of one call meet on one key, as the OpenTelemetry
+servicegraph connector and Tempo's service-graph processor pair them.
+
+A CLIENT (or PRODUCER) span waits under ``(trace_id, span_id)``, a SERVER (or CONSUMER) span
+under ``(trace_id, parent_span_id)``; when the other half arrives one ``Call`` is emitted. What
+never pairs expires after ``ttl_s``:
+
+- a CLIENT/PRODUCER span that names its peer becomes a call to a *virtual* node (an
+  uninstrumented database, queue or external API); one naming no peer is counted as unpaired
+  (or, with ``unknown_peer`` set, becomes a call to that node, as the otelcol connector does);
+- a SERVER/CONSUMER span whose parent never arrived is counted as unpaired (both upstreams do
+  the same: they only invent a caller for root spans).
+
+Root SERVER/CONSUMER spans (no parent) are called by the virtual node ``user`` right away (or by
+the peer the span names, as Tempo does). Database CLIENT spans complete right away too: a
+database sends no span of its own. The pending store is bounded by ``max_items``; spans refused
+when it is full are counted in ``dropped``, never silently lost. Time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from collector.model import Attributes, Call, ConnectionType, SpanRecord
+
+USER_NODE = "user"
+
+_SERVER = 2
+_CLIENT = 3
+_PRODUCER = 4
+_CONSUMER = 5
+
+# Which span attributes name the peer of an outgoing call, in order. Conway's default puts the
+# database's own name ahead of the network address, so `db.namespace=orders` names the node
+# `orders` even when `server.address` is 127.0.0.1; `TEMPO_PEER_ATTRIBUTES` is Tempo's order.
+PEER_ATTRIBUTES: tuple[str, ...] = (
+    "peer.service",
+    "service.peer.name",
+    "peer.service.name",
+    "db.namespace",
+    "db.name",
+    "db.system",
+    "db.system.name",
+    "messaging.system",
+    "server.address",
+    "net.peer.name",
+)
+TEMPO_PEER_ATTRIBUTES: tuple[str, ...] = (
+    "peer.service",
+    "server.address",
+    "network.peer.address",
+    "db.namespace",
+    "db.name",
+    "db.system",
+    "db.system.name",
+)
+OTELCOL_PEER_ATTRIBUTES: tuple[str, ...] = (
+    "peer.service",
+    "service.peer.name",
+    "peer.service.name",
+    "db.name",
+    "db.system",
+)
+DATABASE_ATTRIBUTES: tuple[str, ...] = ("db.system", "db.system.name", "db.name", "db.namespace")
+# Attributes a root SERVER/CONSUMER span may carry to name who called it (Tempo's behaviour).
+CALLER_ATTRIBUTES: tuple[str, ...] = ("peer.service", "service.peer.name", "peer.service.name")
+
+
+class PendingFull(Exception):
+    """The pending store holds ``max_items`` halves: the span was dropped (and counted)."""
+
+    def __init__(self, dropped: int, max_items: int) -> None:
+        super().__init__(
+            f"edge pairing store full ({max_items} pending halves): dropped {dropped} spans; "
+            "raise max_items or lower the pairing TTL"
+        )
+        self.dropped = dropped
+
+
+@dataclass
+class PairingConfig:
+    """How halves pair and expire. The defaults are Conway's; ``tempo()``/``otelcol()`` mirror
+    the upstream processors (for the reference-trace tests)."""
+
+    ttl_s: float = 2.0
+    max_items: int = 100_000
+    peer_attributes: tuple[str, ...] = PEER_ATTRIBUTES
+    # The node an expired client span naming no peer calls; None counts it as unpaired instead.
+    unknown_peer: str | None = None
+    # A root SERVER/CONSUMER span naming its caller (peer.service) is called by that node.
+    root_caller_from_peer: bool = True
+
+    @classmethod
+    def tempo(cls, **kw: object) -> PairingConfig:
+        cfg = cls(peer_attributes=TEMPO_PEER_ATTRIBUTES)
+        for k, v in kw.items():
+            setattr(cfg, k, v)
+        return cfg
+
+    @classmethod
+    def otelcol(cls, **kw: object) -> PairingConfig:
+        cfg = cls(
+            peer_attributes=OTELCOL_PEER_ATTRIBUTES, unknown_peer="unknown",
+            root_caller_from_peer=False,
+        )
+        for k, v in kw.items():
+            setattr(cfg, k, v)
+        return cfg
+
+
+@dataclass
+class PairingCounters:
+    paired: int = 0  # calls from two halves that met
+    roots: int = 0  # root SERVER/CONSUMER spans attributed to `user` or a named caller
+    database: int = 0  # database CLIENT spans completed at once
+    expired: int = 0  # halves that waited ttl_s without meeting their other half
+    virtual: int = 0  # expired CLIENT/PRODUCER halves turned into calls to a virtual node
+    unpaired: int = 0  # expired halves that produced no call
+    dropped: int = 0  # halves refused because the store was full
+    replaced: int = 0  # a second half with the same key and kind replaced the first
+
+
+def _first(attrs: Attributes, keys: Sequence[str]) -> str | None:
+    for k in keys:
+        v = attrs.get(k)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if v is not None and v != "":
+            if k == "network.peer.address":
+                port = attrs.get("network.peer.port")
+                return f"{v}:{port!s}" if port not in (None, "", b"") else str(v)
+            return str(v)
+    return None
+
+
+def _is_database(attrs: Attributes) -> bool:
+    # DATABASE_ATTRIBUTES, unrolled: this runs for every unpaired CLIENT span.
+    return bool(
+        attrs.get("db.system") or attrs.get("db.system.name") or attrs.get("db.name")
+        or attrs.get("db.namespace")
+    )
+
+
+def _connection_type(attrs: Attributes) -> str:
+    if _is_database(attrs):
+        return ConnectionType.DATABASE
+    if attrs.get("messaging.system") not in (None, ""):
+        return ConnectionType.MESSAGING
+    return ConnectionType.VIRTUAL_NODE
+
+
+@dataclass
+class Pairer:
+    """Pairs halves into calls. ``feed`` and ``expire`` return the calls they complete."""
+
+    config: PairingConfig = field(default_factory=PairingConfig)
+    counters: PairingCounters = field(default_factory=PairingCounters)
+    # key -> (deadline, span, is_client); dict order is arrival order, so expiry scans the front.
+    _pending: dict[tuple[bytes, bytes], tuple[float, SpanRecord, bool]] = field(
+        default_factory=dict
+    )
+    # The error of the last ``feed`` that lost spans to a full store, else None.
+    last_error: PendingFull | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def feed(self, spans: Sequence[SpanRecord], now: float) -> list[Call]:
+        """Pair ``spans``; returns completed calls. Raises nothing: drops are counted, and
+        ``last_error`` says how many spans this batch lost to a full store."""
+        calls: list[Call] = []
+        append = calls.append
+        pending = self._pending
+        deadline = now + self.config.ttl_s
+        max_items = self.config.max_items
+        c = self.counters
+        dropped = 0
+        for span in spans:
+            kind = span.kind
+            if kind == _CLIENT or kind == _PRODUCER:
+                key = (span.trace_id, span.span_id)
+                other = pending.get(key)
+                if other is not None and not other[2]:
+                    del pending[key]
+                    c.paired += 1
+                    append(self._pair(span, other[1], now))
+                    continue
+                if kind == _CLIENT and span.attributes and _is_database(span.attributes):
+                    c.database += 1
+                    append(self._to_peer(span, now, ConnectionType.DATABASE))
+                    continue
+                if other is not None:
+                    # Same key, same half (a retry or a duplicate): the newer one waits, at the
+                    # back, so the store stays in deadline order.
+                    c.replaced += 1
+                    del pending[key]
+                elif len(pending) >= max_items:
+                    dropped += 1
+                    continue
+                pending[key] = (deadline, span, True)
+            elif kind == _SERVER or kind == _CONSUMER:
+                parent = span.parent_span_id
+                if not parent:
+                    c.roots += 1
+                    append(self._root(span, now))
+                    continue
+                key = (span.trace_id, parent)
+                other = pending.get(key)
+                if other is not None and other[2]:
+                    del pending[key]
+                    c.paired += 1
+                    append(self._pair(other[1], span, now))
+                    continue
+                if other is not None:
+                    # Same key, same half (a retry or a duplicate): the newer one waits, at the
+                    # back, so the store stays in deadline order.
+                    c.replaced += 1
+                    del pending[key]
+                elif len(pending) >= max_items:
+                    dropped += 1
+                    continue
+                pending[key] = (deadline, span, False)
+        c.dropped += dropped
+        self.last_error = PendingFull(dropped, max_items) if dropped else None
+        return calls
+
+    def expire(self, now: float) -> list[Call]:
+        """Expire halves whose deadline is at or before ``now``; returns the virtual calls."""
+        pending = self._pending
+        if not pending:
+            return []
+        due = []
+        for key, entry in pending.items():
+            if entry[0] > now:
+                break
+            due.append(key)
+        calls: list[Call] = []
+        c = self.counters
+        for key in due:
+            _, span, is_client = pending.pop(key)
+            c.expired += 1
+            call = self._expired(span, now) if is_client else None
+            if call is None:
+                c.unpaired += 1
+            else:
+                c.virtual += 1
+                calls.append(call)
+        return calls
+
+    def flush(self, now: float) -> list[Call]:
+        """Expire everything pending, whatever its deadline (used at shutdown and in tests)."""
+        for key, (_, span, is_client) in list(self._pending.items()):
+            self._pending[key] = (now, span, is_client)
+        return self.expire(now)
+
+    # -- call construction -------------------------------------------------------------------
+
+    @staticmethod
+    def _pair(client: SpanRecord, server: SpanRecord, now: float) -> Call:
+        messaging = client.kind == _PRODUCER or server.kind == _CONSUMER
+        return Call(
+            client.service,
+            server.service,
+            ConnectionType.MESSAGING if messaging else ConnectionType.DIRECT,
+            now,
+            client.end_ns - client.start_ns,
+            server.end_ns - server.start_ns,
+            client.error,
+            server.error,
+            client.trace_id,
+        )
+
+    def _root(self, span: SpanRecord, now: float) -> Call:
+        caller = None
+        if self.config.root_caller_from_peer:
+            caller = _first(span.attributes, CALLER_ATTRIBUTES)
+        return Call(
+            caller or USER_NODE,
+            span.service,
+            ConnectionType.VIRTUAL_NODE,
+            now,
+            -1,
+            span.end_ns - span.start_ns,
+            False,
+            span.error,
+            span.trace_id,
+            client_is_virtual=True,
+        )
+
+    def _to_peer(self, span: SpanRecord, now: float, connection_type: str) -> Call:
+        peer = _first(span.attributes, self.config.peer_attributes) or self.config.unknown_peer
+        if peer is None:
+            # A database span with no name at all: name the node by the system, or "database".
+            peer = "database"
+        return self._virtual_call(span, peer, now, connection_type)
+
+    def _expired(self, span: SpanRecord, now: float) -> Call | None:
+        peer = _first(span.attributes, self.config.peer_attributes) or self.config.unknown_peer
+        if peer is None:
+            return None
+        return self._virtual_call(span, peer, now, _connection_type(span.attributes))
+
+    @staticmethod
+    def _virtual_call(span: SpanRecord, peer: str, now: float, connection_type: str) -> Call:
+        duration = span.end_ns - span.start_ns
+        return Call(
+            span.service,
+            peer,
+            connection_type,
+            now,
+            duration,
+            # A virtual server half is the client's view of it (as Tempo records it).
+            duration if connection_type == ConnectionType.DATABASE else -1,
+            span.error,
+            False,
+            span.trace_id,
+            server_is_virtual=True,
+        )

@@ -1,0 +1,222 @@
+"""The Prometheus scraper: what only metrics know about a service (``up``, unsampled counts).
+
+Targets come from ``--scrape URL`` and from the topology file (each service's port ->
+``http://127.0.0.1:PORT/metrics``). Every ``interval_s`` all targets are fetched concurrently
+with httpx and parsed with ``prometheus_client.parser``. Per target the scraper keeps ``up``,
+the last scrape time and error, counted failures, and the totals of
+``http_server_requests_total`` (all, and those with a 5xx status label) when the target exports
+it. A target's service is its topology name, else a ``service`` / ``service_name`` label on
+``target_info`` (or on any sample), else the target's host:port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.service import CollectorConfig, CollectorService
+
+SCRAPE_TIMEOUT_S = 2.0
+MAX_SCRAPE_BYTES = 4 * 1024 * 1024
+MAX_ERROR_CHARS = 300
+REQUESTS_FAMILY = "http_server_requests"
+_STATUS_LABELS = ("status", "status_code", "code", "http_status_code", "http_response_status_code")
+_SERVICE_LABELS = ("service", "service_name", "job")
+
+
+class TopologyError(ValueError):
+    """The topology file cannot give scrape targets; the message says what to fix."""
+
+
+@dataclass
+class Target:
+    url: str
+    service: str
+    named: bool  # the service name came from configuration, not from the scraped metrics
+    up: bool | None = None  # None until the first scrape finished
+    last_scrape: float | None = None
+    last_error: str | None = None
+    scrapes: int = 0
+    failures: int = 0
+    requests_total: float | None = None
+    errors_total: float | None = None
+
+
+def topology_targets(path: Path) -> dict[str, str]:
+    """Service name -> metrics URL from a topology file's ``services: {name: {port: N}}``."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"topology file {path} is not valid YAML: {exc}") from exc
+    services = doc.get("services") if isinstance(doc, dict) else None
+    if not isinstance(services, dict) or not services:
+        raise TopologyError(
+            f"topology file {path} needs a top-level 'services:' mapping of "
+            "service name -> {port: N}"
+        )
+    out: dict[str, str] = {}
+    for name, spec in services.items():
+        port = spec.get("port") if isinstance(spec, dict) else None
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise TopologyError(
+                f"topology file {path}: service {name!r} needs an integer 'port' (1..65535), "
+                f"got {port!r}"
+            )
+        out[str(name)] = f"http://127.0.0.1:{port}/metrics"
+    return out
+
+
+def parse_metrics(text: str) -> tuple[float | None, float | None, str | None]:
+    """(requests total, 5xx total, service name) from an exposition text; raises ValueError."""
+    requests: float | None = None
+    errors: float | None = None
+    service: str | None = None
+    for family in text_string_to_metric_families(text):
+        if family.name == REQUESTS_FAMILY:
+            requests = requests or 0.0
+            errors = errors or 0.0
+            for sample in family.samples:
+                if sample.name != REQUESTS_FAMILY + "_total":
+                    continue
+                requests += sample.value
+                status = next((sample.labels[k] for k in _STATUS_LABELS if k in sample.labels), "")
+                if status.startswith("5"):
+                    errors += sample.value
+        if service is None:
+            for sample in family.samples:
+                name = next((sample.labels[k] for k in _SERVICE_LABELS[:2] if k in sample.labels),
+                            None)
+                if name:
+                    service = name
+                    break
+        if family.name in ("target", "target_info") and family.samples:
+            # target_info wins over a label found on an ordinary sample.
+            name = family.samples[0].labels.get("service_name") or family.samples[0].labels.get(
+                "service"
+            )
+            if name:
+                service = name
+    return requests, errors, service
+
+
+class Scraper:
+    """Scrapes its targets; ``scrape_once`` is the whole cycle, ``run`` repeats it."""
+
+    def __init__(
+        self,
+        urls: Iterable[str] = (),
+        named: dict[str, str] | None = None,
+        interval_s: float = 5.0,
+        clock: Callable[[], float] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"scrape interval must be > 0 seconds, got {interval_s}")
+        self.interval_s = interval_s
+        self._clock = clock
+        self._transport = transport
+        self._targets: dict[str, Target] = {}
+        for service, url in (named or {}).items():
+            self._targets[url] = Target(url, service, named=True)
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"scrape target {url!r} is not an http(s) URL")
+            if url not in self._targets:
+                self._targets[url] = Target(url, parts.netloc, named=False)
+
+    def targets(self) -> list[Target]:
+        return list(self._targets.values())
+
+    @property
+    def failures(self) -> int:
+        return sum(t.failures for t in self._targets.values())
+
+    def up_by_service(self) -> dict[str, bool | None]:
+        out: dict[str, bool | None] = {}
+        for t in self._targets.values():
+            prev = out.get(t.service)
+            # A service with several targets is up when any of them is.
+            out[t.service] = t.up if prev is None else (prev or bool(t.up))
+        return out
+
+    def target_for(self, service: str) -> Target | None:
+        return next((t for t in self._targets.values() if t.service == service), None)
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else time.time()
+
+    async def scrape_once(self) -> None:
+        async with httpx.AsyncClient(
+            timeout=SCRAPE_TIMEOUT_S, transport=self._transport, follow_redirects=False
+        ) as client:
+            await asyncio.gather(*(self._scrape(client, t) for t in self._targets.values()))
+
+    async def _scrape(self, client: httpx.AsyncClient, t: Target) -> None:
+        error: str | None = None
+        parsed: tuple[float | None, float | None, str | None] | None = None
+        try:
+            r = await client.get(t.url, headers={"Accept": "text/plain"})
+            if r.status_code != 200:
+                error = f"HTTP {r.status_code} from {t.url}"
+            elif len(r.content) > MAX_SCRAPE_BYTES:
+                error = f"metrics page larger than {MAX_SCRAPE_BYTES} bytes"
+            else:
+                parsed = parse_metrics(r.text)
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except ValueError as exc:
+            error = f"unparseable metrics: {exc}"
+        t.scrapes += 1
+        t.last_scrape = self._now()
+        if parsed is None:
+            t.up = False
+            t.failures += 1
+            t.last_error = (error or "unknown error")[:MAX_ERROR_CHARS]
+            return
+        t.up = True
+        t.last_error = None
+        t.requests_total, t.errors_total, service = parsed
+        if service and not t.named:
+            t.service = service
+
+    async def run(self) -> None:
+        while True:
+            await self.scrape_once()
+            await asyncio.sleep(self.interval_s)
+
+
+def install(service: CollectorService, config: CollectorConfig) -> Scraper | None:
+    """Register the scraper (parts["scraper"]) when there is anything to scrape."""
+    named = topology_targets(config.topology) if config.topology is not None else {}
+    if not named and not config.scrape:
+        return None
+    scraper = Scraper(config.scrape, named, config.scrape_interval_s, clock=service.clock)
+    service.parts["scraper"] = scraper
+    task: asyncio.Task[Any] | None = None
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(scraper.run())
+
+    async def stop() -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    service.on_startup.append(start)
+    service.on_shutdown.append(stop)
+    return scraper

@@ -1,0 +1,39 @@
+"""Builds a collector: each concern installs itself on one `CollectorService`, in pipeline order.
+
+Order (and why): the graph first (its traffic appender creates the nodes and edges every later
+appender reads, and its consumer must see spans before anyone who reads pairing results), the
+scraper (it feeds the graph's ``up``), then ownership (health and diagnosis report teams), then
+diagnosis (health, root cause, blast radius), and last the ``/metrics`` exposition, which reads
+what the others registered.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp
+
+from collector import graph, ownership, scraper
+from collector.app import create_app
+from collector.exposition import ConwayCollector, IngestCounters, make_registry
+from collector.service import Clock, CollectorConfig, CollectorService
+
+
+def build_service(config: CollectorConfig, clock: Clock = time.time) -> CollectorService:
+    service = CollectorService(config=config, clock=clock)
+    g = graph.install(service, config)
+    s = scraper.install(service, config)
+
+    # --- other concerns, in pipeline order (the lead adds these calls) ---------------------
+    ownership.install(service, config)
+    # collector.diagnosis.install(service, config)
+    # ----------------------------------------------------------------------------------------
+
+    counters = IngestCounters()
+    service.parts["ingest"] = counters
+    service.parts["metrics_registry"] = make_registry(ConwayCollector(g, counters, s))
+    return service
+
+
+def build_app(service: CollectorService) -> ASGIApp:
+    return create_app(service, service.parts["metrics_registry"], service.parts["ingest"])
