@@ -1,0 +1,49 @@
+"""Ownership: the Backstage catalog, on-call details, the team map, orphans and catalog drift.
+
+``install(service, config)`` loads ``config.catalog`` (a ``catalog-info.yaml`` or a folder of
+them; ``None`` means no catalog, so every owner comes from resource attributes or nobody) and
+registers: the resource-attribute span consumer, the "ownership" appender, the
+``/api/teams``, ``/api/teams/{name}`` and ``/api/teammap`` routes, the catalog watcher's
+startup/shutdown hooks, and ``service.parts["ownership"]`` (an ``Ownership``, whose
+``owner_of(name)`` other concerns call).
+
+An invalid catalog at startup raises ``CatalogInvalid`` (a ``ValueError`` whose message lists
+every problem); ``python -m collector`` should print it and exit, there being no good catalog
+to keep. Later invalid edits are reported and the last good catalog stays in force.
+"""
+
+from __future__ import annotations
+
+from collector.ownership.api import routes
+from collector.ownership.catalog import CatalogError, CatalogInvalid, load_catalog
+from collector.ownership.part import Ownership, OwnershipAppender
+from collector.ownership.resolve import Owner, ResourceTeams
+from collector.ownership.watch import POLL_INTERVAL_S, Watcher
+from collector.service import CollectorConfig, CollectorService
+
+__all__ = [
+    "CatalogError",
+    "CatalogInvalid",
+    "Owner",
+    "Ownership",
+    "OwnershipAppender",
+    "ResourceTeams",
+    "install",
+    "load_catalog",
+]
+
+
+def install(service: CollectorService, config: CollectorConfig) -> None:
+    """Register the ownership concern on ``service``; raise ``CatalogInvalid`` if the
+    configured catalog cannot be used."""
+    ownership = Ownership(config.catalog, service.clock)
+    ownership.store.load_initial()
+    watcher = Watcher(
+        ownership.store, float(config.extra.get("catalog_poll_s", POLL_INTERVAL_S))
+    )
+    service.consumers.append(ownership.attrs)
+    service.appenders.append(ownership.appender)
+    service.routes.extend(routes(service, ownership))
+    service.on_startup.append(watcher.start)
+    service.on_shutdown.append(watcher.stop)
+    service.parts["ownership"] = ownership

@@ -1,0 +1,78 @@
+"""HTTP routes of the ownership concern; each computes from ``service.snapshot(window)``.
+
+- ``GET /api/teams[?window=S]`` -> ``{"teams": [{"name","display_name","on_call","channel",
+  "runbook","email","services","resources"}], "orphans": [...], "catalog": {"path",
+  "loaded_at","entities","errors": [{"file","document","line","field","message"}]},
+  "resource_attributes": {"remembered","max_services","dropped"}}``
+- ``GET /api/teams/{name}?window=S`` -> one team with its services' health, the service edges
+  leaving, entering and inside it, and its catalog drift; 404 for an unknown team.
+- ``GET /api/teammap?window=S`` -> ``collector.ownership.teammap.team_map``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from collector.ownership.part import Ownership
+from collector.service import CollectorService
+
+
+class BadWindow(ValueError):
+    pass
+
+
+def parse_window(request: Request, service: CollectorService) -> float | None:
+    """The ``window`` query parameter; the same rule as ``/api/graph``'s (bucket..retention)."""
+    raw = request.query_params.get("window")
+    if raw is None or raw == "":
+        return None
+    low, high = service.config.bucket_s, service.config.retention_s
+    try:
+        window = float(raw)
+    except ValueError:
+        window = math.nan
+    if not (math.isfinite(window) and low <= window <= high):
+        raise BadWindow(f"window must be a number of seconds between {low:g} and {high:g} "
+                        f"(the retention), got {raw!r}")
+    return window
+
+
+def routes(service: CollectorService, ownership: Ownership) -> list[BaseRoute]:
+    async def teams(request: Request) -> Response:
+        try:
+            window = parse_window(request, service)
+        except BadWindow as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(ownership.teams_payload(service.snapshot(window)))
+
+    async def team(request: Request) -> Response:
+        try:
+            window = parse_window(request, service)
+        except BadWindow as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        name = request.path_params["name"]
+        snap = service.snapshot(window)
+        row = ownership.find_team(snap, name)
+        if row is None:
+            known = ", ".join(ownership.teams(snap)) or "none"
+            return JSONResponse(
+                {"error": f"unknown team {name!r}; known teams: {known}"}, status_code=404
+            )
+        return JSONResponse(ownership.team_payload(snap, row))
+
+    async def teammap(request: Request) -> Response:
+        try:
+            window = parse_window(request, service)
+        except BadWindow as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(ownership.teammap_payload(service.snapshot(window)))
+
+    return [
+        Route("/api/teams", teams, methods=["GET"]),
+        Route("/api/teams/{name:path}", team, methods=["GET"]),
+        Route("/api/teammap", teammap, methods=["GET"]),
+    ]
