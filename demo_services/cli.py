@@ -1,0 +1,201 @@
+"""Command line of the demo shop: ``python -m demo_services {up,fault,clear,scenario,serve}``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from demo_services.control_client import ControlClient, ControlError
+from demo_services.control_client import describe_fault as _describe
+from demo_services.defaults import DEFAULT_ADMIN, DEFAULT_ADMIN_PORT, DEFAULT_COLLECTOR, TOKEN_ENV
+from demo_services.faults import MAX_LATENCY_MS
+from demo_services.scenarios import SCENARIOS, run_scenario
+from demo_services.topology import TopologyError
+
+DEFAULT_RATE = 3.0
+DEFAULT_SCENARIO_S = 60.0
+
+
+def _error_rate(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a share), got {text}")
+    return value
+
+
+def _latency(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value <= MAX_LATENCY_MS:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and {MAX_LATENCY_MS:g} milliseconds, got {text}"
+        )
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no load) or more journeys/s, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 1..65535, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo_services",
+        description="Conway's demo shop: 12 microservices with traces, metrics and faults.",
+        epilog="Example: `python -m demo_services up` in one terminal, then "
+        "`python -m demo_services scenario payment-outage` in another.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up", help="start every service, the control API and the load generator",
+        description="Start every service of the topology as its own process, the demo control "
+        "API and a load generator; Ctrl-C (or SIGTERM) stops everything.",
+    )
+    up.add_argument("--topology", type=Path, help="topology YAML (default: catalog/topology.yaml)")
+    up.add_argument("--collector", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT",
+                                                          DEFAULT_COLLECTOR),
+                    help="OTLP/HTTP endpoint for traces (default: $OTEL_EXPORTER_OTLP_ENDPOINT "
+                    f"or {DEFAULT_COLLECTOR})")
+    up.add_argument("--admin-port", type=_port, default=DEFAULT_ADMIN_PORT,
+                    help=f"port of the control API (default {DEFAULT_ADMIN_PORT})")
+    up.add_argument("--admin-token", default=os.environ.get(TOKEN_ENV),
+                    help=f"require this bearer token for changes (default: ${TOKEN_ENV})")
+    up.add_argument("--rate", type=_rate, default=DEFAULT_RATE,
+                    help=f"user journeys per second against the frontend, 0 for none "
+                    f"(default {DEFAULT_RATE:g})")
+    up.add_argument("--base-port", type=_port,
+                    help="move the service ports so the first one is N (default: as in the "
+                    "topology, 8101..)")
+
+    def control_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--admin", default=DEFAULT_ADMIN,
+                       help=f"control API URL (default {DEFAULT_ADMIN}); token from ${TOKEN_ENV}")
+
+    fault = sub.add_parser(
+        "fault", help="inject a fault into a service or a virtual dependency",
+        description="Inject a fault. Options accumulate with the target's current fault; "
+        "`clear` removes it. Targets: services, or the virtual dependencies orders and redis.",
+    )
+    fault.add_argument("target", metavar="SERVICE", help="e.g. payment, checkout, orders, redis")
+    fault.add_argument("--error-rate", type=_error_rate, metavar="R",
+                       help="share of requests that fail with 500 (0..1)")
+    fault.add_argument("--latency-ms", type=_latency, metavar="MS", help="added latency")
+    fault.add_argument("--down", action="store_true",
+                       help="stop the process: callers get connection refused")
+    fault.add_argument("--version", metavar="V",
+                       help="bad deploy: the service reports service.version V and fails "
+                       "(50%% of requests unless --error-rate is given)")
+    control_args(fault)
+
+    clear = sub.add_parser("clear", help="clear the faults of one target, or of all")
+    clear.add_argument("target", metavar="SERVICE", nargs="?", help="default: every target")
+    control_args(clear)
+
+    scenario = sub.add_parser(
+        "scenario", help="run a scripted partial failure and restore the shop afterwards",
+        description="Scenarios: " + "; ".join(f"{s.name}: {s.summary}"
+                                               for s in SCENARIOS.values()),
+    )
+    scenario.add_argument("name", choices=sorted(SCENARIOS), metavar="NAME",
+                          help=f"one of {', '.join(sorted(SCENARIOS))}")
+    scenario.add_argument("--duration", type=_rate, default=DEFAULT_SCENARIO_S, metavar="S",
+                          help=f"seconds to hold the fault (default {DEFAULT_SCENARIO_S:g})")
+    control_args(scenario)
+
+    serve = sub.add_parser("serve", help="(internal) run one service process; `up` uses it")
+    serve.add_argument("name", metavar="SERVICE")
+    serve.add_argument("--topology", type=Path)
+    serve.add_argument("--base-port", type=_port)
+    serve.add_argument("--collector",
+                       default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", DEFAULT_COLLECTOR))
+    serve.add_argument("--faults", help="initial faults as JSON {target: fault}")
+    serve.add_argument("--parent-pid", type=int, help="exit when this parent goes away")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(parser, args)
+    except TopologyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ControlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "up":
+        from demo_services.up import UpOptions, run_up
+
+        return run_up(
+            UpOptions(
+                topology=args.topology,
+                collector=args.collector,
+                admin_port=args.admin_port,
+                admin_token=args.admin_token,
+                rate=args.rate,
+                base_port=args.base_port,
+            )
+        )
+    if args.command == "serve":
+        from demo_services.runner import run_service
+
+        return run_service(
+            args.name, args.topology, args.base_port, args.collector, args.faults,
+            args.parent_pid, os.environ.get(TOKEN_ENV),
+        )
+    client = ControlClient(args.admin)
+    if args.command == "fault":
+        update: dict[str, Any] = {}
+        if args.error_rate is not None:
+            update["error_rate"] = args.error_rate
+        if args.latency_ms is not None:
+            update["latency_ms"] = args.latency_ms
+        if args.down:
+            update["down"] = True
+        if args.version is not None:
+            update["version"] = args.version
+        if not update:
+            parser.error("fault: nothing to inject; give --error-rate, --latency-ms, --down "
+                         "or --version")
+        state = client.fault(args.target, update)
+        print(f"{args.target}: {_describe(state['fault'])}")
+        return 0
+    if args.command == "clear":
+        client.clear(args.target)
+        print(f"cleared {args.target or 'every fault'}")
+        return 0
+    if args.command == "scenario":
+        return run_scenario(args.name, client, args.duration)
+    parser.error(f"unknown command {args.command}")
+    return 2

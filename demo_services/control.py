@@ -1,0 +1,107 @@
+"""The demo control API served by ``up`` (default http://127.0.0.1:8100).
+
+  GET    /services          the services (name, port, url, state, fault, dependencies, version,
+                            pid) and the virtual dependencies
+  POST   /faults/{target}   JSON {"error_rate"?, "latency_ms"?, "down"?, "version"?}; merged into
+                            the target's current fault; answers the target's new state
+  DELETE /faults/{target}   clear one target;  DELETE /faults  clear all
+  GET    /healthz
+
+Errors: 404 unknown target (the message lists valid names), 400 bad value, 401 bad or missing
+token (when a token is configured, mutating calls need ``Authorization: Bearer <token>``),
+502 when a service process could not be reached or restarted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from demo_services.faults import FaultError, parse_update
+from demo_services.supervisor import Supervisor, SupervisorError
+
+
+def build_control_app(supervisor: Supervisor) -> Starlette:
+    def authorized(request: Request) -> bool:
+        if supervisor.admin_token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {supervisor.admin_token}".encode())
+
+    def unknown(target: str) -> Response:
+        return _error(
+            404,
+            f"unknown service or dependency {target!r}; valid: "
+            f"{', '.join(supervisor.topology.targets)}",
+        )
+
+    async def services(request: Request) -> Response:
+        return JSONResponse(supervisor.describe())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def set_fault(request: Request) -> Response:
+        if not authorized(request):
+            return _unauthorized()
+        target = request.path_params["target"]
+        if target not in supervisor.topology.targets:
+            return unknown(target)
+        try:
+            body = json.loads(await request.body() or b"{}")
+            update = parse_update(body, virtual=target in supervisor.topology.virtual)
+        except json.JSONDecodeError:
+            return _error(400, "the body is not valid JSON")
+        except FaultError as exc:
+            return _error(400, str(exc))
+        try:
+            return JSONResponse(await supervisor.set_fault(target, update))
+        except SupervisorError as exc:
+            return _error(502, str(exc))
+
+    async def clear_one(request: Request) -> Response:
+        if not authorized(request):
+            return _unauthorized()
+        target = request.path_params["target"]
+        if target not in supervisor.topology.targets:
+            return unknown(target)
+        try:
+            await supervisor.clear(target)
+        except SupervisorError as exc:
+            return _error(502, str(exc))
+        return JSONResponse(supervisor.describe_target(target))
+
+    async def clear_all(request: Request) -> Response:
+        if not authorized(request):
+            return _unauthorized()
+        try:
+            await supervisor.clear()
+        except SupervisorError as exc:
+            return _error(502, str(exc))
+        return JSONResponse(supervisor.describe())
+
+    return Starlette(
+        routes=[
+            Route("/services", services, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/faults", clear_all, methods=["DELETE"]),
+            Route("/faults/{target}", set_fault, methods=["POST"]),
+            Route("/faults/{target}", clear_one, methods=["DELETE"]),
+        ]
+    )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(
+        401, "missing or wrong admin token: send Authorization: Bearer <token> "
+        "(the CLI reads it from CONWAY_ADMIN_TOKEN)"
+    )

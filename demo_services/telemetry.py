@@ -1,0 +1,145 @@
+"""Traces and metrics of one demo service process.
+
+Traces: an OpenTelemetry SDK TracerProvider per service version, exported over OTLP/HTTP
+(protobuf) in batches. A bad deploy swaps the provider (new ``service.version`` resource) and
+retires the old one, which keeps exporting what it already holds until shutdown.
+
+Metrics: a per-process ``CollectorRegistry`` with Prometheus-named families:
+``http_server_requests_total`` and ``http_server_request_duration_seconds`` by ``method``,
+``route``, ``status_code``; ``http_client_requests_total`` and
+``http_client_request_duration_seconds`` by ``peer`` and ``status`` (the HTTP status code, ``ok``
+for a database call that succeeded, otherwise the span's ``error.type`` such as ``timeout``);
+``service_build_info`` (1, labelled with the running ``service_version``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NAMESPACE = "shop"
+ENVIRONMENT = "demo"
+# Export often (the dashboard is live) and hold enough to ride out a slow collector: at the
+# demo's load a process makes well under 1,000 spans/s, so 8,192 queued is many seconds.
+SCHEDULE_DELAY_MS = 300
+MAX_QUEUE_SIZE = 8192
+MAX_EXPORT_BATCH = 512
+EXPORT_TIMEOUT_S = 2.0
+# Retired providers (old versions) still flushing; older ones are shut down beyond this.
+MAX_RETIRED_PROVIDERS = 3
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def traces_endpoint(collector: str) -> str:
+    return collector.rstrip("/") + "/v1/traces"
+
+
+def make_tracer_provider(
+    service: str, version: str, instance_id: str, collector: str
+) -> TracerProvider:
+    resource = Resource.create(
+        {
+            "service.name": service,
+            "service.version": version,
+            "service.namespace": NAMESPACE,
+            "service.instance.id": instance_id,
+            "deployment.environment.name": ENVIRONMENT,
+        }
+    )
+    provider = TracerProvider(resource=resource)
+    exporter = OTLPSpanExporter(endpoint=traces_endpoint(collector), timeout=EXPORT_TIMEOUT_S)
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=MAX_QUEUE_SIZE,
+            schedule_delay_millis=SCHEDULE_DELAY_MS,
+            max_export_batch_size=MAX_EXPORT_BATCH,
+            export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000),
+        )
+    )
+    return provider
+
+
+class Tracing:
+    """The current provider of a service plus the retired ones of earlier versions."""
+
+    def __init__(self, service: str, version: str, collector: str) -> None:
+        self.service = service
+        self.collector = collector
+        self.instance_id = f"{service}-{uuid.uuid4().hex[:12]}"
+        self.version = version
+        self.provider = make_tracer_provider(service, version, self.instance_id, collector)
+        self._retired: list[TracerProvider] = []
+
+    def set_version(self, version: str) -> bool:
+        """Switch new spans to ``version``; returns whether anything changed."""
+        if version == self.version:
+            return False
+        old = self.provider
+        self.provider = make_tracer_provider(
+            self.service, version, self.instance_id, self.collector
+        )
+        self.version = version
+        self._retired.append(old)
+        while len(self._retired) > MAX_RETIRED_PROVIDERS:
+            self._retired.pop(0).shutdown()
+        return True
+
+    def shutdown(self) -> None:
+        """Flush and stop every provider (blocks up to the export timeout each)."""
+        for provider in [*self._retired, self.provider]:
+            provider.shutdown()
+        self._retired.clear()
+
+
+class ServiceMetrics:
+    """The Prometheus instruments of one service, in their own registry."""
+
+    def __init__(self, service: str, version: str) -> None:
+        self.registry = CollectorRegistry()
+        self.server_requests = Counter(
+            "http_server_requests",
+            "Inbound HTTP requests handled, by route and response status code.",
+            ["method", "route", "status_code"],
+            registry=self.registry,
+        )
+        self.server_duration = Histogram(
+            "http_server_request_duration_seconds",
+            "Time to answer inbound HTTP requests.",
+            ["method", "route", "status_code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.client_requests = Counter(
+            "http_client_requests",
+            "Outbound calls to services and databases, by peer and outcome.",
+            ["peer", "status"],
+            registry=self.registry,
+        )
+        self.client_duration = Histogram(
+            "http_client_request_duration_seconds",
+            "Time of outbound calls to services and databases.",
+            ["peer", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "service_build_info",
+            "Always 1; labels name the running service version.",
+            ["service_name", "service_version"],
+            registry=self.registry,
+        )
+        self.service = service
+        self.version = version
+        self.build_info.labels(service, version).set(1)
+
+    def set_version(self, version: str) -> None:
+        if version != self.version:
+            self.build_info.remove(self.service, self.version)
+            self.version = version
+            self.build_info.labels(self.service, version).set(1)

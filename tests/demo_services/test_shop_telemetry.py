@@ -1,0 +1,113 @@
+"""Traces and metrics of the running shop, received by a real OTLP/HTTP server in the test."""
+
+from __future__ import annotations
+
+import httpx
+from demo_harness import (
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    OtlpReceiver,
+    Shop,
+    SpanRow,
+    services_in,
+    trace_id_of,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+HOME_SERVICES = {"frontend", "product-catalog", "currency", "cart", "recommendation", "ad"}
+CHECKOUT_SERVICES = {"frontend", "checkout", "cart", "currency", "payment", "fraud-detection",
+                     "shipping", "quote", "email"}
+
+
+def _home_complete(spans: list[SpanRow]) -> bool:
+    return HOME_SERVICES <= services_in(spans) and any(
+        s.attrs.get("db.system") == "redis" for s in spans
+    )
+
+
+def _assert_links(spans: list[SpanRow]) -> None:
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if not s.parent_id]
+    assert [(r.service, r.kind) for r in roots] == [("frontend", SPAN_KIND_SERVER)]
+    for span in spans:
+        if span.kind == SPAN_KIND_SERVER and span.parent_id:
+            parent = by_id[span.parent_id]
+            assert parent.kind == SPAN_KIND_CLIENT, span.name
+            assert parent.service != span.service
+            assert parent.attrs["peer.service"] == span.service
+            assert parent.attrs["server.port"] == span.attrs["server.port"]
+        if span.kind == SPAN_KIND_CLIENT:
+            parent = by_id[span.parent_id]
+            assert parent.kind == SPAN_KIND_SERVER and parent.service == span.service
+
+
+def test_home_page_is_one_trace_across_services(shop: Shop, receiver: OtlpReceiver) -> None:
+    response = httpx.get(shop.url("frontend") + "/", trust_env=False, timeout=10)
+    assert response.status_code == 200
+    spans = receiver.wait_trace(trace_id_of(response), _home_complete)
+    assert HOME_SERVICES <= services_in(spans)
+    _assert_links(spans)
+    root = next(s for s in spans if not s.parent_id)
+    assert root.attrs["http.route"] == "/"
+    assert root.attrs["http.request.method"] == "GET"
+    assert root.attrs["http.response.status_code"] == 200
+    assert root.resource["service.namespace"] == "shop"
+    assert root.resource["deployment.environment.name"] == "demo"
+    assert root.resource["service.version"] == "2.3.1"
+    assert root.resource["service.instance.id"]
+    client = next(s for s in spans if s.kind == SPAN_KIND_CLIENT and s.attrs.get("peer.service")
+                  == "currency")
+    assert client.attrs["url.full"].endswith("/convert")
+    assert client.attrs["http.response.status_code"] == 200
+    redis = next(s for s in spans if s.attrs.get("db.system") == "redis")
+    assert redis.service == "cart" and redis.kind == SPAN_KIND_CLIENT
+    assert redis.attrs["db.operation.name"] == "HGETALL"
+    assert "db.namespace" not in redis.attrs
+    assert not any(s.error for s in spans)
+
+
+def test_checkout_trace_reaches_payment_shipping_and_postgres(
+    shop: Shop, receiver: OtlpReceiver
+) -> None:
+    response = httpx.post(shop.url("frontend") + "/checkout", trust_env=False, timeout=10)
+    assert response.status_code == 200
+
+    def complete(spans: list[SpanRow]) -> bool:
+        return CHECKOUT_SERVICES <= services_in(spans) and any(
+            s.attrs.get("db.system") == "postgresql" for s in spans
+        )
+
+    spans = receiver.wait_trace(trace_id_of(response), complete)
+    assert CHECKOUT_SERVICES <= services_in(spans)
+    _assert_links(spans)
+    orders = next(s for s in spans if s.attrs.get("db.system") == "postgresql")
+    assert orders.service == "checkout"
+    assert orders.attrs["db.namespace"] == "orders"
+    assert orders.attrs["db.operation.name"] == "INSERT"
+
+
+def test_every_service_exposes_prometheus_metrics(shop: Shop) -> None:
+    frontend = shop.url("frontend")
+    assert httpx.get(frontend + "/", trust_env=False, timeout=10).status_code == 200
+    expected = {
+        "http_server_requests": "counter",
+        "http_server_request_duration_seconds": "histogram",
+        "http_client_requests": "counter",
+        "http_client_request_duration_seconds": "histogram",
+    }
+    for entry in shop.services()["services"]:
+        text = httpx.get(entry["url"] + "/metrics", trust_env=False, timeout=10).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name, kind in expected.items():
+            assert families[name].type == kind, (entry["name"], name)
+        info = families["service_build_info"].samples
+        assert [s.labels["service_version"] for s in info] == [entry["version"]]
+    text = httpx.get(frontend + "/metrics", trust_env=False, timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    served = [s for s in families["http_server_requests"].samples if s.name.endswith("_total")]
+    assert any(
+        s.labels == {"method": "GET", "route": "/", "status_code": "200"} and s.value >= 1
+        for s in served
+    )
+    peers = {s.labels["peer"] for s in families["http_client_requests"].samples}
+    assert {"product-catalog", "currency", "cart"} <= peers

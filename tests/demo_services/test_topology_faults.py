@@ -1,0 +1,84 @@
+"""The topology file and fault updates: the shared contract and the messages for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from demo_services.faults import (
+    BAD_DEPLOY_ERROR_RATE,
+    Fault,
+    FaultError,
+    apply_update,
+    parse_update,
+)
+from demo_services.topology import TopologyError, load_topology, parse_topology
+
+
+def test_demo_topology_matches_the_shared_contract() -> None:
+    topology = load_topology()
+    ports = {name: spec.port for name, spec in topology.services.items()}
+    assert ports == {
+        "frontend": 8101, "ad": 8102, "product-catalog": 8103, "recommendation": 8104,
+        "checkout": 8105, "cart": 8106, "shipping": 8107, "quote": 8108, "payment": 8109,
+        "currency": 8110, "email": 8111, "fraud-detection": 8112,
+    }
+    calls = {
+        (name, call.target, call.required)
+        for name, spec in topology.services.items()
+        for route in spec.routes
+        for call in route.calls
+    }
+    assert calls == {
+        ("frontend", "product-catalog", True), ("frontend", "currency", True),
+        ("frontend", "cart", True), ("frontend", "recommendation", False),
+        ("frontend", "ad", False), ("frontend", "checkout", True),
+        ("recommendation", "product-catalog", True),
+        ("checkout", "cart", True), ("checkout", "currency", True), ("checkout", "payment", True),
+        ("checkout", "shipping", True), ("checkout", "email", False), ("checkout", "orders", True),
+        ("cart", "redis", True), ("payment", "fraud-detection", True), ("shipping", "quote", True),
+    }
+    assert topology.virtual["orders"].db_system == "postgresql"
+    assert topology.virtual["orders"].db_namespace == "orders"
+    assert topology.virtual["redis"].db_namespace is None
+    assert topology.with_base_port(20000).services["fraud-detection"].port == 20011
+
+
+def test_topology_errors_name_the_entry() -> None:
+    base = {"services": {"a": {"port": 1, "routes": [{"route": "GET /", "calls": [
+        {"to": "nowhere", "route": "GET /x"}]}]}}}
+    with pytest.raises(TopologyError, match=r"services\.a\.routes\[0\]\.calls\[0\]\.to 'nowhere'"):
+        parse_topology(base)
+    dup = {"services": {"a": {"port": 5, "routes": [{"route": "GET /"}]},
+                        "b": {"port": 5, "routes": [{"route": "GET /"}]}}}
+    with pytest.raises(TopologyError, match="already used by a"):
+        parse_topology(dup)
+    with pytest.raises(TopologyError, match='must look like "GET /path"'):
+        parse_topology({"services": {"a": {"port": 1, "routes": [{"route": "/nomethod"}]}}})
+
+
+def test_missing_topology_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="cannot read topology file"):
+        load_topology(tmp_path / "nope.yaml")
+
+
+def test_fault_updates_validate_and_merge() -> None:
+    fault = apply_update(Fault(), parse_update({"error_rate": 0.25}))
+    fault = apply_update(fault, parse_update({"latency_ms": 100}))
+    assert fault == Fault(error_rate=0.25, latency_ms=100.0)
+    bad_deploy = apply_update(Fault(), parse_update({"version": "2.0.0"}))
+    assert bad_deploy == Fault(error_rate=BAD_DEPLOY_ERROR_RATE, version="2.0.0")
+    assert apply_update(bad_deploy, parse_update({"version": None})).version is None
+    for body, message in (
+        ({"error_rate": 1.5}, "between 0 and 1"),
+        ({"error_rate": True}, "between 0 and 1"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"down": "yes"}, "true or false"),
+        ({"colour": 1}, "unknown fault field"),
+        ([], "JSON object"),
+    ):
+        with pytest.raises(FaultError, match=message):
+            parse_update(body)
+    with pytest.raises(FaultError, match="services only"):
+        parse_update({"version": "1"}, virtual=True)
