@@ -1,0 +1,93 @@
+"""Did a count or a latency rise significantly between a baseline period and the window?
+
+Shared by root cause (origin errors, self time), blast radius (victim errors, inclusive time)
+and health (latency baseline). Both tests want a real change, not a steady level: a service
+with a constant 2 % error rate is not "rising", however many requests it serves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from collector.diagnosis.window import Hist
+
+
+def poisson_tail(k: int, lam: float) -> float:
+    """P(X >= k) for X ~ Poisson(lam)."""
+    if k <= 0:
+        return 1.0
+    if lam <= 0.0:
+        return 0.0
+    if k > 2_000:  # normal approximation, far out where the sum would be slow
+        return 0.5 * math.erfc((k - 0.5 - lam) / math.sqrt(2.0 * lam))
+    log_pmf = -lam
+    below = 0.0
+    for i in range(k):
+        if i:
+            log_pmf += math.log(lam / i)
+        below += math.exp(log_pmf)
+    return max(0.0, 1.0 - below)
+
+
+@dataclass(frozen=True, slots=True)
+class RatioRise:
+    """A ratio rose when the window's ratio is at least ``factor`` x the baseline's plus
+    ``min_abs_rise``, with ``min_events`` events, and so many events would happen by chance
+    at the baseline's ratio with probability below ``alpha`` (Poisson tail: small counts are
+    judged fairly, so a noisy service's 5 errors instead of 1 are not a fault). The baseline
+    is smoothed toward ``prior_ratio`` with weight ``prior_weight`` requests, so a fresh
+    collector (no baseline yet) needs a clear signal."""
+
+    min_events: int = 3
+    factor: float = 2.0
+    min_abs_rise: float = 0.03
+    alpha: float = 1e-4
+    prior_ratio: float = 0.01
+    prior_weight: float = 20.0
+
+    def baseline(self, e_b: int, n_b: int) -> float:
+        return (e_b + self.prior_ratio * self.prior_weight) / (n_b + self.prior_weight)
+
+    def z(self, e_w: int, n_w: int, e_b: int, n_b: int) -> float | None:
+        """How far above chance the window is (a z-like score, for ranking) when the rise is
+        significant, else None."""
+        if n_w <= 0 or e_w < self.min_events:
+            return None
+        p_b = self.baseline(e_b, n_b)
+        if e_w / n_w < self.factor * p_b + self.min_abs_rise:
+            return None
+        lam = n_w * p_b
+        if poisson_tail(e_w, lam) > self.alpha:
+            return None
+        return (e_w - lam) / math.sqrt(lam + 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyRise:
+    """p95 rose when it is at least ``factor`` x the baseline's and ``min_abs_ms`` above it,
+    with ``min_samples`` in the window. With fewer than ``min_baseline_samples`` in the
+    baseline, only a p95 above ``no_baseline_ms`` counts."""
+
+    min_samples: int = 10
+    factor: float = 2.0
+    min_abs_ms: float = 20.0
+    min_baseline_samples: int = 20
+    no_baseline_ms: float = 1000.0
+    quantile: float = 0.95
+
+    def rise(self, window: Hist, base: Hist) -> tuple[float, float | None] | None:
+        """``(p95_window_ms, p95_baseline_ms | None)`` when the rise is significant."""
+        if window.count < self.min_samples:
+            return None
+        p_w = window.quantile(self.quantile)
+        if p_w is None:
+            return None
+        if base.count < self.min_baseline_samples:
+            return (p_w, None) if p_w >= self.no_baseline_ms else None
+        p_b = base.quantile(self.quantile)
+        if p_b is None:
+            return None
+        if p_w >= self.factor * p_b and p_w - p_b >= self.min_abs_ms:
+            return p_w, p_b
+        return None

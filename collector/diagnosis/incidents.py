@@ -1,0 +1,280 @@
+"""Incidents: one per root-cause service and kind, opened, updated, resolved; kept in SQLite.
+
+``IncidentManager.evaluate(snap)`` reads ``snap.meta["root_causes"]`` (with blast radius) of a
+default-window snapshot at ``snap.generated_at``:
+
+- a root cause with no open incident for its ``(service, kind)`` opens one: who to page comes
+  from the ownership helper (``owner_of``), "what changed" from the service's nearest
+  ``service.version`` change;
+- an open incident whose root cause is still there is updated (impacted services are merged,
+  evidence and confidence replaced, ``updated_at``);
+- an open incident whose root cause has been absent for ``quiet_s`` (default 30 s) resolves.
+
+``IncidentStore`` persists incidents and their history (opened / updated / resolved events) in
+SQLite, WAL mode, at ``data_dir/incidents.sqlite3`` — or in memory when there is no data dir.
+On start the manager loads them; open ones stay open until the lifecycle resolves them, with
+``quiet_s`` of grace from the restart for their root cause to show again. The store keeps at
+most ``MAX_INCIDENTS`` incidents (oldest resolved ones go first) and ``MAX_HISTORY`` events
+per incident.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector.diagnosis.versions import VersionTracker
+from collector.model import Snapshot
+
+QUIET_S = 30.0
+MAX_INCIDENTS = 1_000
+MAX_HISTORY = 100
+MAX_IMPACTED = 200
+HISTORY_LISTED = 20  # events per incident in the JSON (the store keeps MAX_HISTORY)
+DB_NAME = "incidents.sqlite3"
+
+OwnerLookup = Callable[[str], dict[str, Any] | None]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+    started_at REAL NOT NULL, updated_at REAL NOT NULL, resolved_at REAL, last_seen REAL NOT NULL,
+    body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS incidents_started ON incidents (started_at);
+CREATE TABLE IF NOT EXISTS incident_history (
+    incident_id TEXT NOT NULL, at REAL NOT NULL, event TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_incident ON incident_history (incident_id, at);
+"""
+
+
+@dataclass
+class Incident:
+    id: str
+    status: str
+    started_at: float
+    updated_at: float
+    resolved_at: float | None
+    last_seen: float
+    root_cause: dict[str, Any]
+    impacted: list[dict[str, Any]]
+    page: dict[str, Any]
+    confidence: float
+    version_change: dict[str, Any] | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.root_cause["service"], self.root_cause["kind"]
+
+    def body(self) -> dict[str, Any]:
+        return {"root_cause": self.root_cause, "impacted": self.impacted, "page": self.page,
+                "confidence": self.confidence, "version_change": self.version_change}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "started_at": self.started_at,
+                "updated_at": self.updated_at, "resolved_at": self.resolved_at,
+                "root_cause": self.root_cause, "impacted": self.impacted, "page": self.page,
+                "confidence": self.confidence, "version_change": self.version_change,
+                "history": self.history[-HISTORY_LISTED:]}
+
+
+class IncidentStore:
+    """SQLite persistence. ``path`` None keeps everything in memory (gone on restart)."""
+
+    def __init__(self, path: Path | None = None, max_incidents: int = MAX_INCIDENTS,
+                 max_history: int = MAX_HISTORY) -> None:
+        self.path = path
+        self.max_incidents = max_incidents
+        self.max_history = max_history
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"incident store: cannot create data dir {path.parent}: {exc}; "
+                                 f"pass a writable --data-dir") from exc
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(":memory:" if path is None else str(path),
+                                       check_same_thread=False, isolation_level=None)
+            if path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise ValueError(f"incident store: cannot use {path} as an SQLite database ({exc}); "
+                             f"pass a --data-dir Conway may write to, or move that file "
+                             f"away") from exc
+        self.pruned = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def load(self) -> list[Incident]:
+        """Every stored incident, newest first, with its history (oldest event first)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, status, started_at, updated_at, resolved_at, last_seen, body "
+                "FROM incidents ORDER BY started_at DESC").fetchall()
+            hist: dict[str, list[dict[str, Any]]] = {}
+            for iid, at, event, body in self._db.execute(
+                    "SELECT incident_id, at, event, body FROM incident_history ORDER BY at"):
+                hist.setdefault(iid, []).append({"at": at, "event": event, **json.loads(body)})
+        out = []
+        for iid, status, started, updated, resolved, last_seen, body in rows:
+            b = json.loads(body)
+            out.append(Incident(iid, status, started, updated, resolved, last_seen,
+                                b["root_cause"], b["impacted"], b["page"], b["confidence"],
+                                b.get("version_change"), hist.get(iid, [])))
+        return out
+
+    def save(self, inc: Incident, event: str | None = None,
+             detail: dict[str, Any] | None = None) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO incidents (id, service, kind, status, started_at, "
+                "updated_at, resolved_at, last_seen, body) VALUES (?,?,?,?,?,?,?,?,?)",
+                (inc.id, inc.root_cause["service"], inc.root_cause["kind"], inc.status,
+                 inc.started_at, inc.updated_at, inc.resolved_at, inc.last_seen,
+                 json.dumps(inc.body())))
+            if event is not None:
+                self._db.execute("INSERT INTO incident_history VALUES (?,?,?,?)",
+                                 (inc.id, inc.updated_at, event, json.dumps(detail or {})))
+                self._db.execute(
+                    "DELETE FROM incident_history WHERE incident_id = ? AND rowid NOT IN "
+                    "(SELECT rowid FROM incident_history WHERE incident_id = ? "
+                    "ORDER BY at DESC LIMIT ?)", (inc.id, inc.id, self.max_history))
+
+    def prune(self) -> list[str]:
+        """Drop the oldest resolved incidents beyond ``max_incidents``; returns their ids."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            ids = [r[0] for r in self._db.execute(
+                "SELECT id FROM incidents WHERE status = 'resolved' ORDER BY started_at DESC "
+                "LIMIT -1 OFFSET ?", (self.max_incidents,))]
+            for iid in ids:
+                self._db.execute("DELETE FROM incidents WHERE id = ?", (iid,))
+                self._db.execute("DELETE FROM incident_history WHERE incident_id = ?", (iid,))
+        self.pruned += len(ids)
+        return ids
+
+
+class IncidentManager:
+    """The lifecycle. Not thread-safe by itself: callers hold ``lock``."""
+
+    def __init__(self, store: IncidentStore, versions: VersionTracker | None = None,
+                 owner_of: OwnerLookup | None = None, quiet_s: float = QUIET_S,
+                 now: float | None = None) -> None:
+        if quiet_s < 0:
+            raise ValueError("incidents: quiet_s must be >= 0 seconds")
+        self.store = store
+        self.versions = versions
+        self.owner_of = owner_of
+        self.quiet_s = quiet_s
+        self.lock = threading.RLock()
+        self._all: list[Incident] = store.load()
+        for inc in self._all:
+            if inc.status == "open" and now is not None:
+                # Restart grace: the root cause gets quiet_s to show again before resolving.
+                inc.last_seen = max(inc.last_seen, now)
+
+    def open(self) -> list[Incident]:
+        return [i for i in self._all if i.status == "open"]
+
+    def incidents(self, status: str | None = None,
+                  limit: int = MAX_INCIDENTS) -> list[Incident]:
+        """Newest first."""
+        with self.lock:
+            out = [i for i in self._all if status is None or i.status == status]
+        out.sort(key=lambda i: i.started_at, reverse=True)
+        return out[:limit]
+
+    def evaluate(self, snap: Snapshot) -> None:
+        now = snap.generated_at
+        causes: list[dict[str, Any]] = snap.meta.get("root_causes", [])
+        with self.lock:
+            open_by_key = {i.key: i for i in self.open()}
+            present: set[tuple[str, str]] = set()
+            for cause in causes:
+                key = (cause["service"], cause["kind"])
+                if key in present:
+                    continue
+                present.add(key)
+                inc = open_by_key.get(key)
+                if inc is None:
+                    self._open(cause, now)
+                else:
+                    self._update(inc, cause, now)
+            for key, inc in open_by_key.items():
+                if key not in present and now - inc.last_seen >= self.quiet_s:
+                    inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
+                    self._log(inc, "resolved", f"no sign of it for {now - inc.last_seen:.0f} s")
+            if len(self._all) > self.store.max_incidents:
+                dropped = set(self.store.prune())
+                self._all = [i for i in self._all if i.id not in dropped]
+
+    def _open(self, cause: dict[str, Any], now: float) -> None:
+        service = cause["service"]
+        owner = self.owner_of(service) if self.owner_of else None
+        team = cause.get("team") or (owner or {}).get("team")
+        page = {"team": team,
+                "on_call": (owner or {}).get("on_call"),
+                "channel": (owner or {}).get("channel"),
+                "runbook": (owner or {}).get("runbook")}
+        change = self.versions.change_near(service, now) if self.versions else None
+        inc = Incident(uuid.uuid4().hex[:16], "open", now, now, None, now,
+                       _root(cause, team), list(cause.get("impacted", []))[:MAX_IMPACTED],
+                       page, float(cause.get("confidence", 0.0)), change)
+        self._all.append(inc)
+        self._log(inc, "opened", cause["evidence"]["summary"])
+
+    def _update(self, inc: Incident, cause: dict[str, Any], now: float) -> None:
+        before = {d["service"] for d in inc.impacted}
+        for d in cause.get("impacted", []):
+            if d["service"] not in before and len(inc.impacted) < MAX_IMPACTED:
+                inc.impacted.append(d)
+        added = {d["service"] for d in inc.impacted} - before
+        team = inc.root_cause.get("team") or cause.get("team")
+        inc.root_cause = _root(cause, team)
+        if inc.page.get("team") is None and team:
+            inc.page["team"] = team
+        if inc.version_change is None and self.versions is not None:
+            inc.version_change = self.versions.change_near(inc.root_cause["service"],
+                                                           inc.started_at)
+        old_conf, inc.confidence = inc.confidence, float(cause.get("confidence", 0.0))
+        inc.last_seen = inc.updated_at = now
+        if added:
+            self._log(inc, "updated", f"now also impacts {', '.join(sorted(added))}")
+        elif abs(inc.confidence - old_conf) >= 0.1:
+            self._log(inc, "updated", f"confidence {old_conf:.2f} -> {inc.confidence:.2f}")
+        else:
+            self.store.save(inc)
+
+    def _log(self, inc: Incident, event: str, summary: str) -> None:
+        inc.history.append({"at": inc.updated_at, "event": event, "summary": summary})
+        del inc.history[: -self.store.max_history]
+        self.store.save(inc, event, {"summary": summary})
+
+
+def _root(cause: dict[str, Any], team: str | None) -> dict[str, Any]:
+    return {"service": cause["service"], "team": team, "kind": cause["kind"],
+            "evidence": cause["evidence"]}
+
+
+class IncidentsAppender:
+    """Publishes the open incidents in ``snap.meta["incidents"]`` (reads, never changes them)."""
+
+    name = "incidents"
+
+    def __init__(self, manager: IncidentManager) -> None:
+        self.manager = manager
+
+    def append(self, snap: Snapshot) -> None:
+        snap.meta["incidents"] = [i.to_json() for i in self.manager.incidents("open")]

@@ -1,0 +1,260 @@
+"""Root-cause appender: which services (or databases, external peers) a failure starts at.
+
+Traces first. For every service seen in the detection window (the last ``detect_window_s``
+seconds of the snapshot's window), compare it with its own baseline — the last ``baseline_s``
+seconds before the window in which it was not itself a root cause ("the last healthy
+period", ``ServiceWindows.baseline``), so a long fault does not become "normal". Buckets are
+marked only on default-window snapshots, and only once a baseline exists (a fresh collector
+learns a steady noisy service as normal rather than freezing it as a fault):
+
+- ``errors``: the count of error *origins* blamed on it (see ``traces``) rose significantly
+  (``compare.RatioRise``). Callers that only passed an error on are victims, not origins; a
+  caller that absorbed an optional dependency's failure is neither. A steady error rate that
+  did not change is not a rise.
+- ``latency``: its *self* time p95 rose (``compare.LatencyRise``). Inclusive time every caller
+  inherits is not self time, so callers are not candidates.
+- ``down``: calls into it fail with no server span (refused, timeout) and either the scrape
+  says ``up`` is False or it served nothing in the window.
+
+Virtual nodes (databases, external APIs) get their errors from CLIENT spans with no server
+half and their latency from those spans' durations, so they can be root causes too.
+
+Metrics second, when traces say nothing about a node: a node the scrape reports down with no
+traffic is a ``down`` candidate; a ``failing`` node with no trace data that is not upstream of
+another candidate is an ``errors`` candidate, with lower confidence.
+
+Each candidate: ``{"service", "kind", "team", "virtual", "confidence", "evidence": {"summary",
+"trace_ids", "counts", "before", "after"}}``, ranked by confidence, in
+``snap.meta["root_causes"]``. One entry per service; when several kinds apply the strongest
+is reported (down, then errors, then latency). Independent faults stay separate entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.diagnosis.compare import LatencyRise, RatioRise
+from collector.diagnosis.consumer import TraceDiagnosis
+from collector.diagnosis.window import Cell
+from collector.model import Node, Snapshot
+
+DETECT_WINDOW_S = 20.0
+BASELINE_S = 300.0
+MAX_ROOT_CAUSES = 20
+KIND_ORDER = {"down": 0, "errors": 1, "latency": 2}
+
+OwnerLookup = Callable[[str], dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RootCauseConfig:
+    detect_window_s: float = DETECT_WINDOW_S
+    baseline_s: float = BASELINE_S
+    errors: RatioRise = field(default_factory=RatioRise)
+    latency: LatencyRise = field(default_factory=LatencyRise)
+    down_share: float = 0.8  # share of calls failing with no server span that means "down"
+    min_baseline_requests: int = 50  # fewer: no baseline yet, so do not freeze one
+    max_root_causes: int = MAX_ROOT_CAUSES
+
+
+def periods(snap: Snapshot, cfg: RootCauseConfig, bucket_s: float) -> tuple[float, float, float]:
+    """``(window_start, baseline_start, baseline_end)`` for this snapshot."""
+    t0 = snap.generated_at - min(snap.window_s, cfg.detect_window_s)
+    return t0, t0 - cfg.baseline_s, t0 - bucket_s
+
+
+class RootCauseAppender:
+    name = "rootcause"
+
+    def __init__(self, diag: TraceDiagnosis, default_window_s: float,
+                 config: RootCauseConfig | None = None,
+                 owner_of: OwnerLookup | None = None) -> None:
+        self.diag = diag
+        self.default_window_s = default_window_s
+        self.cfg = config or RootCauseConfig()
+        self.owner_of = owner_of
+
+    def append(self, snap: Snapshot) -> None:
+        now = snap.generated_at
+        self.diag.flush(now)
+        windows = self.diag.windows
+        t0, b0, b1 = periods(snap, self.cfg, windows.bucket_s)
+        names = set(windows.services(t0, now)) | set(snap.nodes)
+        found: list[dict[str, Any]] = []
+        quiet: list[str] = []
+        established: set[str] = set()  # candidates judged against a real baseline
+        for name in sorted(names):
+            win = windows.aggregate(name, t0, now)
+            base = windows.baseline(name, b1, self.cfg.baseline_s)
+            node = snap.nodes.get(name)
+            if win.requests == 0:
+                quiet.append(name)
+                continue
+            cands = self._trace_candidates(name, win, base, node)
+            if cands:
+                best = min(cands, key=lambda c: KIND_ORDER[c["kind"]])
+                found.append(best)
+                if base.requests >= self.cfg.min_baseline_requests:
+                    established.add(name)
+        found.extend(self._metric_candidates(snap, quiet, found))
+        found.sort(key=lambda c: (-c["confidence"], -c["evidence"]["counts"].get("excess", 0),
+                                  c["service"]))
+        found = found[: self.cfg.max_root_causes]
+        for c in found:
+            c["team"] = self._team(c["service"], snap.nodes.get(c["service"]))
+        snap.meta["root_causes"] = found
+        marked = [c["service"] for c in found if c["service"] in established]
+        if snap.window_s == self.default_window_s and marked:
+            # Keep the fault out of the service's future baseline: it is compared with the
+            # last healthy period, however long the fault lasts. Not without a baseline yet
+            # (a fresh collector): a steady noisy service would otherwise never become normal.
+            windows.mark(marked, t0, now)
+
+    def _team(self, name: str, node: Node | None) -> str | None:
+        if node is not None and node.team:
+            return node.team
+        owner = self.owner_of(name) if self.owner_of else None
+        team = owner.get("team") if owner else None
+        return team if isinstance(team, str) else None
+
+    def _trace_candidates(self, name: str, win: Cell, base: Cell,
+                          node: Node | None) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        out: list[dict[str, Any]] = []
+        served_w = win.requests - win.client_only
+        served_b = base.requests - base.client_only
+        virtual = node.kind == "virtual" if node is not None else (served_w + served_b == 0)
+        up = node.meta.get("up") if node is not None else None
+        before = _period(base)
+        after = _period(win)
+        callers = ", ".join(sorted(win.callers)[:5]) or "its callers"
+
+        z = cfg.errors.z(win.origins, win.requests, base.origins, base.requests)
+        no_answer = win.client_only_errors
+        is_down = (not virtual and no_answer > 0
+                   and (up is False
+                        or (served_w == 0 and no_answer >= cfg.down_share * win.client_only
+                            and no_answer >= cfg.errors.min_events)))
+        if virtual and win.client_only >= cfg.errors.min_events and z is not None \
+                and no_answer >= 0.95 * win.client_only:
+            is_down = True
+        p_b = base.origins / base.requests if base.requests else 0.0
+        p_w = win.origin_ratio
+        excess = max(0.0, win.origins - win.requests * cfg.errors.baseline(base.origins,
+                                                                        base.requests))
+        counts = {"requests": win.requests, "origin_errors": win.origins,
+                  "no_answer_errors": no_answer, "failed": win.errors,
+                  "absorbed_by_callers": win.origins_absorbed, "excess": round(excess, 1)}
+        if is_down:
+            why = "the scrape fails and " if up is False else ""
+            summary = (f"{name} is down: {why}{no_answer} calls from {callers} got no answer "
+                       f"(connection refused or timed out, no server span)")
+            conf = 0.97 if up is False else 0.9
+            out.append(_cand(name, "down", virtual, conf, summary, win.origin_traces,
+                             counts, before, after))
+        elif z is not None:
+            where = "calls to it" if virtual else "requests"
+            summary = (f"{name}: {win.origins} of {win.requests} {where} ({p_w:.1%}) failed at "
+                       f"{name} itself, up from {p_b:.1%} before")
+            if no_answer:
+                summary += f"; {no_answer} calls from {callers} got no answer"
+            if win.origins_absorbed:
+                summary += (f"; callers fell back around {win.origins_absorbed} of these "
+                            f"failures")
+            conf = (0.5 + 0.25 * min(1.0, max(0.0, z - 3.0) / 10.0)
+                    + 0.24 * min(1.0, max(0.0, p_w - p_b) / 0.3))
+            out.append(_cand(name, "errors", virtual, conf, summary, win.origin_traces,
+                             counts, before, after))
+        lat = cfg.latency.rise(win.self_hist, base.self_hist)
+        if lat is not None:
+            p95_w, p95_b = lat
+            if p95_b is None:
+                summary = (f"{name}: its own time p95 is {p95_w:.0f} ms (no baseline yet); "
+                           f"callers inherit it")
+                conf = 0.5
+            else:
+                summary = (f"{name}: its own (self) time p95 is {p95_w:.0f} ms, up from "
+                           f"{p95_b:.0f} ms; callers inherit it")
+                k = p95_w / max(p95_b, 1e-3)
+                conf = (0.5 + 0.25 * min(1.0, (k - cfg.latency.factor) / 5.0)
+                        + 0.24 * min(1.0, win.self_hist.count / 100.0))
+            if win.timeouts:
+                summary += f"; {win.timeouts} calls timed out waiting for it"
+            lat_counts = dict(counts, excess=round(win.self_hist.count * 0.05, 1),
+                              timeouts=win.timeouts)
+            out.append(_cand(name, "latency", virtual, conf, summary,
+                             [t for _, t in win.slow_traces], lat_counts, before, after))
+        return out
+
+    def _metric_candidates(self, snap: Snapshot, quiet: list[str],
+                           found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        blamed = {c["service"] for c in found}
+        upstream = _upstream_of(snap, blamed)
+        for name in quiet:
+            node = snap.nodes.get(name)
+            # Virtual nodes exist only through traces; a quiet one is named differently there.
+            if node is None or node.kind != "service" or name in upstream:
+                continue
+            counts = {"calls": node.meta.get("calls", 0), "errors": node.meta.get("errors", 0),
+                      "excess": 0}
+            after = {"error_ratio": node.error_ratio, "p95_ms": node.p95_ms,
+                     "up": node.meta.get("up")}
+            if node.meta.get("up") is False:
+                into = [e for e in snap.edges.values() if e.target == name]
+                no_answer = sum(int(e.meta.get("client_only_errors", 0) or 0) for e in into)
+                if no_answer:
+                    summary = (f"{name} is down: the scrape fails and {no_answer} calls got no "
+                               f"answer (connection refused or timed out)")
+                    conf = 0.9
+                else:
+                    summary = f"{name} is down: the scrape fails and it serves no traffic"
+                    conf = 0.6
+                out.append(_cand(name, "down", node.kind == "virtual", conf, summary, [],
+                                 counts, {}, after))
+            elif node.health == "failing" and not any(
+                    snap.nodes[e.target].health in ("failing", "down")
+                    for e in snap.edges.values()
+                    if e.source == name and e.target in snap.nodes):
+                summary = (f"{name}: {node.error_ratio:.1%} of its requests fail (from metrics; "
+                           f"no traces explain it)")
+                out.append(_cand(name, "errors", node.kind == "virtual", 0.4, summary, [],
+                                 counts, {}, after))
+        return out
+
+
+def _upstream_of(snap: Snapshot, targets: set[str]) -> set[str]:
+    callers: dict[str, list[str]] = {}
+    for src, dst in snap.edges:
+        callers.setdefault(dst, []).append(src)
+    seen: set[str] = set()
+    frontier = list(targets)
+    for _ in range(len(snap.nodes) + 1):  # bounded walk
+        if not frontier:
+            break
+        nxt = []
+        for t in frontier:
+            for src in callers.get(t, ()):
+                if src not in seen and src not in targets:
+                    seen.add(src)
+                    nxt.append(src)
+        frontier = nxt
+    return seen
+
+
+def _period(c: Cell) -> dict[str, Any]:
+    p95 = c.self_hist.quantile(0.95)
+    return {"requests": c.requests, "origin_errors": c.origins,
+            "origin_error_ratio": round(c.origin_ratio, 4),
+            "self_p95_ms": round(p95, 1) if p95 is not None else None}
+
+
+def _cand(name: str, kind: str, virtual: bool, conf: float, summary: str,
+          traces: list[bytes], counts: dict[str, Any], before: dict[str, Any],
+          after: dict[str, Any]) -> dict[str, Any]:
+    return {"service": name, "kind": kind, "team": None, "virtual": virtual,
+            "confidence": round(max(0.0, min(0.99, conf)), 3),
+            "evidence": {"summary": summary, "trace_ids": [t.hex() for t in traces[:5]],
+                         "counts": counts, "before": before, "after": after}}

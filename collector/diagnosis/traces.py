@@ -1,0 +1,392 @@
+"""Bounded trace assembly and per-trace analysis: error origins, victims, self time.
+
+Spans are buffered per ``trace_id`` and a trace is finished ``quiet_s`` seconds after its last
+span arrived (collector clock, passed in; ``flush(now)`` finishes what is due). Memory is
+bounded by ``MAX_TRACES`` pending traces (the longest-idle trace is finished early, partial,
+and counted) and ``MAX_SPANS_PER_TRACE`` (further spans are dropped and counted).
+
+``analyze`` turns one finished trace into ``TraceFacts``:
+
+- an *origin* is an ERROR span none of whose children failed. A CLIENT origin blames the
+  callee, not the caller: the peer the span names (``peer_name``) when no SERVER child exists
+  — a timeout, refused connection or uninstrumented dependency; when the SERVER child exists
+  and did not fail, the client timed out on a slow callee, and the origin (marked ``timeout``)
+  is where the time went down the callee's critical path. Walking up from an origin through
+  failed ancestors gives its *victims* (services whose SERVER span failed because of it); the
+  first ancestor that did not fail *absorbed* the error (an optional dependency with a
+  fallback, a retry). A span whose parent was lost is adopted by the span enclosing it.
+- a *visit* is one service handling one request: its exclusive (self) time is the sum of its
+  spans' durations minus the union of their children's intervals. A CLIENT span's own time
+  (network, queueing) goes to the callee; a CLIENT span with no SERVER child is a visit of the
+  callee by itself (a database, an external API, or a service that never answered).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from collector.model import SpanKind, SpanRecord
+
+QUIET_S = 1.5
+MAX_TRACES = 20_000
+MAX_SPANS_PER_TRACE = 1_000
+MAX_PORTS = 4_096
+
+_CLIENTISH = (SpanKind.CLIENT, SpanKind.PRODUCER)
+_SERVERISH = (SpanKind.SERVER, SpanKind.CONSUMER)
+_PORT_KEYS = ("server.port", "net.host.port", "net.peer.port")
+_SERVER_PORT_KEYS = ("server.port", "net.host.port", "url.port")
+# Same order as the graph's pairing, so a virtual callee gets the same node name.
+_NAME_KEYS = ("peer.service", "service.peer.name", "peer.service.name", "db.namespace",
+              "db.name", "db.system", "db.system.name", "messaging.system")
+
+
+class PortMap:
+    """Which service serves on which port, so a CLIENT span that only names
+    ``server.address:port`` (a refused connection to an instrumented service) blames it."""
+
+    def __init__(self, max_ports: int = MAX_PORTS) -> None:
+        self.max_ports = max_ports
+        self.by_port: dict[int, str] = {}
+        self.dropped = 0
+
+    def set(self, port: int, service: str) -> None:
+        if port not in self.by_port and len(self.by_port) >= self.max_ports:
+            self.dropped += 1
+            return
+        self.by_port[port] = service
+
+    def learn(self, span: SpanRecord) -> None:
+        if span.kind not in _SERVERISH:
+            return
+        for key in _SERVER_PORT_KEYS:
+            port = _as_port(span.attributes.get(key))
+            if port is not None:
+                if self.by_port.get(port) != span.service:
+                    self.set(port, span.service)
+                return
+
+
+def _as_port(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and 0 < value < 65536:
+        return value
+    if isinstance(value, str) and value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    return None
+
+
+def peer_name(span: SpanRecord, ports: PortMap | None = None) -> str | None:
+    """The callee a CLIENT span names, in the graph's order: ``peer.service`` (and its
+    aliases), the database (``db.namespace``/``db.name``, else ``db.system``), the messaging
+    system; else the service known to serve on its ``server.port``; else ``server.address``
+    (the same virtual node name the graph uses)."""
+    a = span.attributes
+    for key in _NAME_KEYS:
+        v = a.get(key)
+        if isinstance(v, str) and v:
+            return v
+    port = None
+    for key in _PORT_KEYS:
+        port = _as_port(a.get(key))
+        if port is not None:
+            break
+    if port is not None and ports is not None and port in ports.by_port:
+        return ports.by_port[port]
+    for key in ("server.address", "net.peer.name"):
+        addr = a.get(key)
+        if isinstance(addr, str) and addr:
+            return addr
+    return None
+
+
+@dataclass(slots=True)
+class Visit:
+    """One service handling one request inside a trace."""
+
+    service: str
+    error: bool
+    self_ns: int
+    incl_ns: int
+    client_only: bool = False  # seen only from the caller's CLIENT span
+    caller: str | None = None
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where one failure started, who it spread to, and who absorbed it."""
+
+    service: str
+    client_only: bool
+    caller: str | None
+    victims: list[str] = field(default_factory=list)
+    absorbed_by: str | None = None
+    timeout: bool = False  # the callee answered OK, too late: slowness, blamed where it was
+
+
+@dataclass(slots=True)
+class TraceFacts:
+    trace_id: bytes
+    visits: list[Visit]
+    origins: list[Origin]
+
+
+class TraceAssembler:
+    """Buffers spans per trace and hands each finished trace to ``on_trace(spans, first_seen)``."""
+
+    def __init__(
+        self,
+        on_trace: Callable[[list[SpanRecord], float], None],
+        quiet_s: float = QUIET_S,
+        max_traces: int = MAX_TRACES,
+        max_spans_per_trace: int = MAX_SPANS_PER_TRACE,
+    ) -> None:
+        if quiet_s < 0 or max_traces < 1 or max_spans_per_trace < 1:
+            raise ValueError("trace assembler: quiet_s must be >= 0 and the limits >= 1")
+        self.on_trace = on_trace
+        self.quiet_s = quiet_s
+        self.max_traces = max_traces
+        self.max_spans_per_trace = max_spans_per_trace
+        # Ordered by last arrival, so the traces due first are at the front.
+        self._pending: OrderedDict[bytes, _Pending] = OrderedDict()
+        self.traces_finished = 0
+        self.traces_finished_early = 0
+        self.spans_dropped_trace_full = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, spans: Iterable[SpanRecord], now: float) -> None:
+        for span in spans:
+            pending = self._pending.get(span.trace_id)
+            if pending is None:
+                if len(self._pending) >= self.max_traces:
+                    # Finish the longest-idle trace now (partial) rather than grow without bound.
+                    _, oldest = self._pending.popitem(last=False)
+                    self.traces_finished_early += 1
+                    self._finish(oldest)
+                pending = _Pending([], now, now)
+                self._pending[span.trace_id] = pending
+            elif pending.last_seen != now:
+                pending.last_seen = now
+                self._pending.move_to_end(span.trace_id)
+            if len(pending.spans) >= self.max_spans_per_trace:
+                self.spans_dropped_trace_full += 1
+                continue
+            pending.spans.append(span)
+        self.flush(now)
+
+    def flush(self, now: float) -> int:
+        """Finish every trace quiet for ``quiet_s``; returns how many."""
+        done = 0
+        while self._pending:
+            trace_id, pending = next(iter(self._pending.items()))
+            if now - pending.last_seen < self.quiet_s:
+                break
+            del self._pending[trace_id]
+            self._finish(pending)
+            done += 1
+        return done
+
+    def _finish(self, pending: _Pending) -> None:
+        self.traces_finished += 1
+        self.on_trace(pending.spans, pending.first_seen)
+
+
+@dataclass(slots=True)
+class _Pending:
+    spans: list[SpanRecord]
+    first_seen: float
+    last_seen: float
+
+
+def _union_ns(intervals: list[tuple[int, int]], lo: int, hi: int) -> int:
+    total = 0
+    cur_s = cur_e = None
+    for s, e in sorted(intervals):
+        s, e = max(s, lo), min(e, hi)
+        if e <= s:
+            continue
+        if cur_e is None or s > cur_e:
+            if cur_e is not None and cur_s is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        elif e > cur_e:
+            cur_e = e
+    if cur_e is not None and cur_s is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts:
+    """Error origins, victims, absorbers and per-visit self time of one finished trace."""
+    by_id: dict[bytes, SpanRecord] = {}
+    for s in spans:
+        by_id.setdefault(s.span_id, s)
+    parent_of = _parents(by_id)
+    children: dict[bytes, list[SpanRecord]] = {}
+    for sid, parent_id in parent_of.items():
+        children.setdefault(parent_id, []).append(by_id[sid])
+
+    def server_child(s: SpanRecord) -> SpanRecord | None:
+        for c in children.get(s.span_id, ()):
+            if c.kind in _SERVERISH:
+                return c
+        return None
+
+    # Visits: a SERVER span (or a root) opens one; same-service descendants join it.
+    visit_of: dict[bytes, int] = {}
+    visits: list[Visit] = []
+    net: dict[bytes, int] = {}  # a CLIENT span's own time, waiting for its SERVER child's visit
+    order = _topological(by_id, children, parent_of)
+    for s in order:
+        pid = parent_of.get(s.span_id)
+        parent = by_id[pid] if pid is not None else None
+        kids = children.get(s.span_id, [])
+        excl = s.duration_ns - _union_ns([(c.start_ns, c.end_ns) for c in kids],
+                                         s.start_ns, s.end_ns)
+        if s.kind in _CLIENTISH:
+            callee = server_child(s)
+            if callee is None:
+                name = peer_name(s, ports)
+                if name is not None and name != s.service:
+                    visits.append(Visit(name, s.error, excl, s.duration_ns, True, s.service))
+                    continue
+            # The client's own time (network, queueing) belongs to the callee's visit,
+            # which is created when the SERVER child is reached; park it on the client span.
+            visit_of[s.span_id] = _caller_visit(s, parent, visit_of, visits)
+            if callee is not None:
+                net[callee.span_id] = excl
+            else:
+                visits[visit_of[s.span_id]].self_ns += excl
+            continue
+        if s.kind in _SERVERISH or parent is None or parent.service != s.service:
+            visits.append(Visit(s.service, s.error, excl + net.pop(s.span_id, 0),
+                                s.duration_ns, False, parent.service if parent else None))
+            visit_of[s.span_id] = len(visits) - 1
+        else:
+            idx = _caller_visit(s, parent, visit_of, visits)
+            visit_of[s.span_id] = idx
+            visits[idx].self_ns += excl
+
+    origins: list[Origin] = []
+    for s in order:
+        if not s.error or any(c.error for c in children.get(s.span_id, ())):
+            continue
+        blamed, client_only, caller, timeout = s.service, False, None, False
+        if s.kind in _CLIENTISH:
+            callee = server_child(s)
+            if callee is not None:
+                # The callee succeeded but the client gave up: follow where its time went.
+                slow = _slowest(callee, children)
+                if slow.kind in _CLIENTISH and server_child(slow) is None:
+                    name = peer_name(slow, ports) or slow.service
+                else:
+                    name = slow.service
+                timeout = True
+            else:
+                name = peer_name(s, ports)
+            if name is not None and name != s.service:
+                blamed, client_only, caller = name, callee is None, s.service
+        origin = Origin(blamed, client_only, caller, timeout=timeout)
+        cur = s
+        for _ in range(len(by_id)):  # bounded walk up the failed ancestors
+            pid = parent_of.get(cur.span_id)
+            if pid is None:
+                break
+            parent = by_id[pid]
+            if not parent.error:
+                origin.absorbed_by = parent.service
+                break
+            if parent.kind in _SERVERISH and parent.service != blamed \
+                    and parent.service not in origin.victims:
+                origin.victims.append(parent.service)
+            cur = parent
+        origins.append(origin)
+    trace_id = spans[0].trace_id if spans else b""
+    return TraceFacts(trace_id, visits, origins)
+
+
+def _slowest(span: SpanRecord, children: dict[bytes, list[SpanRecord]]) -> SpanRecord:
+    """Down the critical path: the span whose own time, not a child's, made this one long."""
+    cur = span
+    for _ in range(len(children) + 1):  # bounded descent
+        kids = children.get(cur.span_id)
+        if not kids:
+            return cur
+        longest = max(kids, key=lambda c: c.duration_ns)
+        covered = _union_ns([(c.start_ns, c.end_ns) for c in kids], cur.start_ns, cur.end_ns)
+        if cur.duration_ns - covered >= longest.duration_ns:
+            return cur
+        cur = longest
+    return cur
+
+
+def _caller_visit(s: SpanRecord, parent: SpanRecord | None, visit_of: dict[bytes, int],
+                  visits: list[Visit]) -> int:
+    if parent is not None and parent.span_id in visit_of \
+            and visits[visit_of[parent.span_id]].service == s.service:
+        return visit_of[parent.span_id]
+    visits.append(Visit(s.service, s.error and s.kind not in _CLIENTISH, 0, s.duration_ns,
+                        False, parent.service if parent else None))
+    return len(visits) - 1
+
+
+def _parents(by_id: dict[bytes, SpanRecord]) -> dict[bytes, bytes]:
+    """span id -> parent span id. A span whose parent was lost (an exporter dropped it) is
+    adopted by the shortest span that encloses it in time, outside its own subtree: the
+    caller's time is then not mistaken for its own, and errors still reach their victims."""
+    parent_of: dict[bytes, bytes] = {}
+    orphans: list[SpanRecord] = []
+    for s in by_id.values():
+        pid = s.parent_span_id
+        if pid and pid != s.span_id:
+            if pid in by_id:
+                parent_of[s.span_id] = pid
+            else:
+                orphans.append(s)
+    if not orphans:
+        return parent_of
+    kids: dict[bytes, list[bytes]] = {}
+    for sid, pid in parent_of.items():
+        kids.setdefault(pid, []).append(sid)
+    for o in orphans:
+        below = {o.span_id}
+        stack = [o.span_id]
+        while stack:  # o's own subtree may not adopt it (that would make a cycle)
+            for k in kids.get(stack.pop(), ()):
+                if k not in below:
+                    below.add(k)
+                    stack.append(k)
+        best: SpanRecord | None = None
+        for c in by_id.values():
+            if c.span_id in below or c.start_ns > o.start_ns or c.end_ns < o.end_ns:
+                continue
+            if best is None or c.duration_ns < best.duration_ns:
+                best = c
+        if best is not None:
+            parent_of[o.span_id] = best.span_id
+            kids.setdefault(best.span_id, []).append(o.span_id)
+    return parent_of
+
+
+def _topological(by_id: dict[bytes, SpanRecord], children: dict[bytes, list[SpanRecord]],
+                 parent_of: dict[bytes, bytes]) -> list[SpanRecord]:
+    """Parents before children; spans with no (adopted) parent act as roots."""
+    roots = [s for s in by_id.values() if s.span_id not in parent_of]
+    out: list[SpanRecord] = []
+    seen: set[bytes] = set()
+    stack = list(reversed(sorted(roots, key=lambda r: r.start_ns)))
+    while stack:
+        s = stack.pop()
+        if s.span_id in seen:
+            continue
+        seen.add(s.span_id)
+        out.append(s)
+        stack.extend(reversed(sorted(children.get(s.span_id, ()), key=lambda c: c.start_ns)))
+    # Cycles (malformed parent links) leave spans unreached: analyse them as roots.
+    out.extend(s for s in by_id.values() if s.span_id not in seen)
+    return out

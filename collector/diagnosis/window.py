@@ -1,0 +1,236 @@
+"""Per-service trace facts in fixed time buckets (a ring), so memory does not grow with traffic.
+
+Each bucket (``BUCKET_S`` seconds of collector time) holds, per service: requests (visits),
+failed visits, error origins blamed on the service (and how many were seen only from a
+caller's CLIENT span), errors it absorbed, who it was a victim of, self-time and inclusive-time
+histograms with fixed log-spaced bins, and a few sample trace ids. Buckets older than
+``retention_s`` are dropped. ``mark`` flags a service's buckets as anomalous so a baseline
+("the last healthy period") can skip them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from collector.diagnosis.traces import TraceFacts
+
+BUCKET_S = 5.0
+RETENTION_S = 900.0
+MAX_SERVICES = 2_000
+MAX_SAMPLES = 5
+# Histogram bins: 2**(1/4) apart from 10 us, so a quantile is within ~19% of the truth.
+HIST_MIN_MS = 0.01
+HIST_STEP = 2 ** 0.25
+HIST_BINS = 100
+
+
+def _bin(ms: float) -> int:
+    if ms <= HIST_MIN_MS:
+        return 0
+    return min(HIST_BINS - 1, int(math.log(ms / HIST_MIN_MS, HIST_STEP)) + 1)
+
+
+def _bin_upper_ms(i: int) -> float:
+    return HIST_MIN_MS * HIST_STEP ** i
+
+
+@dataclass(slots=True)
+class Hist:
+    """A sparse fixed-bin latency histogram (ms)."""
+
+    bins: dict[int, int] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, ms: float) -> None:
+        b = _bin(ms)
+        self.bins[b] = self.bins.get(b, 0) + 1
+        self.count += 1
+
+    def merge(self, other: Hist) -> None:
+        for b, n in other.bins.items():
+            self.bins[b] = self.bins.get(b, 0) + n
+        self.count += other.count
+
+    def quantile(self, q: float) -> float | None:
+        if self.count == 0:
+            return None
+        rank = q * self.count
+        seen = 0
+        for b in sorted(self.bins):
+            seen += self.bins[b]
+            if seen >= rank:
+                # Geometric middle of the bin: unbiased for log-spread values.
+                return _bin_upper_ms(b) / math.sqrt(HIST_STEP) if b else HIST_MIN_MS
+        return _bin_upper_ms(max(self.bins))
+
+
+@dataclass(slots=True)
+class Cell:
+    """One service in one bucket."""
+
+    requests: int = 0
+    errors: int = 0
+    origins: int = 0  # not counting timeouts
+    timeouts: int = 0  # callers timed out waiting for it
+    client_only: int = 0
+    client_only_errors: int = 0
+    absorbed: int = 0  # errors of its dependencies it absorbed (fallback, retry)
+    origins_absorbed: int = 0  # of its own origins, how many a caller absorbed
+    self_hist: Hist = field(default_factory=Hist)
+    incl_hist: Hist = field(default_factory=Hist)
+    victim_of: dict[str, int] = field(default_factory=dict)
+    absorbed_from: dict[str, int] = field(default_factory=dict)
+    callers: dict[str, int] = field(default_factory=dict)
+    origin_traces: list[bytes] = field(default_factory=list)
+    slow_traces: list[tuple[float, bytes]] = field(default_factory=list)
+    anomalous: bool = False
+
+    def merge(self, o: Cell) -> None:
+        self.requests += o.requests
+        self.errors += o.errors
+        self.origins += o.origins
+        self.timeouts += o.timeouts
+        self.client_only += o.client_only
+        self.client_only_errors += o.client_only_errors
+        self.absorbed += o.absorbed
+        self.origins_absorbed += o.origins_absorbed
+        self.self_hist.merge(o.self_hist)
+        self.incl_hist.merge(o.incl_hist)
+        for k, n in o.victim_of.items():
+            self.victim_of[k] = self.victim_of.get(k, 0) + n
+        for k, n in o.absorbed_from.items():
+            self.absorbed_from[k] = self.absorbed_from.get(k, 0) + n
+        for k, n in o.callers.items():
+            self.callers[k] = self.callers.get(k, 0) + n
+        for t in o.origin_traces:
+            if len(self.origin_traces) < MAX_SAMPLES and t not in self.origin_traces:
+                self.origin_traces.append(t)
+        self.slow_traces = sorted(self.slow_traces + o.slow_traces, reverse=True)[:MAX_SAMPLES]
+
+    @property
+    def origin_ratio(self) -> float:
+        return self.origins / self.requests if self.requests else 0.0
+
+
+class ServiceWindows:
+    """The ring of buckets: ``record`` trace facts, ``aggregate`` a service over a time range."""
+
+    def __init__(self, bucket_s: float = BUCKET_S, retention_s: float = RETENTION_S,
+                 max_services: int = MAX_SERVICES) -> None:
+        if bucket_s <= 0 or retention_s < bucket_s:
+            raise ValueError("service windows: need bucket_s > 0 and retention_s >= bucket_s")
+        self.bucket_s = bucket_s
+        self.max_buckets = int(retention_s // bucket_s) + 1
+        self.max_services = max_services
+        self._buckets: dict[int, dict[str, Cell]] = {}
+        self._services: set[str] = set()
+        self.dropped_services = 0
+
+    def _cell(self, bucket: dict[str, Cell], service: str) -> Cell | None:
+        cell = bucket.get(service)
+        if cell is None:
+            if service not in self._services:
+                if len(self._services) >= self.max_services:
+                    self.dropped_services += 1
+                    return None
+                self._services.add(service)
+            cell = bucket[service] = Cell()
+        return cell
+
+    def record(self, facts: TraceFacts, t: float) -> None:
+        idx = int(t // self.bucket_s)
+        bucket = self._buckets.get(idx)
+        if bucket is None:
+            bucket = self._buckets[idx] = {}
+            self._expire(idx)
+        for v in facts.visits:
+            cell = self._cell(bucket, v.service)
+            if cell is None:
+                continue
+            cell.requests += 1
+            cell.errors += v.error
+            if v.client_only:
+                cell.client_only += 1
+                cell.client_only_errors += v.error
+            if v.caller is not None:
+                cell.callers[v.caller] = cell.callers.get(v.caller, 0) + 1
+            self_ms = v.self_ns / 1e6
+            cell.self_hist.add(self_ms)
+            cell.incl_hist.add(v.incl_ns / 1e6)
+            if len(cell.slow_traces) < MAX_SAMPLES or self_ms > cell.slow_traces[-1][0]:
+                if all(tid != facts.trace_id for _, tid in cell.slow_traces):
+                    cell.slow_traces.append((self_ms, facts.trace_id))
+                    cell.slow_traces.sort(reverse=True)
+                    del cell.slow_traces[MAX_SAMPLES:]
+        for o in facts.origins:
+            cell = self._cell(bucket, o.service)
+            if cell is not None and o.timeout:
+                cell.timeouts += 1
+            elif cell is not None:
+                cell.origins += 1
+                cell.origins_absorbed += o.absorbed_by is not None
+                if len(cell.origin_traces) < MAX_SAMPLES \
+                        and facts.trace_id not in cell.origin_traces:
+                    cell.origin_traces.append(facts.trace_id)
+            for victim in o.victims:
+                vc = self._cell(bucket, victim)
+                if vc is not None:
+                    vc.victim_of[o.service] = vc.victim_of.get(o.service, 0) + 1
+            if o.absorbed_by is not None:
+                ac = self._cell(bucket, o.absorbed_by)
+                if ac is not None:
+                    ac.absorbed += 1
+                    ac.absorbed_from[o.service] = ac.absorbed_from.get(o.service, 0) + 1
+
+    def _expire(self, newest: int) -> None:
+        oldest = newest - self.max_buckets
+        for idx in [i for i in self._buckets if i <= oldest]:
+            del self._buckets[idx]
+
+    def _range(self, t0: float, t1: float) -> range:
+        """Buckets that end after ``t0`` and start at or before ``t1``."""
+        return range(int(t0 // self.bucket_s), int(t1 // self.bucket_s) + 1)
+
+    def aggregate(self, service: str, t0: float, t1: float,
+                  skip_anomalous: bool = False) -> Cell:
+        out = Cell()
+        for idx in self._range(t0, t1):
+            bucket = self._buckets.get(idx)
+            cell = bucket.get(service) if bucket else None
+            if cell is not None and not (skip_anomalous and cell.anomalous):
+                out.merge(cell)
+        return out
+
+    def baseline(self, service: str, before: float, span_s: float) -> Cell:
+        """The service over the last ``span_s`` seconds of buckets ending before ``before``
+        that were not marked anomalous for it: "the last healthy period", reaching further
+        back (within the retention) past the buckets of an ongoing fault."""
+        out = Cell()
+        want = max(1, int(round(span_s / self.bucket_s)))
+        idx = int(before // self.bucket_s)
+        oldest = min(self._buckets, default=idx)
+        while want > 0 and idx >= oldest:
+            bucket = self._buckets.get(idx)
+            cell = bucket.get(service) if bucket else None
+            if cell is None or not cell.anomalous:
+                want -= 1
+                if cell is not None:
+                    out.merge(cell)
+            idx -= 1
+        return out
+
+    def services(self, t0: float, t1: float) -> list[str]:
+        names: set[str] = set()
+        for idx in self._range(t0, t1):
+            names.update(self._buckets.get(idx, {}))
+        return sorted(names)
+
+    def mark(self, services: Iterable[str], t0: float, t1: float) -> None:
+        """Flag these services' buckets in ``[t0, t1]`` as anomalous (kept out of baselines)."""
+        names = set(services)
+        for idx in self._range(t0, t1):
+            for name, cell in self._buckets.get(idx, {}).items():
+                if name in names:
+                    cell.anomalous = True

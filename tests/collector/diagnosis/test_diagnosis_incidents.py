@@ -1,0 +1,172 @@
+"""Incident lifecycle, who to page, what changed, persistence across restarts, and the API."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+from diagnosis_sim import Fault, Shop, drive, make_service, settle
+from starlette.applications import Starlette
+
+from collector.diagnosis.incidents import IncidentStore
+from collector.service import CollectorService
+
+T0 = 1_700_000_000.0
+PAYMENTS = {"team": "payments", "display_name": "Payments", "on_call": "@pay-oncall",
+            "channel": "#payments", "runbook": "https://runbooks.example/payments",
+            "source": "catalog"}
+
+
+class Ownership:
+    """Stands in for the ownership concern's published part (only ``owner_of`` is read)."""
+
+    def owner_of(self, service: str) -> dict[str, Any] | None:
+        return dict(PAYMENTS) if service in ("payment", "fraud-detection") else None
+
+
+def incidents(service: CollectorService, status: str | None = None) -> list[dict[str, Any]]:
+    return [i.to_json() for i in service.parts["diagnosis"].manager.incidents(status)]
+
+
+def test_incident_opens_names_who_to_page_and_what_changed_then_resolves() -> None:
+    service, clock = make_service(T0)
+    service.parts["ownership"] = Ownership()
+    shop = Shop()
+    drive(service, clock, shop, 80, evaluate=True)
+    assert incidents(service) == []
+
+    shop.versions["payment"] = "1.1.0"  # a deploy, then the failure
+    shop.faults = {"payment": Fault(error_rate=0.5)}
+    drive(service, clock, shop, 20, evaluate=True)
+    (inc,) = incidents(service)
+    assert inc["status"] == "open" and inc["resolved_at"] is None
+    assert inc["root_cause"]["service"] == "payment" and inc["root_cause"]["kind"] == "errors"
+    assert inc["root_cause"]["team"] == "payments"
+    assert inc["page"] == {"team": "payments", "on_call": "@pay-oncall", "channel": "#payments",
+                           "runbook": "https://runbooks.example/payments"}
+    assert {d["service"] for d in inc["impacted"]} == {"checkout", "frontend"}
+    assert inc["version_change"]["from"] == "1.0.0" and inc["version_change"]["to"] == "1.1.0"
+    assert 0.5 <= inc["confidence"] <= 1.0
+    assert inc["updated_at"] > inc["started_at"]
+
+    shop.faults = {}
+    drive(service, clock, shop, 30, evaluate=True)
+    assert incidents(service)[0]["status"] == "open"  # not yet: the quiet period runs
+    drive(service, clock, shop, 30, evaluate=True)
+    (inc,) = incidents(service)
+    assert inc["status"] == "resolved" and inc["resolved_at"] is not None
+    assert [h["event"] for h in inc["history"]][0] == "opened"
+    assert inc["history"][-1]["event"] == "resolved"
+
+
+def test_without_ownership_the_page_fields_are_null() -> None:
+    service, clock = make_service(T0)
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"quote": Fault(latency_ms=400)}
+    drive(service, clock, shop, 20)
+    settle(service, clock)
+    service.parts["diagnosis"].evaluate()
+    (inc,) = incidents(service)
+    assert inc["root_cause"]["kind"] == "latency"
+    assert inc["page"] == {"team": None, "on_call": None, "channel": None, "runbook": None}
+    assert inc["version_change"] is None
+
+
+def test_incidents_survive_a_restart(tmp_path: Path) -> None:
+    service, clock = make_service(T0, data_dir=tmp_path)
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"fraud-detection": Fault(error_rate=0.6)}
+    drive(service, clock, shop, 20, evaluate=True)
+    (before,) = incidents(service)
+    service.parts["diagnosis"].manager.store.close()
+    assert (tmp_path / "incidents.sqlite3").exists()
+
+    # A new collector on the same data dir: the incident is still open, with its history.
+    again, clock2 = make_service(clock.t + 5, data_dir=tmp_path)
+    (after,) = incidents(again)
+    assert after["id"] == before["id"] and after["status"] == "open"
+    assert after["root_cause"] == before["root_cause"]
+    assert after["history"][0]["event"] == "opened"
+    # The fault is still there: found again within the grace period (no baseline yet, but a
+    # 60 % failure is clear), the same incident carries on rather than a second one.
+    shop2 = Shop(seed=11, faults={"fraud-detection": Fault(error_rate=0.6)})
+    drive(again, clock2, shop2, 20, evaluate=True)
+    assert [i["id"] for i in incidents(again)] == [before["id"]]
+    again.parts["diagnosis"].manager.store.close()
+
+
+def test_store_reloads_from_the_same_sqlite_file(tmp_path: Path) -> None:
+    service, clock = make_service(T0, data_dir=tmp_path)
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"ad": Fault(error_rate=1.0)}
+    drive(service, clock, shop, 20, evaluate=True)
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    (loaded,) = store.load()
+    assert loaded.root_cause["service"] == "ad" and loaded.status == "open"
+    store.close()
+    service.parts["diagnosis"].manager.store.close()
+
+
+def test_api_shape_filter_and_bad_status() -> None:
+    service, clock = make_service(T0)
+    service.parts["ownership"] = Ownership()
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"payment": Fault(down=True), "redis": Fault(latency_ms=300)}
+    drive(service, clock, shop, 20)
+    settle(service, clock)
+
+    async def scenario() -> None:
+        for start in service.on_startup:  # the background lifecycle task runs meanwhile
+            await start()
+        transport = httpx.ASGITransport(app=Starlette(routes=service.routes))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://conway") as client:
+                await check(client)
+        finally:
+            for stop in reversed(service.on_shutdown):
+                await stop()
+
+    async def check(client: httpx.AsyncClient) -> None:
+        body = (await client.get("/api/incidents")).json()
+        listed = body["incidents"]
+        assert sorted((i["root_cause"]["service"], i["root_cause"]["kind"]) for i in listed) == [
+            ("payment", "down"), ("redis", "latency")]
+        for inc in listed:
+            assert set(inc) >= {"id", "status", "started_at", "updated_at", "resolved_at",
+                                "root_cause", "impacted", "page", "confidence",
+                                "version_change"}
+            assert set(inc["root_cause"]) == {"service", "team", "kind", "evidence"}
+            assert set(inc["root_cause"]["evidence"]) == {"summary", "trace_ids", "counts",
+                                                          "before", "after"}
+            assert set(inc["page"]) == {"team", "on_call", "channel", "runbook"}
+            assert all(set(d) == {"service", "team"} for d in inc["impacted"])
+        starts = [i["started_at"] for i in listed]
+        assert starts == sorted(starts, reverse=True)
+        by = {i["root_cause"]["service"]: i for i in listed}
+        assert by["payment"]["page"]["on_call"] == "@pay-oncall"
+        assert (await client.get("/api/incidents?status=open")).json()["incidents"] == listed
+        assert (await client.get("/api/incidents?status=resolved")).json() == {"incidents": []}
+        bad = await client.get("/api/incidents?status=closed")
+        assert bad.status_code == 400 and "status=open" in bad.json()["error"]
+
+    asyncio.run(scenario())
+    snap = service.snapshot()
+    assert {i["root_cause"]["service"] for i in snap.meta["incidents"]} == {"payment", "redis"}
+    assert "payment" in snap.nodes["checkout"].meta["impacted_by"]
+
+
+def test_a_data_dir_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "incidents.sqlite3"
+    bad.write_bytes(b"this is not an sqlite file, just some text that happens to be here" * 20)
+    try:
+        IncidentStore(bad)
+    except ValueError as exc:
+        assert "--data-dir" in str(exc) and str(bad) in str(exc)
+    else:
+        raise AssertionError("a corrupt incident store was accepted")

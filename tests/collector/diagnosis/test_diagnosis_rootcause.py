@@ -1,0 +1,150 @@
+"""Root cause versus symptoms, and blast radius, on the demo shop's traces.
+
+Each test runs a healthy baseline, injects a fault, and reads the default-window snapshot of
+a collector with the real traffic graph and diagnosis installed (injected clock, no sleeps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnosis_sim import SHOP, Dep, Fault, Shop, drive, make_service, settle
+
+
+def diagnose(faults: dict[str, Fault], noise: dict[str, float] | None = None,
+             fault_s: int = 20, **shop_kw: Any) -> list[dict[str, Any]]:
+    service, clock = make_service(1_000_000.0)
+    shop = Shop(noise=noise or {}, **shop_kw)
+    drive(service, clock, shop, 80)
+    shop.faults = faults
+    drive(service, clock, shop, fault_s)
+    settle(service, clock)
+    causes: list[dict[str, Any]] = service.snapshot().meta["root_causes"]
+    return causes
+
+
+def impacted(cause: dict[str, Any]) -> set[str]:
+    return {d["service"] for d in cause["impacted"]}
+
+
+def test_deep_cascade_blames_the_origin_and_lists_callers_as_impacted() -> None:
+    (cause,) = diagnose({"fraud-detection": Fault(error_rate=0.5)})
+    assert (cause["service"], cause["kind"]) == ("fraud-detection", "errors")
+    assert impacted(cause) == {"payment", "checkout", "frontend"}
+    ev = cause["evidence"]
+    assert ev["trace_ids"] and len(ev["trace_ids"]) <= 5
+    assert ev["before"]["origin_error_ratio"] == 0.0 and ev["after"]["origin_error_ratio"] > 0.3
+    assert "fraud-detection" in ev["summary"]
+
+
+def test_refused_connection_to_instrumented_callee_blames_the_callee() -> None:
+    # No peer.service: the callee is known only by the port it serves on.
+    (cause,) = diagnose({"payment": Fault(down=True)}, peer_service=False)
+    assert (cause["service"], cause["kind"]) == ("payment", "down")
+    assert impacted(cause) == {"checkout", "frontend"}
+
+
+def test_timeout_to_instrumented_callee_blames_the_callee_not_the_caller() -> None:
+    (cause,) = diagnose({"shipping": Fault(down=True, timeout=True)})
+    assert (cause["service"], cause["kind"]) == ("shipping", "down")
+    assert "checkout" in impacted(cause)
+
+
+def test_failing_uninstrumented_database_is_the_root_cause() -> None:
+    (cause,) = diagnose({"orders": Fault(error_rate=0.5)})
+    assert (cause["service"], cause["virtual"]) == ("orders", True)
+    assert cause["kind"] == "errors"
+    assert impacted(cause) == {"checkout", "frontend"}
+
+
+def test_timeout_to_uninstrumented_external_api_blames_the_api() -> None:
+    # payment calls a card processor known only by its address; it stops answering.
+    topo = dict(SHOP, payment=[Dep("fraud-detection"),
+                               Dep("api.psp.example", attrs={"server.address":
+                                                             "api.psp.example"})])
+    (cause,) = diagnose({"api.psp.example": Fault(down=True, timeout=True)}, topo=topo)
+    assert (cause["service"], cause["virtual"]) == ("api.psp.example", True)
+    assert cause["kind"] == "down"
+    assert impacted(cause) == {"payment", "checkout", "frontend"}
+
+
+def test_latency_fault_under_a_slow_caller_blames_the_callee_self_time() -> None:
+    # checkout spends 40 ms of its own on every request; quote becomes 300 ms slower.
+    (cause,) = diagnose({"quote": Fault(latency_ms=300)})
+    assert (cause["service"], cause["kind"]) == ("quote", "latency")
+    assert impacted(cause) == {"shipping", "checkout", "frontend"}
+    assert cause["evidence"]["after"]["self_p95_ms"] > 200
+
+
+def test_slow_database_is_a_latency_root_cause() -> None:
+    (cause,) = diagnose({"redis": Fault(latency_ms=200)})
+    assert (cause["service"], cause["kind"]) == ("redis", "latency")
+
+
+def test_optional_dependency_failure_blames_it_and_the_caller_is_not_impacted() -> None:
+    (cause,) = diagnose({"ad": Fault(error_rate=1.0)}, noise={"currency": 0.03})
+    assert (cause["service"], cause["kind"]) == ("ad", "errors")
+    assert impacted(cause) == set()
+    assert cause["evidence"]["counts"]["absorbed_by_callers"] > 0
+
+
+def test_steady_background_noise_is_not_a_root_cause() -> None:
+    assert diagnose({}, noise={"currency": 0.04, "email": 0.1}) == []
+
+
+def test_noisy_service_is_not_blamed_next_to_a_real_fault() -> None:
+    causes = diagnose({"cart": Fault(error_rate=0.3)}, noise={"currency": 0.04})
+    assert [c["service"] for c in causes] == ["cart"]
+
+
+def test_two_simultaneous_faults_give_two_root_causes() -> None:
+    causes = diagnose({"fraud-detection": Fault(error_rate=0.6), "quote": Fault(latency_ms=250)})
+    assert sorted((c["service"], c["kind"]) for c in causes) == [
+        ("fraud-detection", "errors"), ("quote", "latency")]
+    by = {c["service"]: c for c in causes}
+    assert "shipping" in impacted(by["quote"]) and "shipping" not in impacted(
+        by["fraud-detection"])
+    assert "payment" in impacted(by["fraud-detection"])
+
+
+def test_long_fault_stays_a_root_cause_after_the_baseline_period() -> None:
+    # The baseline is 60 s here; the fault lasts 3 minutes and is still found at the end,
+    # because a service's own anomalous buckets are kept out of its baseline.
+    service, clock = make_service(1_000_000.0)
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"payment": Fault(error_rate=0.4)}
+    drive(service, clock, shop, 180, rps=2, evaluate=True)
+    settle(service, clock)
+    causes = service.snapshot().meta["root_causes"]
+    assert [c["service"] for c in causes] == ["payment"]
+
+
+def test_metrics_second_a_scrape_down_service_with_no_spans_is_a_root_cause() -> None:
+    from collector.diagnosis.consumer import TraceDiagnosis
+    from collector.diagnosis.rootcause import RootCauseAppender
+    from collector.model import Edge, Node, Snapshot
+
+    snap = Snapshot(window_s=60.0, generated_at=1_000.0)
+    snap.nodes["checkout"] = Node("checkout", "service", team="orders")
+    snap.nodes["payment"] = Node("payment", "service", team="payments", meta={"up": False})
+    snap.nodes["email"] = Node("email", "service", meta={"up": True})
+    snap.edges[("checkout", "payment")] = Edge("checkout", "payment", meta={
+        "calls": 30, "errors": 30, "client_only_errors": 30})
+    RootCauseAppender(TraceDiagnosis(), 60.0).append(snap)
+    (cause,) = snap.meta["root_causes"]
+    assert (cause["service"], cause["kind"], cause["team"]) == ("payment", "down", "payments")
+    assert "scrape fails" in cause["evidence"]["summary"]
+
+
+def test_noisy_service_seen_from_a_fresh_start_becomes_normal() -> None:
+    # No baseline at start: a steady 12 % error rate looks like a fault at first, but it does
+    # not freeze its own baseline, so once the baseline has seen it, it is no root cause.
+    service, clock = make_service(1_000_000.0)
+    shop = Shop(noise={"email": 0.12})
+    drive(service, clock, shop, 20, evaluate=True)
+    first = [c["service"] for c in service.snapshot().meta["root_causes"]]
+    drive(service, clock, shop, 90, evaluate=True)
+    settle(service, clock)
+    assert first == ["email"]
+    assert service.snapshot().meta["root_causes"] == []

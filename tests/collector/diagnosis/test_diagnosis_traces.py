@@ -1,0 +1,129 @@
+"""Trace assembly (bounded, quiet-time finishing) and per-trace analysis."""
+
+from __future__ import annotations
+
+from collector.diagnosis.traces import PortMap, TraceAssembler, analyze, peer_name
+from collector.model import Attributes, SpanKind, SpanRecord
+
+MS = 1_000_000
+RES: Attributes = {}
+
+
+def span(tid: int, sid: int, parent: int, service: str, kind: int, start_ms: float,
+         end_ms: float, error: bool = False, attrs: Attributes | None = None) -> SpanRecord:
+    return SpanRecord(tid.to_bytes(16, "big"), sid.to_bytes(8, "big"),
+                      parent.to_bytes(8, "big") if parent else b"", service, "op", kind,
+                      int(start_ms * MS), int(end_ms * MS), error, dict(attrs or {}), RES)
+
+
+def test_trace_finishes_after_quiet_time_not_before() -> None:
+    done: list[tuple[int, float]] = []
+    asm = TraceAssembler(lambda spans, t: done.append((len(spans), t)), quiet_s=1.5)
+    asm.add([span(1, 1, 0, "a", SpanKind.SERVER, 0, 10)], now=100.0)
+    asm.add([span(1, 2, 1, "a", SpanKind.CLIENT, 1, 9)], now=101.0)
+    asm.flush(102.4)
+    assert done == []
+    asm.flush(102.5)
+    assert done == [(2, 100.0)]
+    assert len(asm) == 0
+
+
+def test_limits_are_named_and_drops_counted() -> None:
+    done: list[int] = []
+    asm = TraceAssembler(lambda spans, t: done.append(len(spans)), quiet_s=10,
+                         max_traces=2, max_spans_per_trace=3)
+    asm.add([span(1, i, 0, "a", SpanKind.INTERNAL, 0, 1) for i in range(1, 6)], now=0.0)
+    assert asm.spans_dropped_trace_full == 2
+    asm.add([span(2, 1, 0, "a", SpanKind.SERVER, 0, 1)], now=1.0)
+    asm.add([span(3, 1, 0, "a", SpanKind.SERVER, 0, 1)], now=2.0)
+    # The third pending trace pushes out the longest-idle one, finished early and counted.
+    assert asm.traces_finished_early == 1
+    assert done == [3]
+    assert len(asm) == 2
+
+
+def test_cascade_origin_is_deepest_failure_and_callers_are_victims() -> None:
+    spans = [
+        span(1, 1, 0, "frontend", SpanKind.SERVER, 0, 100, error=True),
+        span(1, 2, 1, "frontend", SpanKind.CLIENT, 5, 95, error=True, attrs={"peer.service": "co"}),
+        span(1, 3, 2, "co", SpanKind.SERVER, 6, 94, error=True),
+        span(1, 4, 3, "co", SpanKind.CLIENT, 10, 90, error=True),
+        span(1, 5, 4, "pay", SpanKind.SERVER, 11, 89, error=True),
+    ]
+    facts = analyze(spans)
+    assert [(o.service, o.victims, o.absorbed_by) for o in facts.origins] == [
+        ("pay", ["co", "frontend"], None)]
+
+
+def test_client_error_without_server_child_blames_the_named_peer() -> None:
+    ports = PortMap()
+    ports.set(8109, "payment")
+    spans = [
+        span(1, 1, 0, "checkout", SpanKind.SERVER, 0, 50, error=True),
+        span(1, 2, 1, "checkout", SpanKind.CLIENT, 1, 31, error=True,
+             attrs={"server.address": "127.0.0.1", "server.port": 8109}),
+        span(1, 3, 1, "checkout", SpanKind.CLIENT, 32, 40, error=True,
+             attrs={"db.system": "postgresql", "db.namespace": "orders"}),
+    ]
+    facts = analyze(spans, ports)
+    assert sorted((o.service, o.client_only) for o in facts.origins) == [
+        ("orders", True), ("payment", True)]
+    # The callee's visit carries the time the caller waited for it.
+    waited = {v.service: v.self_ns / MS for v in facts.visits if v.client_only}
+    assert waited == {"payment": 30.0, "orders": 8.0}
+
+
+def test_fallback_is_absorbed_and_the_caller_is_no_victim() -> None:
+    spans = [
+        span(1, 1, 0, "frontend", SpanKind.SERVER, 0, 20),
+        span(1, 2, 1, "frontend", SpanKind.CLIENT, 1, 10, error=True, attrs={"peer.service": "ad"}),
+        span(1, 3, 2, "ad", SpanKind.SERVER, 2, 9, error=True),
+    ]
+    (origin,) = analyze(spans).origins
+    assert (origin.service, origin.victims, origin.absorbed_by) == ("ad", [], "frontend")
+
+
+def test_self_time_excludes_children_and_counts_parallel_calls_once() -> None:
+    spans = [
+        span(1, 1, 0, "a", SpanKind.SERVER, 0, 100),
+        span(1, 2, 1, "a", SpanKind.CLIENT, 10, 60, attrs={"peer.service": "b"}),
+        span(1, 3, 1, "a", SpanKind.CLIENT, 20, 70, attrs={"peer.service": "c"}),  # parallel
+        span(1, 4, 2, "b", SpanKind.SERVER, 12, 58),
+        span(1, 5, 3, "c", SpanKind.SERVER, 21, 69),
+    ]
+    self_ms = {v.service: v.self_ns / MS for v in analyze(spans).visits}
+    # a: 100 - union(10..70) = 40; b: 46 + 4 ms of network on its client span; c: 48 + 2.
+    assert self_ms == {"a": 40.0, "b": 50.0, "c": 50.0}
+
+
+def test_peer_name_order_matches_the_graph() -> None:
+    s = span(1, 1, 0, "cart", SpanKind.CLIENT, 0, 1,
+             attrs={"db.system": "redis", "server.address": "127.0.0.1", "server.port": 6379})
+    assert peer_name(s) == "redis"
+    ext = span(1, 1, 0, "pay", SpanKind.CLIENT, 0, 1, attrs={"server.address": "api.psp.example"})
+    assert peer_name(ext) == "api.psp.example"
+
+
+def test_timeout_on_an_answering_callee_blames_where_the_time_went() -> None:
+    # a gives up on b after 100 ms; b answers OK later, because c (b's callee) was slow.
+    spans = [
+        span(1, 1, 0, "a", SpanKind.SERVER, 0, 110, error=True),
+        span(1, 2, 1, "a", SpanKind.CLIENT, 5, 105, error=True, attrs={"peer.service": "b"}),
+        span(1, 3, 2, "b", SpanKind.SERVER, 6, 400),
+        span(1, 4, 3, "b", SpanKind.CLIENT, 8, 395, attrs={"peer.service": "c"}),
+        span(1, 5, 4, "c", SpanKind.SERVER, 9, 394),
+    ]
+    (origin,) = analyze(spans).origins
+    assert (origin.service, origin.timeout, origin.victims) == ("c", True, ["a"])
+
+
+def test_a_lost_client_span_does_not_count_as_the_callers_own_time() -> None:
+    # a's CLIENT span (id 2) was dropped by an exporter; b's SERVER span still names it.
+    spans = [
+        span(1, 1, 0, "a", SpanKind.SERVER, 0, 100, error=True),
+        span(1, 3, 2, "b", SpanKind.SERVER, 10, 90, error=True),
+    ]
+    facts = analyze(spans)
+    self_ms = {v.service: v.self_ns / MS for v in facts.visits}
+    assert self_ms == {"a": 20.0, "b": 80.0}
+    assert [(o.service, o.victims) for o in facts.origins] == [("b", ["a"])]
