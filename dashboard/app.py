@@ -1,0 +1,184 @@
+"""The Dash app: shared layout (header, banners, the one refresh ``Interval``, shared stores)
+and the app-wide callbacks. Pages live in ``dashboard/pages`` and keep their own callbacks.
+
+Settings live in the Flask config (``settings()``), not in module globals or the browser:
+the demo token never leaves the server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dash
+import flask
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.development.base_component import Component
+
+from dashboard import views
+from dashboard.client import CollectorClient
+from dashboard.state import fetch, initial_state, is_stale, next_state
+from dashboard.text import clock
+
+SETTINGS_KEY = "CONWAY_SETTINGS"
+PAGES_DIR = Path(__file__).parent / "pages"
+
+
+@dataclass(frozen=True)
+class Settings:
+    collector_url: str = "http://127.0.0.1:4318"
+    demo_admin_url: str | None = None
+    demo_token: str | None = None
+    refresh_ms: int = 1500
+    window_s: float = 60.0
+
+    @property
+    def timeout_s(self) -> float:
+        # A refresh must finish before the next one is due.
+        return max(0.5, min(2.0, self.refresh_ms / 1000.0))
+
+
+def settings() -> Settings:
+    """The running app's settings (inside a Dash callback or layout function)."""
+    value = flask.current_app.config[SETTINGS_KEY]
+    assert isinstance(value, Settings)
+    return value
+
+
+def collector_client() -> CollectorClient:
+    s = settings()
+    return CollectorClient(s.collector_url, timeout_s=s.timeout_s)
+
+
+def create_app(config: Settings) -> Dash:
+    """Build the app. Call once per process: Dash pages register into a global registry."""
+    app = Dash(
+        "dashboard",
+        use_pages=True,
+        pages_folder=str(PAGES_DIR),
+        assets_folder=str(Path(__file__).parent / "assets"),
+        suppress_callback_exceptions=True,
+        title="Conway",
+        update_title="",
+    )
+    app.server.config[SETTINGS_KEY] = config
+    app.layout = shell(config)
+    return app
+
+
+def shell(config: Settings) -> html.Div:
+    nav = html.Nav(
+        [
+            html.Span("Conway", className="brand"),
+            dcc.Link("Overview", href="/", id="nav-overview"),
+            dcc.Link("Teams", href="/teams", id="nav-teams"),
+            dcc.Link("Demo", href="/demo", id="nav-demo"),
+            dcc.Checklist(
+                id="pause",
+                options=[{"label": " pause live updates", "value": "pause"}],
+                value=[],
+                className="pause",
+            ),
+            html.Span(id="status-line", className="status-line"),
+        ],
+        className="nav",
+    )
+    return html.Div(
+        [
+            dcc.Store(id="state", data=initial_state(config.collector_url)),
+            dcc.Store(id="highlight", data=None),
+            dcc.Interval(id="refresh", interval=config.refresh_ms, n_intervals=0),
+            nav,
+            html.Div(id="collector-banner-slot"),
+            html.Div(id="page-banner-slot"),
+            html.Main(dash.page_container, className="page"),
+        ],
+        className="shell",
+    )
+
+
+@dash.callback(
+    Output("state", "data"),
+    Input("refresh", "n_intervals"),
+    State("state", "data"),
+)
+def refresh(_n: int | None, state: dict[str, Any] | None) -> dict[str, Any]:
+    """Poll the collector once; keep the last good graph if it does not answer."""
+    s = settings()
+    with CollectorClient(s.collector_url, timeout_s=s.timeout_s) as client:
+        fetched = fetch(client, s.window_s)
+    return next_state(state, fetched, s.collector_url, time.time())
+
+
+def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
+    """Collector banner, who-to-page banner and the header's status line for one state."""
+    collector = views.collector_banner(state, now)
+    page = views.page_banner(
+        (state or {}).get("incidents", []) or [], now, (state or {}).get("team_names") or {}
+    )
+    if not state or state.get("reachable") is None:
+        status = "waiting for the collector…"
+    elif is_stale(state):
+        status = f"stale since {clock(float(state['fetched_at']))}"
+    elif state.get("reachable") is False:
+        status = "collector unreachable"
+    else:
+        status = f"updated {clock(float(state.get('fetched_at') or now))}"
+    return collector, page, status
+
+
+@dash.callback(
+    Output("collector-banner-slot", "children"),
+    Output("page-banner-slot", "children"),
+    Output("status-line", "children"),
+    Input("state", "data"),
+)
+def banners(state: dict[str, Any] | None) -> tuple[Any, Any, str]:
+    return render_banners(state, time.time())
+
+
+@dash.callback(Output("refresh", "disabled"), Input("pause", "value"))
+def pause(value: list[str] | None) -> bool:
+    return bool(value and "pause" in value)
+
+
+def highlight_for(state: dict[str, Any] | None, incident_id: str) -> dict[str, Any] | None:
+    """The root cause and blast radius of one open incident, for the graph's highlight."""
+    for inc in (state or {}).get("incidents", []) or []:
+        rc = inc.get("root_cause") or {}
+        if str(inc.get("id", rc.get("service"))) == incident_id:
+            return {
+                "root": rc.get("service"),
+                "impacted": [
+                    str(x.get("service")) for x in inc.get("impacted", []) or [] if x.get("service")
+                ],
+            }
+    return None
+
+
+@dash.callback(
+    Output("highlight", "data"),
+    Output("_pages_location", "pathname", allow_duplicate=True),
+    Input({"type": "incident-root", "index": ALL}, "n_clicks"),
+    State("state", "data"),
+    State("_pages_location", "pathname"),
+    prevent_initial_call=True,
+)
+def root_clicked(
+    clicks: list[int | None], state: dict[str, Any] | None, path: str | None
+) -> tuple[Any, Any]:
+    trigger = ctx.triggered_id
+    # The banner is re-rendered on every refresh: new buttons with no clicks fire this too.
+    if not isinstance(trigger, dict) or not any(clicks or []):
+        return no_update, no_update
+    value = ctx.triggered[0].get("value") if ctx.triggered else None
+    if not value:
+        return no_update, no_update
+    target = highlight_for(state, str(trigger.get("index")))
+    return target, ("/" if path != "/" else no_update)
+
+
+def page_title(text: str) -> Component:
+    return html.H2(text, className="page-title")

@@ -1,0 +1,161 @@
+"""The dashboard's only HTTP code: the collector's JSON API and the demo control API.
+
+Both clients raise ``ApiError`` with a message a person can act on (what failed, where, what
+to do); ``unreachable`` tells a dead or absent server from an answer that said no. A transport
+can be injected (``httpx.MockTransport`` in tests of the client itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_TIMEOUT_S = 2.0
+
+
+class ApiError(Exception):
+    """A request failed. ``status`` is the HTTP status, or None when nothing answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status is None
+
+
+def _message_of(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:300] or resp.reason_phrase
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return str(body)[:300]
+
+
+class _JsonClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        what: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._what = what
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, headers=headers, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                f"{self._what} at {self.base_url} did not answer {method} {path} in time "
+                f"({type(exc).__name__}); is it overloaded?"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"{self._what} unreachable at {self.base_url} ({type(exc).__name__}: {exc}); "
+                "is it running, and is the URL right?"
+            ) from exc
+        if resp.status_code >= 400:
+            raise ApiError(
+                f"{self._what} answered {resp.status_code} to {method} {path}: "
+                f"{_message_of(resp)}",
+                status=resp.status_code,
+            )
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ApiError(
+                f"{self._what} at {self.base_url} sent a non-JSON answer to {method} {path}",
+                status=resp.status_code,
+            ) from exc
+
+
+class CollectorClient(_JsonClient):
+    """Reads the collector's JSON API (see DESIGN.md)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, what="collector", timeout_s=timeout_s, transport=transport)
+
+    def graph(self, window_s: float) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/graph", params={"window": window_s}) or {})
+
+    def incidents(self) -> list[dict[str, Any]]:
+        body = self.request("GET", "/api/incidents", params={"status": "open"}) or {}
+        return [i for i in body.get("incidents", []) if isinstance(i, dict)]
+
+    def teams(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/teams") or {})
+
+    def team(self, name: str, window_s: float) -> dict[str, Any]:
+        path = "/api/teams/" + quote(name, safe="")
+        return dict(self.request("GET", path, params={"window": window_s}) or {})
+
+    def teammap(self, window_s: float) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/teammap", params={"window": window_s}) or {})
+
+    def service(self, name: str, window_s: float) -> dict[str, Any]:
+        path = "/api/services/" + quote(name, safe="")
+        return dict(self.request("GET", path, params={"window": window_s}) or {})
+
+
+class DemoClient(_JsonClient):
+    """Drives the demo control API; mutating calls carry ``Authorization: Bearer <token>``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        super().__init__(
+            base_url,
+            what="demo control API",
+            timeout_s=timeout_s,
+            headers=headers,
+            transport=transport,
+        )
+
+    def services(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/services") or {})
+
+    def set_fault(self, target: str, fault: dict[str, Any]) -> Any:
+        return self.request("POST", "/faults/" + quote(target, safe=""), json=fault)
+
+    def clear(self, target: str) -> Any:
+        return self.request("DELETE", "/faults/" + quote(target, safe=""))
+
+    def clear_all(self) -> Any:
+        return self.request("DELETE", "/faults")

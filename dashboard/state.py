@@ -1,0 +1,135 @@
+"""The shared dashboard state kept in the app's ``dcc.Store``, and how one refresh updates it.
+
+The state holds the last good graph snapshot, when it was fetched, whether the collector
+answered the last time (and since when it has not), the open incidents, team display names
+and the stable node positions. ``fetch`` does the I/O; ``next_state`` is pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dashboard import positions as P
+from dashboard.client import ApiError, CollectorClient
+
+State = dict[str, Any]
+
+
+@dataclass
+class Fetched:
+    """What one refresh got from the collector; ``error`` set means the graph call failed."""
+
+    graph: dict[str, Any] | None = None
+    incidents: list[dict[str, Any]] | None = None
+    incidents_error: str | None = None
+    team_names: dict[str, str] | None = None
+    error: str | None = None
+    unreachable: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def initial_state(collector_url: str) -> State:
+    return {
+        "collector": collector_url,
+        "graph": None,
+        "fetched_at": None,
+        "reachable": None,
+        "down_since": None,
+        "error": None,
+        "incidents": [],
+        "incidents_error": None,
+        "team_names": {},
+        "positions": P.empty_positions(),
+    }
+
+
+def fetch(client: CollectorClient, window_s: float) -> Fetched:
+    """One refresh's reads. The graph decides reachability; the rest is best effort."""
+    out = Fetched()
+    try:
+        out.graph = client.graph(window_s)
+    except ApiError as exc:
+        out.error = str(exc)
+        out.unreachable = exc.unreachable
+        return out
+    try:
+        out.incidents = client.incidents()
+    except ApiError as exc:
+        out.incidents_error = str(exc)
+    try:
+        teams = client.teams()
+        out.team_names = {
+            str(t["name"]): str(t.get("display_name") or t["name"])
+            for t in teams.get("teams", [])
+            if isinstance(t, dict) and t.get("name")
+        }
+    except ApiError:
+        # Team display names are decoration: the graph still shows team ids without them.
+        out.team_names = None
+    return out
+
+
+def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: float) -> State:
+    """Merge one refresh into the state: keep the last good graph when the collector fails."""
+    state = dict(prev) if prev else initial_state(collector_url)
+    state["collector"] = collector_url
+    if fetched.error is not None:
+        state["reachable"] = False
+        state["error"] = fetched.error
+        if state.get("down_since") is None:
+            state["down_since"] = now
+        return state
+    state["reachable"] = True
+    state["error"] = None
+    state["down_since"] = None
+    graph = compact_graph(fetched.graph or {})
+    state["graph"] = graph
+    state["fetched_at"] = now
+    if fetched.incidents is not None:
+        state["incidents"] = [
+            i for i in fetched.incidents if i.get("status", "open") == "open"
+        ]
+        state["incidents_error"] = None
+    else:
+        state["incidents_error"] = fetched.incidents_error
+    if fetched.team_names is not None:
+        state["team_names"] = fetched.team_names
+    state["positions"] = P.assign(state.get("positions"), graph["nodes"])
+    return state
+
+
+def is_stale(state: State | None) -> bool:
+    """A graph is on screen but the collector stopped answering."""
+    return bool(state and state.get("graph") is not None and state.get("reachable") is False)
+
+
+NODE_KEYS = ("id", "kind", "team", "health", "rate_rps", "error_ratio", "p50_ms", "p95_ms",
+             "p99_ms", "up")
+EDGE_KEYS = ("source", "target", "connection_type", "health", "rate_rps", "error_ratio",
+             "p50_ms", "p95_ms", "p99_ms")
+
+
+def _round(value: Any) -> Any:
+    # Four significant digits are plenty on screen and halve what the browser carries.
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    return value
+
+
+def compact_graph(graph: dict[str, Any]) -> dict[str, Any]:
+    """The graph keys the dashboard shows, rounded: the store travels on every refresh."""
+    return {
+        "window_s": graph.get("window_s"),
+        "generated_at": graph.get("generated_at"),
+        "nodes": [
+            {k: _round(n[k]) for k in NODE_KEYS if k in n}
+            for n in graph.get("nodes", []) or []
+            if isinstance(n, dict) and "id" in n
+        ],
+        "edges": [
+            {k: _round(e[k]) for k in EDGE_KEYS if k in e}
+            for e in graph.get("edges", []) or []
+            if isinstance(e, dict) and "source" in e and "target" in e
+        ],
+    }
