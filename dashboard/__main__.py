@@ -7,8 +7,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from collector.ownership.catalog import CatalogInvalid
 from dashboard.app import Settings, create_app
 
 MIN_REFRESH_MS = 250
@@ -60,7 +62,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="how often the pages poll the collector (default %(default)s)")
     p.add_argument("--window-s", type=_window, default=60.0,
                    help="statistics window asked from the collector (default %(default)s)")
-    return p.parse_args(argv)
+    src = p.add_argument_group(
+        "source", "where the graph comes from: one collector's API (default), or Prometheus "
+        "scraping several collectors (no incidents / root cause: those need the traces)")
+    src.add_argument("--source", choices=("collector", "prometheus"), default="collector",
+                     help="graph source (default %(default)s)")
+    src.add_argument("--prometheus-url", type=_url, default="http://127.0.0.1:9090",
+                     help="Prometheus base URL for --source prometheus (default %(default)s)")
+    src.add_argument("--catalog", type=Path, default=None,
+                     help="Backstage catalog-info.yaml (file or folder) giving ownership with "
+                          "--source prometheus")
+    src.add_argument("--prometheus-scrape-interval", type=_window, default=15.0, metavar="S",
+                     help="Prometheus' scrape interval, for rate() ranges (default %(default)s)")
+    args = p.parse_args(argv)
+    if args.catalog is not None and not args.catalog.exists():
+        p.error(f"--catalog {args.catalog} does not exist; give a catalog-info.yaml file or "
+                "folder")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,11 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_token=args.demo_token or os.environ.get("CONWAY_ADMIN_TOKEN") or None,
         refresh_ms=args.refresh_ms,
         window_s=args.window_s,
+        source=args.source,
+        prometheus_url=args.prometheus_url,
+        catalog=args.catalog,
+        prometheus_scrape_interval_s=args.prometheus_scrape_interval,
     )
-    app = create_app(config)
+    if config.source == "prometheus" and config.catalog is None:
+        print("warning: --source prometheus without --catalog: every service is shown as an "
+              "orphan (give --catalog catalog/catalog-info.yaml)", file=sys.stderr)
+    try:
+        app = create_app(config)
+    except CatalogInvalid as exc:
+        print(f"error: the catalog is invalid, fix it and start again:\n{exc}", file=sys.stderr)
+        return 2
     # One line per poll from every open browser drowns everything else: keep warnings only.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    print(f"dashboard on http://{args.host}:{args.port} reading {config.collector_url}",
+    print(f"dashboard on http://{args.host}:{args.port} reading {config.source_url}"
+          f" ({config.source})",
           file=sys.stderr, flush=True)
     app.run(host=args.host, port=args.port, debug=False)
     return 0

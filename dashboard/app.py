@@ -18,11 +18,12 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.development.base_component import Component
 
 from dashboard import views
-from dashboard.client import CollectorClient
+from dashboard.client import CollectorClient, Source
 from dashboard.state import fetch, initial_state, is_stale, next_state
 from dashboard.text import clock
 
 SETTINGS_KEY = "CONWAY_SETTINGS"
+CATALOG_KEY = "CONWAY_CATALOG"
 PAGES_DIR = Path(__file__).parent / "pages"
 
 
@@ -33,6 +34,19 @@ class Settings:
     demo_token: str | None = None
     refresh_ms: int = 1500
     window_s: float = 60.0
+    # "collector" (one collector's API) or "prometheus" (the traces_service_graph_* series
+    # of every collector Prometheus scrapes; ownership from ``catalog``).
+    source: str = "collector"
+    prometheus_url: str | None = None
+    catalog: Path | None = None
+    prometheus_scrape_interval_s: float = 15.0
+
+    @property
+    def source_url(self) -> str:
+        """Where the graph comes from: the collector, or Prometheus."""
+        if self.source == "prometheus" and self.prometheus_url:
+            return self.prometheus_url
+        return self.collector_url
 
     @property
     def timeout_s(self) -> float:
@@ -47,8 +61,18 @@ def settings() -> Settings:
     return value
 
 
-def collector_client() -> CollectorClient:
+def collector_client() -> Source:
+    """The graph's source for one callback: the collector, or Prometheus."""
     s = settings()
+    if s.source == "prometheus" and s.prometheus_url:
+        from dashboard.promsource import CatalogOwnership, PrometheusSource
+
+        catalog = flask.current_app.config[CATALOG_KEY]
+        assert isinstance(catalog, CatalogOwnership)
+        return PrometheusSource(
+            s.prometheus_url, catalog, timeout_s=s.timeout_s,
+            scrape_interval_s=s.prometheus_scrape_interval_s,
+        )
     return CollectorClient(s.collector_url, timeout_s=s.timeout_s)
 
 
@@ -64,6 +88,11 @@ def create_app(config: Settings) -> Dash:
         update_title="",
     )
     app.server.config[SETTINGS_KEY] = config
+    if config.source == "prometheus":
+        from dashboard.promsource import CatalogOwnership
+
+        # Loaded once per process (raises CatalogInvalid); reloaded when its files change.
+        app.server.config[CATALOG_KEY] = CatalogOwnership(config.catalog)
     app.layout = shell(config)
     return app
 
@@ -87,15 +116,39 @@ def shell(config: Settings) -> html.Div:
     )
     return html.Div(
         [
-            dcc.Store(id="state", data=initial_state(config.collector_url)),
+            dcc.Store(id="state", data=initial_state(config.source_url)),
             dcc.Store(id="highlight", data=None),
             dcc.Interval(id="refresh", interval=config.refresh_ms, n_intervals=0),
             nav,
+            source_banner(config),
             html.Div(id="collector-banner-slot"),
             html.Div(id="page-banner-slot"),
             html.Main(dash.page_container, className="page"),
         ],
         className="shell",
+    )
+
+
+def source_banner(config: Settings) -> html.Div:
+    """With the Prometheus source, say once what it cannot show and how health is judged."""
+    if config.source != "prometheus":
+        return html.Div(id="source-banner-slot")
+    return html.Div(
+        [
+            html.Strong(f"Prometheus source ({config.prometheus_url}): "
+                        "no incidents / root cause from traces."),
+            html.Div(
+                "The graph, rates, error ratios and p50/p95/p99 come from the "
+                "traces_service_graph_* series of every collector Prometheus scrapes; "
+                "ownership from the catalog. Health is judged from error-ratio thresholds "
+                "only (and down when a service's scrape fails); per-service self time and "
+                "versions are not available from the Prometheus source.",
+                className="banner-detail",
+            ),
+        ],
+        id="source-banner",
+        className="banner",
+        style={"background": "#e7f5ff", "color": "#0b3d62"},
     )
 
 
@@ -107,9 +160,9 @@ def shell(config: Settings) -> html.Div:
 def refresh(_n: int | None, state: dict[str, Any] | None) -> dict[str, Any]:
     """Poll the collector once; keep the last good graph if it does not answer."""
     s = settings()
-    with CollectorClient(s.collector_url, timeout_s=s.timeout_s) as client:
+    with collector_client() as client:
         fetched = fetch(client, s.window_s)
-    return next_state(state, fetched, s.collector_url, time.time())
+    return next_state(state, fetched, s.source_url, time.time())
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:

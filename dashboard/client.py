@@ -7,7 +7,7 @@ can be injected (``httpx.MockTransport`` in tests of the client itself).
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import quote
 
 import httpx
@@ -92,6 +92,21 @@ class _JsonClient:
                 f"{self._what} at {self.base_url} sent a non-JSON answer to {method} {path}",
                 status=resp.status_code,
             ) from exc
+
+
+class Source(Protocol):
+    """What the pages read: the collector's API (``CollectorClient``) or Prometheus'
+    service-graph series (``dashboard.promsource.PrometheusSource``)."""
+
+    def graph(self, window_s: float) -> dict[str, Any]: ...
+    def incidents(self) -> list[dict[str, Any]]: ...
+    def teams(self) -> dict[str, Any]: ...
+    def team(self, name: str, window_s: float) -> dict[str, Any]: ...
+    def teammap(self, window_s: float) -> dict[str, Any]: ...
+    def service(self, name: str, window_s: float) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class CollectorClient(_JsonClient):

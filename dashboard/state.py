@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dashboard import positions as P
-from dashboard.client import ApiError, CollectorClient
+from dashboard.client import ApiError, Source
 
 State = dict[str, Any]
 
@@ -44,7 +44,7 @@ def initial_state(collector_url: str) -> State:
     }
 
 
-def fetch(client: CollectorClient, window_s: float) -> Fetched:
+def fetch(client: Source, window_s: float) -> Fetched:
     """One refresh's reads. The graph decides reachability; the rest is best effort."""
     out = Fetched()
     try:

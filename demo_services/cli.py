@@ -1,4 +1,5 @@
-"""Command line of the demo shop: ``python -m demo_services {up,fault,clear,scenario,serve}``."""
+"""Command line of the demo shop: ``python -m demo_services
+{up,fault,clear,scenario,serve,load,control}``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from demo_services.control_client import ControlClient, ControlError
 from demo_services.control_client import describe_fault as _describe
-from demo_services.defaults import DEFAULT_ADMIN, DEFAULT_ADMIN_PORT, DEFAULT_COLLECTOR, TOKEN_ENV
+from demo_services.defaults import (
+    DEFAULT_ADMIN,
+    DEFAULT_ADMIN_PORT,
+    DEFAULT_COLLECTOR,
+    HOST,
+    PEER_HOST_ENV,
+    TOKEN_ENV,
+    check_peer_template,
+)
 from demo_services.faults import MAX_LATENCY_MS
 from demo_services.scenarios import SCENARIOS, run_scenario
 from demo_services.topology import TopologyError
@@ -52,6 +62,21 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be in 1..65535, got {value}")
     return value
+
+
+def _peer_template(text: str) -> str:
+    try:
+        return check_peer_template(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL; give one like http://frontend:8101")
+    return text.rstrip("/")
 
 
 def _float(text: str) -> float:
@@ -129,14 +154,55 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"seconds to hold the fault (default {DEFAULT_SCENARIO_S:g})")
     control_args(scenario)
 
-    serve = sub.add_parser("serve", help="(internal) run one service process; `up` uses it")
+    serve = sub.add_parser(
+        "serve", help="run one service in the foreground (a container's command)",
+        description="Run one service of the topology in the foreground until SIGINT/SIGTERM. "
+        "In a container: --host 0.0.0.0 and --peer-host-template {service}, so it calls its "
+        "peers at http://<service>:<port>. Faults: its own /admin/faults, or `control`.",
+    )
     serve.add_argument("name", metavar="SERVICE")
-    serve.add_argument("--topology", type=Path)
+    serve.add_argument("--topology", type=Path,
+                       help="topology YAML (default: catalog/topology.yaml)")
     serve.add_argument("--base-port", type=_port)
+    serve.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
+    serve.add_argument("--peer-host-template", type=_peer_template,
+                       default=os.environ.get(PEER_HOST_ENV) or None,
+                       help=f"host of a peer, {{service}} replaced by its name (default: "
+                       f"${PEER_HOST_ENV}, else {HOST})")
     serve.add_argument("--collector",
-                       default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", DEFAULT_COLLECTOR))
+                       default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", DEFAULT_COLLECTOR),
+                       help="OTLP/HTTP endpoint for traces (default: $OTEL_EXPORTER_OTLP_ENDPOINT "
+                       f"or {DEFAULT_COLLECTOR})")
     serve.add_argument("--faults", help="initial faults as JSON {target: fault}")
     serve.add_argument("--parent-pid", type=int, help="exit when this parent goes away")
+
+    load = sub.add_parser(
+        "load", help="run only the load generator against a frontend URL",
+        description="Simulated users against a running frontend until SIGINT/SIGTERM.",
+    )
+    load.add_argument("--frontend", type=_http_url, default=f"http://{HOST}:8101",
+                      help=f"the frontend's base URL (default http://{HOST}:8101)")
+    load.add_argument("--rate", type=_rate, default=DEFAULT_RATE,
+                      help=f"user journeys per second (default {DEFAULT_RATE:g})")
+
+    control = sub.add_parser(
+        "control", help="serve the control API for services running elsewhere (containers)",
+        description="The control API of `up` for services that `serve` runs elsewhere: faults "
+        "are pushed to each service's /admin/faults at http://<peer host>:<port>. `down` is "
+        "refused (stop the container instead).",
+    )
+    control.add_argument("--topology", type=Path,
+                         help="topology YAML (default: catalog/topology.yaml)")
+    control.add_argument("--base-port", type=_port)
+    control.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
+    control.add_argument("--port", type=_port, default=DEFAULT_ADMIN_PORT,
+                         help=f"port to bind (default {DEFAULT_ADMIN_PORT})")
+    control.add_argument("--admin-token", default=os.environ.get(TOKEN_ENV),
+                         help=f"require this bearer token for changes (default: ${TOKEN_ENV})")
+    control.add_argument("--peer-host-template", type=_peer_template,
+                         default=os.environ.get(PEER_HOST_ENV) or None,
+                         help=f"host of a service, {{service}} replaced by its name (default: "
+                         f"${PEER_HOST_ENV}, else {HOST})")
     return parser
 
 
@@ -172,8 +238,18 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         return run_service(
             args.name, args.topology, args.base_port, args.collector, args.faults,
-            args.parent_pid, os.environ.get(TOKEN_ENV),
+            args.parent_pid, os.environ.get(TOKEN_ENV), host=args.host,
+            peer_host_template=args.peer_host_template,
         )
+    if args.command == "load":
+        from demo_services.containers import run_load
+
+        return run_load(args.frontend, args.rate)
+    if args.command == "control":
+        from demo_services.containers import run_control
+
+        return run_control(args.topology, args.base_port, args.host, args.port,
+                           args.admin_token, args.peer_host_template)
     client = ControlClient(args.admin)
     if args.command == "fault":
         update: dict[str, Any] = {}

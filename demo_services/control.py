@@ -1,4 +1,5 @@
-"""The demo control API served by ``up`` (default http://127.0.0.1:8100).
+"""The demo control API served by ``up`` (default http://127.0.0.1:8100), and by ``control``
+for services in their own containers (``demo_services.remote``).
 
   GET    /services          the services (name, port, url, state, fault, dependencies, version,
                             pid) and the virtual dependencies
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,10 +25,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from demo_services.faults import FaultError, parse_update
-from demo_services.supervisor import Supervisor, SupervisorError
+from demo_services.supervisor import SupervisorError
+from demo_services.topology import Topology
 
 
-def build_control_app(supervisor: Supervisor) -> Starlette:
+class FaultBackend(Protocol):
+    """Who owns the fault state: the ``Supervisor`` of ``up`` (which also starts and stops the
+    processes) or ``demo_services.remote.RemoteShop`` (services in their own containers)."""
+
+    topology: Topology
+    admin_token: str | None
+
+    def describe(self) -> dict[str, Any]: ...
+    def describe_target(self, target: str) -> dict[str, Any]: ...
+    async def set_fault(self, target: str, update: dict[str, Any]) -> dict[str, Any]: ...
+    async def clear(self, target: str | None = None) -> None: ...
+
+
+def build_control_app(supervisor: FaultBackend) -> Starlette:
     def authorized(request: Request) -> bool:
         if supervisor.admin_token is None:
             return True
@@ -61,6 +77,8 @@ def build_control_app(supervisor: Supervisor) -> Starlette:
             return _error(400, str(exc))
         try:
             return JSONResponse(await supervisor.set_fault(target, update))
+        except FaultError as exc:  # a change this backend cannot make (say so, and how)
+            return _error(400, str(exc))
         except SupervisorError as exc:
             return _error(502, str(exc))
 

@@ -2,7 +2,8 @@
 
 ``up`` forks each service from a multiprocessing fork server that has already imported this
 module (``serve_forked``), so twelve processes start without twelve interpreter start-ups;
-``python -m demo_services serve NAME`` runs one service on its own (e.g. in a container).
+``python -m demo_services serve NAME`` runs one service on its own in the foreground (a
+container's command: ``--host 0.0.0.0``, peers by name through ``--peer-host-template``).
 The process exits on SIGTERM/SIGINT after flushing its spans, and on its own when the process
 that started it disappears, so a killed ``up`` leaves no service behind: a forked service
 watches its *lifeline*, the read end of a pipe whose only writer is ``up`` (EOF means ``up`` is
@@ -36,6 +37,8 @@ def run_service(
     parent_pid: int | None,
     admin_token: str | None = None,
     lifeline: Connection | None = None,
+    host: str = HOST,
+    peer_host_template: str | None = None,
 ) -> int:
     topology = load_topology(topology_path).with_base_port(base_port)
     if name not in topology.services:
@@ -47,12 +50,13 @@ def run_service(
         topology,
         collector,
         admin_token=admin_token,
+        peer_host_template=peer_host_template,
     )
     if faults_json:
         service.load_faults(json.loads(faults_json))
     config = uvicorn.Config(
         build_app(service),
-        host=HOST,
+        host=host,
         port=service.spec.port,
         log_level="warning",
         access_log=False,

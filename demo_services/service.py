@@ -38,11 +38,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from demo_services.defaults import HOST, peer_host
 from demo_services.faults import Fault, FaultError, apply_update, fault_from_json, parse_update
 from demo_services.telemetry import ServiceMetrics, Tracing
 from demo_services.topology import CallSpec, RouteSpec, ServiceSpec, Topology
 
-HOST = "127.0.0.1"
 _propagator = TraceContextTextMapPropagator()
 # Statuses a caller answers when a required dependency fails.
 STATUS_DEPENDENCY_FAILED = 502
@@ -67,8 +67,10 @@ class DemoService:
         collector: str,
         admin_token: str | None = None,
         rng: random.Random | None = None,
+        peer_host_template: str | None = None,
     ) -> None:
         self.spec = spec
+        self.peer_host_template = peer_host_template
         self.topology = topology
         self.admin_token = admin_token or None
         self.rng = rng or random.Random()
@@ -186,14 +188,15 @@ class DemoService:
         peer = self.topology.services[call.target]
         # Path parameters pass through by name ({id} -> the inbound {id}), else a sample value.
         path = _PARAM.sub(lambda m: params.get(m.group(1), "1"), call.path)
-        url = f"http://{HOST}:{peer.port}{path}"
+        host = peer_host(self.peer_host_template, call.target)
+        url = f"http://{host}:{peer.port}{path}"
         started = time.perf_counter()
         span = tracer.start_span(
             f"{call.method} {call.path}",
             kind=SpanKind.CLIENT,
             attributes={
                 "http.request.method": call.method,
-                "server.address": HOST,
+                "server.address": host,
                 "server.port": peer.port,
                 "url.full": url,
                 "peer.service": call.target,

@@ -72,7 +72,7 @@ def service_body(svc: dict[str, Any], now: float) -> list[Component]:
                 ]
             )
             if versions
-            else html.Div("no version attribute seen", className="muted"),
+            else html.Div(_missing_versions(svc), className="muted"),
         ],
         className="card",
     )
@@ -88,6 +88,13 @@ def service_body(svc: dict[str, Any], now: float) -> list[Component]:
             className="cards",
         ),
     ]
+
+
+def _missing_versions(svc: dict[str, Any]) -> str:
+    # The Prometheus source says which data its series cannot carry.
+    why = (svc.get("unavailable") or {}).get("versions")
+    return f"not available from the Prometheus source: {why}" if why else (
+        "no version attribute seen")
 
 
 @dash.callback(
