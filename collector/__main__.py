@@ -1,12 +1,16 @@
 """``python -m collector``: run the collector (OTLP/HTTP receiver, API, ``/metrics``) with uvicorn.
 
 Bad arguments exit with status 2 and a message; SIGINT/SIGTERM shut down cleanly (uvicorn
-handles both and runs the shutdown hooks).
+handles both and runs the shutdown hooks, the last checkpoint among them). Every cap of
+`collector.limits`, `collector.app` and `collector.graph` has a flag; the ingest token comes
+from ``--ingest-token`` or the environment variable ``CONWAY_INGEST_TOKEN``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -14,10 +18,18 @@ from pathlib import Path
 
 import uvicorn
 
+from collector import app, graph, limits
+from collector.checkpoint import CHECKPOINT_INTERVAL_S, CheckpointError
 from collector.ownership.catalog import CatalogInvalid
+from collector.pairing import PairingConfig
 from collector.scraper import TopologyError, topology_targets
 from collector.service import CollectorConfig
 from collector.wiring import build_app, build_service
+
+TOKEN_ENV = "CONWAY_INGEST_TOKEN"
+# Connections (plus tasks) uvicorn serves at once before answering 503 itself: a backstop
+# against a flood of idle connections, which the receivers' own limits never see.
+MAX_CONNECTIONS = 1024
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -31,6 +43,16 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
@@ -53,6 +75,49 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                    metavar="N", help="largest request body accepted (default 8 MiB)")
     p.add_argument("--pairing-ttl", type=_positive(float), default=2.0, metavar="S",
                    help="seconds a span waits for its other half (default 2)")
+    lim = p.add_argument_group("limits (each refusal is counted on /metrics with a reason)")
+    lim.add_argument("--max-nodes", type=_positive(int), default=graph.MAX_NODES, metavar="N",
+                     help=f"services and virtual nodes kept (default {graph.MAX_NODES})")
+    lim.add_argument("--max-edges", type=_positive(int), default=graph.MAX_EDGES, metavar="N",
+                     help=f"edges kept (default {graph.MAX_EDGES})")
+    lim.add_argument("--max-pending", type=_positive(int), default=PairingConfig.max_items,
+                     metavar="N", help="halves waiting to be paired "
+                                       f"(default {PairingConfig.max_items})")
+    lim.add_argument("--max-attributes", type=_positive(int), default=limits.MAX_ATTRIBUTES,
+                     metavar="N", help="attributes kept per span; more are dropped "
+                                       f"(default {limits.MAX_ATTRIBUTES})")
+    lim.add_argument("--max-value-chars", type=_positive(int), default=limits.MAX_VALUE_CHARS,
+                     metavar="N", help="longer attribute values are truncated "
+                                       f"(default {limits.MAX_VALUE_CHARS})")
+    lim.add_argument("--max-service-chars", type=_positive(int),
+                     default=limits.MAX_SERVICE_CHARS, metavar="N",
+                     help="spans of a longer service.name are rejected "
+                          f"(default {limits.MAX_SERVICE_CHARS})")
+    lim.add_argument("--span-time-window", type=_non_negative, default=limits.TIME_WINDOW_S,
+                     metavar="S", help="reject spans starting or ending more than S seconds "
+                                       "from the collector clock; 0 accepts any time, for "
+                                       "replaying recorded traces (default 86400)")
+    lim.add_argument("--max-inflight", type=_positive(int), default=app.MAX_INFLIGHT,
+                     metavar="N", help="receiver requests in progress before answering 503 "
+                                       f"(default {app.MAX_INFLIGHT})")
+    lim.add_argument("--max-inflight-bytes", type=_positive(int),
+                     default=app.MAX_INFLIGHT_BYTES, metavar="N",
+                     help="request-body bytes held at once before answering 503 "
+                          f"(default {app.MAX_INFLIGHT_BYTES})")
+    lim.add_argument("--body-timeout", type=_positive(float), default=app.BODY_TIMEOUT_S,
+                     metavar="S", help="seconds to receive a whole body before answering 408 "
+                                       f"(default {app.BODY_TIMEOUT_S:g})")
+    lim.add_argument("--max-connections", type=_positive(int), default=MAX_CONNECTIONS,
+                     metavar="N", help="connections served at once; more get 503 "
+                                       f"(default {MAX_CONNECTIONS})")
+    p.add_argument("--ingest-token", metavar="T", default=os.environ.get(TOKEN_ENV) or None,
+                   help="require 'Authorization: Bearer T' on POST /v1/traces and "
+                        f"/api/v2/spans (default: ${TOKEN_ENV}, else no token; prefer the "
+                        f"variable: command lines are visible to other local users)")
+    p.add_argument("--checkpoint-interval", type=_positive(float),
+                   default=CHECKPOINT_INTERVAL_S, metavar="S",
+                   help="seconds between checkpoints to --data-dir "
+                        f"(default {CHECKPOINT_INTERVAL_S:g})")
     a = p.parse_args(argv)
     if not 0 <= a.port < 65536:
         p.error(f"--port must be 0..65535, got {a.port}")
@@ -73,6 +138,17 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
             a.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             p.error(f"--data-dir {a.data_dir} cannot be created: {exc.strerror}")
+    if a.max_inflight_bytes < a.max_body_bytes:
+        p.error(f"--max-inflight-bytes ({a.max_inflight_bytes}) must be at least "
+                f"--max-body-bytes ({a.max_body_bytes}), or no body of the largest allowed "
+                f"size could ever be accepted")
+    if a.ingest_token is not None and (not a.ingest_token.strip()
+                                       or any(c.isspace() for c in a.ingest_token)):
+        p.error("--ingest-token must be non-empty and contain no spaces")
+    if a.ingest_token is None and not _is_loopback(a.host):
+        print(f"conway collector: warning: listening on {a.host} with no ingest token: anyone "
+              f"who can reach it can send spans; set --ingest-token or {TOKEN_ENV}",
+              file=sys.stderr)
     return CollectorConfig(
         host=a.host,
         port=a.port,
@@ -84,8 +160,31 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         retention_s=a.retention,
         default_window_s=min(60.0, a.retention),
         max_body_bytes=a.max_body_bytes,
-        extra={"pairing_ttl_s": a.pairing_ttl},
+        extra={
+            "pairing_ttl_s": a.pairing_ttl,
+            "pairing_max_items": a.max_pending,
+            "max_nodes": a.max_nodes,
+            "max_edges": a.max_edges,
+            "span_limits": limits.SpanLimits(
+                max_attributes=a.max_attributes, max_value_chars=a.max_value_chars,
+                max_service_chars=a.max_service_chars, time_window_s=a.span_time_window),
+            "max_inflight_requests": a.max_inflight,
+            "max_inflight_bytes": a.max_inflight_bytes,
+            "body_timeout_s": a.body_timeout,
+            "max_connections": a.max_connections,
+            "ingest_token": a.ingest_token,
+            "checkpoint_interval_s": a.checkpoint_interval,
+        },
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conway collector: the catalog is invalid, fix it and start again:\n{exc}",
               file=sys.stderr)
         return 2
+    except CheckpointError as exc:
+        print(f"conway collector: {exc}", file=sys.stderr)
+        return 2
 
     async def announce() -> None:
         print(f"conway collector listening on http://{config.host}:{config.port} "
@@ -105,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.on_startup.append(announce)
     server = uvicorn.Server(
         uvicorn.Config(build_app(service), host=config.host, port=config.port,
-                       log_level="warning", lifespan="on", access_log=False)
+                       log_level="warning", lifespan="on", access_log=False,
+                       limit_concurrency=int(config.extra.get("max_connections",
+                                                              MAX_CONNECTIONS)))
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal for the
     # previous handler: make that a quiet, successful exit instead of a traceback.

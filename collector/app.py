@@ -1,26 +1,37 @@
 """The collector's HTTP server: OTLP and Zipkin receivers, the JSON API, ``/metrics``.
 
 Bodies are read as a stream (chunked uploads work) and refused with 413 as soon as they pass
-``max_body_bytes``. Decoding, ingest, snapshots and ``/metrics`` run in worker threads so the
-event loop keeps answering while they hold the service lock. More than ``max_inflight`` receiver
-requests at once answer 503 with ``Retry-After`` (the OTLP exporters retry). Errors a client can
-cause answer with a message saying what was wrong: OTLP errors as a ``google.rpc.Status`` in
-the request's encoding, API errors as ``{"error": message}``.
+``max_body_bytes``; a body not complete within ``body_timeout_s`` (a client trickling it) is
+answered 408 and its connection closed. Decoding, ingest, snapshots and ``/metrics`` run in
+worker threads so the event loop keeps answering while they hold the service lock; at most
+``DECODE_CONCURRENCY`` bodies are decoded at once (decoding is CPU-bound: more would only
+multiply decoded copies in memory). Admission is bounded (`Admission`): more than
+``max_inflight`` receiver requests, or bodies held in memory past ``max_inflight_bytes``,
+answer 503 with ``Retry-After`` (the OTLP exporters retry on it). With an ingest token, the
+receivers answer 401 to a request without ``Authorization: Bearer <token>``. Every refusal is
+counted by reason (`collector.limits`). Errors a client can cause answer with a message saying
+what was wrong: OTLP errors as a ``google.rpc.Status`` in the request's encoding, everything
+else as JSON ``{"error": message}``; no response reflects input as HTML, and every response
+carries ``X-Content-Type-Options: nosniff``. The read API is GET only (405 otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,12 +39,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from collector import otlp, wire, zipkin
 from collector.exposition import IngestCounters
 from collector.graph import TrafficGraph
+from collector.limits import DEFAULT_LIMITS, RequestReason, SpanLimits, screen_times
 from collector.model import DecodeError, DecodeResult, Edge, Node, Snapshot
 from collector.service import CollectorService
 
 # Receiver requests (OTLP + Zipkin) being read or decoded at once before answering 503;
 # CollectorConfig.extra["max_inflight_requests"] overrides it.
 MAX_INFLIGHT = 64
+# Request bodies held in memory at once (read, waiting to be decoded, or decoding) before
+# answering 503; CollectorConfig.extra["max_inflight_bytes"] overrides it.
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
+# Seconds a client has to send its whole body (a trickling client gets 408 and a closed
+# connection); CollectorConfig.extra["body_timeout_s"] overrides it.
+BODY_TIMEOUT_S = 30.0
+# Bodies decoded at once: decoding holds the GIL, so more buys no speed, only memory.
+DECODE_CONCURRENCY = 2
 RETRY_AFTER_S = 1
 # Paths counted by name in conway_http_requests_total; others count as "other" (bounded labels).
 COUNTED_PATHS = ("/v1/traces", "/api/v2/spans", "/api/graph", "/metrics", "/healthz")
@@ -41,6 +61,62 @@ COUNTED_PATHS = ("/v1/traces", "/api/v2/spans", "/api/graph", "/metrics", "/heal
 
 class _TooLarge(Exception):
     pass
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+class _Overloaded(Exception):
+    pass
+
+
+class Admission(Collector):
+    """Bounds what the receivers hold: requests in progress and the bytes of their bodies.
+
+    Not thread-safe: used from the event loop only.
+    """
+
+    def __init__(self, max_requests: int, max_bytes: int) -> None:
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.requests = 0
+        self.bytes = 0
+
+    def busy(self) -> str | None:
+        """Why a new request cannot start now, or None (then call `enter`)."""
+        if self.requests >= self.max_requests:
+            return (f"collector busy: {self.requests} requests already in progress (limit "
+                    f"{self.max_requests}); retry after {RETRY_AFTER_S} s")
+        return None
+
+    def enter(self) -> None:
+        self.requests += 1
+
+    def reserve(self, n: int) -> None:
+        """Account ``n`` more body bytes held; `_Overloaded` when over the byte budget."""
+        if self.bytes + n > self.max_bytes:
+            raise _Overloaded(
+                f"collector busy: {self.bytes} bytes of request bodies already held (limit "
+                f"{self.max_bytes}); retry after {RETRY_AFTER_S} s")
+        self.bytes += n
+
+    def leave(self, held: int) -> None:
+        self.requests -= 1
+        self.bytes -= held
+
+    def collect(self) -> Iterator[Metric]:
+        """``prometheus_client`` Collector: what is held now, next to the limits."""
+        for name, doc, value in (
+            ("conway_ingest_inflight_requests", "Receiver requests in progress", self.requests),
+            ("conway_ingest_inflight_bytes", "Request-body bytes held by the receivers",
+             self.bytes),
+            ("conway_ingest_max_inflight_requests", "Limit of receiver requests in progress",
+             self.max_requests),
+            ("conway_ingest_max_inflight_bytes", "Limit of request-body bytes held",
+             self.max_bytes),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
 
 
 def _round(v: float | None, digits: int = 6) -> float | None:
@@ -91,7 +167,23 @@ def graph_json(snap: Snapshot) -> dict[str, Any]:
         "generated_at": snap.generated_at,
         "nodes": [node_json(snap.nodes[k]) for k in sorted(snap.nodes)],
         "edges": [edge_json(snap.edges[k]) for k in sorted(snap.edges)],
+        "limits": snap.meta.get("limits", {}),
     }
+
+
+def _limit_warning(graph: TrafficGraph, nodes: int, edges: int) -> str:
+    """What the graph's caps refused from one request, as a sentence (or "")."""
+    parts = []
+    if nodes:
+        parts.append(f"{nodes} spans or calls named a new node past the node limit "
+                     f"(max_nodes={graph.max_nodes})")
+    if edges:
+        parts.append(f"{edges} calls were on a new edge past the edge limit "
+                     f"(max_edges={graph.max_edges}) or to a refused node")
+    if not parts:
+        return ""
+    return ("; ".join(parts) + "; they are counted, not graphed (see \"limits\" in /api/graph "
+            "and conway_graph_dropped_* on /metrics)")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -118,18 +210,40 @@ def parse_window(service: CollectorService, raw: str | None) -> float:
     return w
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (``_TooLarge``) as soon as it passes ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None,
+                    admission: Admission | None = None, held: list[int] | None = None) -> bytes:
+    """The whole body, refused (``_TooLarge``) as soon as it passes ``limit`` bytes, or
+    (``_BodyTimeout``) when not complete within ``timeout_s``. With ``admission``, every chunk
+    is reserved against its byte budget (``_Overloaded``) and added to ``held[0]``."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _TooLarge(f"request body of {length} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(f"request body of more than {limit} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(f"request body of more than {limit} bytes")
+            if admission is not None and held is not None:
+                admission.reserve(len(chunk))
+                held[0] += len(chunk)
+            chunks.append(chunk)
+
+    if timeout_s is None:
+        await read()
+    else:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await read()
+        except TimeoutError:
+            raise _BodyTimeout(
+                f"request body not received within {timeout_s:g} s ({size} bytes arrived); "
+                f"send the whole body at once, or check the network between exporter and "
+                f"collector"
+            ) from None
     return b"".join(chunks)
 
 
@@ -152,6 +266,10 @@ class RequestCounter:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.counters.request(label, message["status"])
+                # No response may be sniffed into HTML, whatever text it echoes.
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, counting_send)
@@ -166,30 +284,125 @@ class Api:
         self.registry = registry
         self.counters = counters
         self.graph: TrafficGraph = service.parts["graph"]
-        self.max_inflight = int(service.config.extra.get("max_inflight_requests", MAX_INFLIGHT))
-        self.inflight = 0
+        extra = service.config.extra
+        self.admission = Admission(
+            int(extra.get("max_inflight_requests", MAX_INFLIGHT)),
+            int(extra.get("max_inflight_bytes", MAX_INFLIGHT_BYTES)),
+        )
+        self.body_timeout_s = float(extra.get("body_timeout_s", BODY_TIMEOUT_S))
+        limits = extra.get("span_limits")
+        self.limits: SpanLimits = limits if isinstance(limits, SpanLimits) else DEFAULT_LIMITS
+        token = extra.get("ingest_token")
+        self.ingest_token: bytes | None = str(token).encode() if token else None
+        self.decoding = asyncio.Semaphore(int(extra.get("decode_concurrency",
+                                                        DECODE_CONCURRENCY)))
 
-    def _overloaded(self) -> str | None:
-        if self.inflight < self.max_inflight:
+    def _unauthorized(self, request: Request) -> str | None:
+        """Why the request may not ingest (a message), or None when it may."""
+        if self.ingest_token is None:
             return None
-        return (f"collector busy: {self.inflight} requests already in progress (limit "
-                f"{self.max_inflight}); retry after {RETRY_AFTER_S} s")
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
+                                                              self.ingest_token):
+            return None
+        what = "no Authorization header" if not given else "a wrong or malformed token"
+        return (f"this collector needs an ingest token and the request had {what}; send "
+                f"'Authorization: Bearer <token>' (OpenTelemetry SDKs: "
+                f"OTEL_EXPORTER_OTLP_HEADERS=\"authorization=Bearer <token>\")")
 
     async def _decode_and_ingest(
         self, body: bytes, encoding: str | None, decode: Callable[[bytes], DecodeResult]
-    ) -> DecodeResult:
+    ) -> tuple[DecodeResult, str]:
         limit = self.service.config.max_body_bytes
+        window = self.limits.time_window_s
 
-        def work() -> DecodeResult:
+        def work() -> tuple[DecodeResult, str]:
             raw = wire.decompress(body, encoding, limit)
             result = decode(raw)
-            self.service.ingest(result.spans)
+            now = self.service.clock()
+            screen_times(result, now, window, otlp.MAX_ERRORS)
+            g = self.graph
             with self.service.lock:
-                self.counters.spans_received += len(result.spans)
-                self.counters.spans_rejected += result.rejected
-            return result
+                nodes, edges = g.dropped_nodes, g.dropped_edges
+                self.service.ingest(result.spans, now)
+                warning = _limit_warning(g, g.dropped_nodes - nodes, g.dropped_edges - edges)
+                pairing_error = g.pairer.last_error
+                if pairing_error is not None:
+                    warning = "; ".join(x for x in (warning, str(pairing_error)) if x)
+                c = self.counters
+                c.spans_received += len(result.spans)
+                c.spans_rejected += result.rejected
+                c.truncated_values += result.truncated_values
+                c.dropped_attributes += result.dropped_attributes
+                if result.reasons:
+                    c.reject_spans(result.reasons)
+            return result, warning
 
-        return await run_in_threadpool(work)
+        async with self.decoding:
+            return await run_in_threadpool(work)
+
+    def _refused(self, reason: str) -> None:
+        with self.service.lock:
+            self.counters.reject_request(reason)
+
+    async def _receive(
+        self, request: Request, decode: Callable[[bytes], DecodeResult],
+        fail: Callable[[int, str], Response],
+    ) -> tuple[DecodeResult, str] | Response:
+        """Admission, body, decoding and ingest shared by both receivers: the decoded result and
+        a warning about limits reached (or ""), or the error response (counted by reason)."""
+        denied = self._unauthorized(request)
+        if denied is not None:
+            self._refused(RequestReason.UNAUTHORIZED)
+            response = fail(401, denied)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="conway-ingest"'
+            return response
+        busy = self.admission.busy()
+        if busy is not None:
+            self._refused(RequestReason.OVERLOADED)
+            response = fail(503, busy)
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        limit = self.service.config.max_body_bytes
+        held = [0]
+        self.admission.enter()
+        try:
+            body = await read_body(request, limit, self.body_timeout_s, self.admission, held)
+            return await self._decode_and_ingest(
+                body, request.headers.get("content-encoding"), decode)
+        except (_TooLarge, wire.PayloadTooLarge) as exc:
+            self._refused(RequestReason.TOO_LARGE)
+            msg = str(exc) if isinstance(exc, wire.PayloadTooLarge) else str(
+                wire.PayloadTooLarge(str(exc), limit))
+            response = fail(413, msg)
+            response.headers["Connection"] = "close"  # do not read the rest of a huge body
+            return response
+        except ClientDisconnect:
+            # Nobody is left to answer; the slot and the bytes it held are freed below.
+            self._refused(RequestReason.DISCONNECTED)
+            return fail(400, "client disconnected before sending the whole body")
+        except _BodyTimeout as exc:
+            self._refused(RequestReason.BODY_TIMEOUT)
+            response = fail(408, str(exc))
+            response.headers["Connection"] = "close"
+            return response
+        except _Overloaded as exc:
+            self._refused(RequestReason.OVERLOADED)
+            response = fail(503, str(exc))
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        except wire.UnsupportedEncoding as exc:
+            self._refused(RequestReason.ENCODING)
+            return fail(415, str(exc))
+        except wire.UnsupportedMediaType as exc:
+            self._refused(RequestReason.MEDIA_TYPE)
+            return fail(415, str(exc))
+        except DecodeError as exc:
+            self._refused(RequestReason.MALFORMED)
+            return fail(400, str(exc))
+        finally:
+            self.admission.leave(held[0])
 
     async def otlp_traces(self, request: Request) -> Response:
         media = wire.media_type(request.headers.get("content-type"))
@@ -200,62 +413,43 @@ class Api:
             return Response(otlp.encode_status(message, answer_media), status_code=status,
                             media_type=answer_media)
 
-        if media not in (otlp.PROTOBUF, otlp.JSON):
+        if media not in (otlp.PROTOBUF, otlp.JSON) and self._unauthorized(request) is None:
+            self._refused(RequestReason.MEDIA_TYPE)
             return fail(415, f"Content-Type {media or '(none)'!r} is not supported for OTLP "
                              f"traces; send {otlp.PROTOBUF} or {otlp.JSON}")
-        busy = self._overloaded()
-        if busy is not None:
-            response = fail(503, busy)
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-            return response
-        self.inflight += 1
-        try:
-            body = await read_body(request, self.service.config.max_body_bytes)
-            result = await self._decode_and_ingest(
-                body, request.headers.get("content-encoding"),
-                lambda raw: otlp.decode_traces(raw, media),
-            )
-        except (_TooLarge, wire.PayloadTooLarge) as exc:
-            msg = str(exc) if isinstance(exc, wire.PayloadTooLarge) else str(
-                wire.PayloadTooLarge(str(exc), self.service.config.max_body_bytes))
-            return fail(413, msg)
-        except (wire.UnsupportedEncoding, wire.UnsupportedMediaType) as exc:
-            return fail(415, str(exc))
-        except DecodeError as exc:
-            return fail(400, str(exc))
-        finally:
-            self.inflight -= 1
-        message = "; ".join(result.errors)
-        pairing_error = self.graph.pairer.last_error
-        if pairing_error is not None:
-            message = "; ".join(x for x in (message, str(pairing_error)) if x)
+        limits = self.limits
+        got = await self._receive(request, lambda raw: otlp.decode_traces(raw, media, limits),
+                                  fail)
+        if isinstance(got, Response):
+            return got
+        result, warning = got
+        message = "; ".join(x for x in ("; ".join(result.errors), warning) if x)
         return Response(otlp.encode_response(result.rejected, message, media),
                         media_type=media)
 
     async def zipkin_spans(self, request: Request) -> Response:
         media = wire.media_type(request.headers.get("content-type"))
-        if media not in ("application/json", ""):
+        if media not in ("application/json", "") and self._unauthorized(request) is None:
+            self._refused(RequestReason.MEDIA_TYPE)
             return _error(415, f"Content-Type {media!r} is not supported for Zipkin spans; "
                                "send Zipkin v2 JSON as application/json")
-        busy = self._overloaded()
-        if busy is not None:
-            return JSONResponse({"error": busy}, status_code=503,
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
-        self.inflight += 1
-        try:
-            body = await read_body(request, self.service.config.max_body_bytes)
-            await self._decode_and_ingest(
-                body, request.headers.get("content-encoding"), zipkin.decode_spans
-            )
-        except (_TooLarge, wire.PayloadTooLarge) as exc:
-            return _error(413, str(exc) + f" (limit {self.service.config.max_body_bytes} bytes)")
-        except wire.UnsupportedEncoding as exc:
-            return _error(415, str(exc))
-        except DecodeError as exc:
-            return _error(400, str(exc))
-        finally:
-            self.inflight -= 1
-        return Response(status_code=202)
+        limits = self.limits
+        got = await self._receive(request, lambda raw: zipkin.decode_spans(raw, limits),
+                                  _error)
+        if isinstance(got, Response):
+            return got
+        result, warning = got
+        if result.rejected and not result.spans:
+            # Nothing usable: say so with 400 (Zipkin has no partial success to report it in).
+            self._refused(RequestReason.ALL_SPANS_REJECTED)
+            return _error(400, f"all {result.rejected} spans were rejected: "
+                               + "; ".join(result.errors))
+        body: dict[str, Any] = {"accepted": len(result.spans), "rejected": result.rejected}
+        if result.errors:
+            body["errors"] = result.errors
+        if warning:
+            body["warning"] = warning
+        return JSONResponse(body, status_code=202)
 
     async def graph_api(self, request: Request) -> Response:
         try:
@@ -333,6 +527,7 @@ def create_app(
 ) -> ASGIApp:
     """The Starlette app for ``service``; other concerns' routes come after the core ones."""
     api = Api(service, registry, counters)
+    registry.register(api.admission)
     routes = [
         Route("/v1/traces", api.otlp_traces, methods=["POST"]),
         Route("/api/v2/spans", api.zipkin_spans, methods=["POST"]),
@@ -353,7 +548,22 @@ def create_app(
             for stop in reversed(service.on_shutdown):
                 await stop()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405 answers are text; make them JSON like every other error.
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            message = (f"method {request.method} is not allowed on {request.url.path}; the "
+                       f"read API is GET only, ingest is POST /v1/traces or /api/v2/spans")
+        elif exc.status_code == 404:
+            message = (f"no such endpoint {request.url.path!r:.200}; see /api/graph, "
+                       f"/api/services/NAME, /api/teams, /api/incidents, /metrics, /healthz")
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code,
+                            headers=dict(exc.headers or {}))
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
     app.state.service = service
     return RequestCounter(app, counters)
 

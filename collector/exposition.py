@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -55,12 +55,17 @@ class EdgeTotals:
 
     buckets: Sequence[float] = TEMPO_BUCKETS
     _edges: dict[tuple[str, str, str], _EdgeTotal] = field(default_factory=dict)
+    # Keys changed / forgotten since the last checkpoint; None while no checkpoint tracks them.
+    changed: set[tuple[str, str, str]] | None = None
+    forgotten: set[tuple[str, str, str]] = field(default_factory=set)
 
     def observe(self, call: Call) -> None:
         key = (call.client, call.server, call.connection_type)
         e = self._edges.get(key)
         if e is None:
             e = self._edges[key] = _EdgeTotal(len(self.buckets))
+        if self.changed is not None:
+            self.changed.add(key)
         e.total += 1
         if call.client_error or call.server_error:
             e.failed += 1
@@ -75,6 +80,20 @@ class EdgeTotals:
     def forget(self, client: str, server: str) -> None:
         for key in [k for k in self._edges if k[0] == client and k[1] == server]:
             del self._edges[key]
+            if self.changed is not None:
+                self.changed.discard(key)
+                self.forgotten.add(key)
+
+    def get(self, key: tuple[str, str, str]) -> _EdgeTotal | None:
+        return self._edges.get(key)
+
+    def restore(self, key: tuple[str, str, str], total: int, failed: int, server: list[int],
+                client: list[int], server_sum: float, client_sum: float) -> None:
+        """Put back one edge's totals saved by a checkpoint (histograms of the same buckets)."""
+        e = self._edges[key] = _EdgeTotal(len(self.buckets))
+        if len(server) == len(e.server) and len(client) == len(e.client):
+            e.server, e.client = list(server), list(client)
+        e.total, e.failed, e.server_sum, e.client_sum = total, failed, server_sum, client_sum
 
     def items(self) -> Iterator[tuple[tuple[str, str, str], _EdgeTotal]]:
         return iter(sorted(self._edges.items()))
@@ -88,15 +107,49 @@ class EdgeTotals:
 
 @dataclass
 class IngestCounters:
-    """What the HTTP receiver counts: spans in and refused, requests by path and status."""
+    """What the HTTP receiver counts: spans in and refused (by reason), requests by path and
+    status, whole requests refused (by reason), and what the span caps trimmed."""
 
     spans_received: int = 0
     spans_rejected: int = 0
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    spans_rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    requests_rejected: dict[str, int] = field(default_factory=dict)
+    truncated_values: int = 0
+    dropped_attributes: int = 0
 
     def request(self, path: str, status: int) -> None:
         key = (path, str(status))
         self.requests[key] = self.requests.get(key, 0) + 1
+
+    def reject_request(self, reason: str) -> None:
+        self.requests_rejected[reason] = self.requests_rejected.get(reason, 0) + 1
+
+    def reject_spans(self, reasons: dict[str, int]) -> None:
+        for reason, n in reasons.items():
+            self.spans_rejected_by_reason[reason] = self.spans_rejected_by_reason.get(reason, 0) + n
+
+    def state(self) -> dict[str, object]:
+        """Plain JSON-able state, for checkpoints."""
+        return {
+            "spans_received": self.spans_received, "spans_rejected": self.spans_rejected,
+            "requests": [[p, st, n] for (p, st), n in self.requests.items()],
+            "spans_rejected_by_reason": dict(self.spans_rejected_by_reason),
+            "requests_rejected": dict(self.requests_rejected),
+            "truncated_values": self.truncated_values,
+            "dropped_attributes": self.dropped_attributes,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.spans_received = int(state.get("spans_received", 0))
+        self.spans_rejected = int(state.get("spans_rejected", 0))
+        self.requests = {(str(p), str(st)): int(n) for p, st, n in state.get("requests", [])}
+        self.spans_rejected_by_reason = {
+            str(k): int(v) for k, v in state.get("spans_rejected_by_reason", {}).items()}
+        self.requests_rejected = {
+            str(k): int(v) for k, v in state.get("requests_rejected", {}).items()}
+        self.truncated_values = int(state.get("truncated_values", 0))
+        self.dropped_attributes = int(state.get("dropped_attributes", 0))
 
 
 def _cumulative(counts: Sequence[int], bounds: Sequence[float]) -> list[tuple[str, float]]:
@@ -159,7 +212,8 @@ class ConwayCollector(Collector):
 
         yield counter("conway_spans_received", "Spans decoded and ingested",
                       self.ingest.spans_received)
-        yield counter("conway_spans_rejected", "Spans refused by the decoders (partial success)",
+        yield counter("conway_spans_rejected",
+                      "Spans refused (OTLP partial success): invalid, or outside the time window",
                       self.ingest.spans_rejected)
         pc = self.graph.pairer.counters
         yield counter("conway_pairing_paired", "Calls from a client and a server half that met",
@@ -179,6 +233,39 @@ class ConwayCollector(Collector):
                       self.graph.dropped_nodes)
         yield counter("conway_graph_dropped_edges",
                       "Calls dropped because the edge limit was reached", self.graph.dropped_edges)
+        by_reason = CounterMetricFamily(
+            "conway_spans_rejected_by_reason", "Spans refused, by reason (see collector.limits)",
+            labels=["reason"])
+        for reason, n in sorted(self.ingest.spans_rejected_by_reason.items()):
+            by_reason.add_metric([reason], n)
+        yield by_reason
+        refused = CounterMetricFamily(
+            "conway_requests_rejected", "Whole requests refused with a 4xx/5xx, by reason",
+            labels=["reason"])
+        for reason, n in sorted(self.ingest.requests_rejected.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        yield counter("conway_attribute_values_truncated",
+                      "String values, span names and messages cut to the value size limit",
+                      self.ingest.truncated_values)
+        yield counter("conway_attributes_dropped",
+                      "Attributes (or array items) dropped beyond the per-span count limit",
+                      self.ingest.dropped_attributes)
+        g = self.graph
+        limits = GaugeMetricFamily("conway_limit", "Configured caps (see /api/graph limits)",
+                                   labels=["name"])
+        usage = GaugeMetricFamily("conway_limit_used", "Current use of each cap",
+                                  labels=["name"])
+        for name, cap, used in g.limit_usage():
+            limits.add_metric([name], cap)
+            usage.add_metric([name], used)
+        yield limits
+        yield usage
+        yield counter("conway_versions_dropped",
+                      "Versions forgotten past the per-service cap", g.versions.dropped)
+        yield counter("conway_stats_late_dropped",
+                      "Calls older than the retention when they arrived",
+                      g.nodes.late_dropped + g.edges.late_dropped)
         requests = CounterMetricFamily("conway_http_requests", "HTTP requests answered",
                                        labels=["path", "status"])
         for (path, status), n in sorted(self.ingest.requests.items()):

@@ -6,7 +6,9 @@ statistics (calls from pairing), versions seen per service, and the cumulative t
 ``/metrics`` exports. `TrafficAppender` is the first step of the snapshot pipeline: it creates
 the nodes and edges of a window with their rate, error ratio, latency and the meta keys the
 other appenders read. The numbers of distinct nodes and edges are capped (``max_nodes``,
-``max_edges``); what a cap refuses is counted in ``dropped_nodes`` / ``dropped_edges``.
+``max_edges``); what a cap refuses is counted in ``dropped_nodes`` / ``dropped_edges``, and
+the appender puts every cap, its use and its drops in ``snap.meta["limits"]`` (served as the
+``limits`` object of ``/api/graph``). Memory is therefore bounded by the caps, not by traffic.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from collector.exposition import EdgeTotals
 from collector.model import Call, Edge, Node, Snapshot, SpanRecord
 from collector.pairing import Pairer, PairingConfig
 from collector.service import CollectorConfig, CollectorService
-from collector.stats import Point, RollingStats, Summary, VersionLog, VersionSeen
+from collector.stats import (
+    MAX_VERSIONS_PER_SERVICE,
+    Point,
+    RollingStats,
+    Summary,
+    VersionLog,
+    VersionSeen,
+)
 
 MAX_NODES = 10_000
 MAX_EDGES = 50_000
@@ -69,6 +78,54 @@ class TrafficGraph:
         self.dropped_edges = 0
         self.spans = 0  # spans consumed
         self.calls = 0  # calls recorded on edges
+        # Nodes / edges changed or forgotten since the last checkpoint (None: not tracked).
+        self.changed_nodes: set[str] | None = None
+        self.changed_edges: set[tuple[str, str]] | None = None
+        self.gone_nodes: set[str] = set()
+        self.gone_edges: set[tuple[str, str]] = set()
+
+    def track_changes(self) -> None:
+        """Remember what changes from now on, for `collector.checkpoint` to drain."""
+        self.changed_nodes = set()
+        self.changed_edges = set()
+        self.totals.changed = set()
+        self.nodes.track_changes()
+        self.edges.track_changes()
+
+    def mark_all_changed(self) -> None:
+        """Count everything as changed: the next checkpoint rewrites the whole state."""
+        if self.changed_nodes is None or self.changed_edges is None or \
+                self.totals.changed is None:
+            return
+        self.changed_nodes.update(self.kinds)
+        self.changed_edges.update(self.connection_types)
+        self.totals.changed.update(k for k, _ in self.totals.items())
+        self.nodes.mark_all_changed()
+        self.edges.mark_all_changed()
+
+    def limits(self) -> dict[str, int]:
+        """Caps, current use and what they refused: the ``limits`` object of ``/api/graph``."""
+        return {
+            "max_nodes": self.max_nodes,
+            "nodes": len(self.kinds),
+            "dropped_nodes": self.dropped_nodes,
+            "max_edges": self.max_edges,
+            "edges": len(self.connection_types),
+            "dropped_edges": self.dropped_edges,
+            "max_pending": self.pairer.config.max_items,
+            "pending": len(self.pairer),
+            "dropped_pending": self.pairer.counters.dropped,
+            "max_versions_per_service": self.versions.max_per_service,
+            "dropped_versions": self.versions.dropped,
+        }
+
+    def limit_usage(self) -> list[tuple[str, int, int]]:
+        """(cap name, cap, current use) for ``/metrics``."""
+        return [
+            ("max_nodes", self.max_nodes, len(self.kinds)),
+            ("max_edges", self.max_edges, len(self.connection_types)),
+            ("max_pending", self.pairer.config.max_items, len(self.pairer)),
+        ]
 
     # -- ingest ------------------------------------------------------------------------------
 
@@ -100,6 +157,8 @@ class TrafficGraph:
         if name not in self.kinds and not self._add_node(name, SERVICE):
             return False
         self.seen[name] = now
+        if self.changed_nodes is not None:
+            self.changed_nodes.add(name)
         if self.kinds[name] != SERVICE:
             # A name first seen as a virtual peer turned out to be instrumented.
             self.kinds[name] = SERVICE
@@ -113,6 +172,9 @@ class TrafficGraph:
             self.dropped_nodes += 1
             return False
         self.kinds[name] = kind
+        if self.changed_nodes is not None:
+            self.changed_nodes.add(name)
+            self.gone_nodes.discard(name)
         return True
 
     def add_call(self, call: Call) -> None:
@@ -131,11 +193,16 @@ class TrafficGraph:
                     self.dropped_edges += 1
                     return
             self.connection_types[key] = call.connection_type
+            if self.changed_edges is not None:
+                self.changed_edges.add(key)
+                self.gone_edges.discard(key)
         elif not (call.server_is_virtual or call.client_is_virtual):
             # Both halves seen: this is the edge's real kind, even if an expired client half
             # (say, while the server was down) created the edge as a virtual one.
             if self.connection_types[key] != call.connection_type:
                 self.connection_types[key] = call.connection_type
+                if self.changed_edges is not None:
+                    self.changed_edges.add(key)
         self.calls += 1
         # Edge latency is what the caller waited; the server's view when no client half exists.
         duration = call.client_duration_ns
@@ -161,6 +228,9 @@ class TrafficGraph:
         for key in [k for k in self.connection_types if k not in self.edges]:
             del self.connection_types[key]
             self.totals.forget(*key)
+            if self.changed_edges is not None:
+                self.changed_edges.discard(key)
+                self.gone_edges.add(key)
         used = {n for k in self.connection_types for n in k}
         for name in list(self.kinds):
             if name in self.nodes or name in used or self.seen.get(name, horizon) > horizon:
@@ -168,6 +238,9 @@ class TrafficGraph:
             del self.kinds[name]
             self.seen.pop(name, None)
             self.versions.forget(name)
+            if self.changed_nodes is not None:
+                self.changed_nodes.discard(name)
+                self.gone_nodes.add(name)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -218,6 +291,7 @@ class TrafficAppender:
         g = self.graph
         now, window = snap.generated_at, snap.window_s
         up = self.up_of() if self.up_of is not None else {}
+        snap.meta["limits"] = g.limits()
         for name in sorted(set(g.kinds) | set(up)):
             kind = g.kinds.get(name, SERVICE)
             s = g.node(name, now, window)
@@ -266,6 +340,10 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
             pairing.ttl_s = float(config.extra["pairing_ttl_s"])
         if "pairing_max_items" in config.extra:
             pairing.max_items = int(config.extra["pairing_max_items"])
+    if "max_versions_per_service" in config.extra:
+        versions_cap = int(config.extra["max_versions_per_service"])
+    else:
+        versions_cap = MAX_VERSIONS_PER_SERVICE
     graph = TrafficGraph(
         bucket_s=config.bucket_s,
         retention_s=config.retention_s,
@@ -274,6 +352,7 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
         max_nodes=int(config.extra.get("max_nodes", MAX_NODES)),
         max_edges=int(config.extra.get("max_edges", MAX_EDGES)),
     )
+    graph.versions.max_per_service = versions_cap
     service.parts["graph"] = graph
     service.consumers.append(graph)
 

@@ -57,12 +57,19 @@ class DecodeResult:
     """What a decoder made of one request body.
 
     ``rejected`` counts spans that were present but unusable (each reason kept, bounded, in
-    ``errors``); the request as a whole still succeeds with OTLP partial success.
+    ``errors``, and counted by kind in ``reasons``); the request as a whole still succeeds
+    with OTLP partial success.
     """
 
     spans: list[SpanRecord] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    # Added by the hardening work (optional, defaults keep older callers valid): rejected spans
+    # by reason (`collector.limits.SpanReason`), string values truncated and attributes dropped
+    # by the caps of `collector.limits.SpanLimits`.
+    reasons: dict[str, int] = field(default_factory=dict)
+    truncated_values: int = 0
+    dropped_attributes: int = 0
 
 
 class DecodeError(ValueError):

@@ -18,8 +18,8 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -30,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
+from collector.limits import DEFAULT_LIMITS, SpanLimits, SpanReason, count_reason
 from collector.model import Attributes, AttrValue, DecodeError, DecodeResult, SpanRecord
 from collector.wire import UnsupportedMediaType
 
@@ -44,6 +45,7 @@ UNKNOWN_SERVICE = "unknown_service"
 MAX_VALUE_DEPTH = 8
 # Reasons kept per request; the count in `rejected` stays exact beyond this.
 MAX_ERRORS = 10
+_Text = TypeVar("_Text", str, bytes)
 
 STATUS_CODE_ERROR = 2
 _LEGACY_SCOPE_SPANS_FIELD = 1000  # ResourceSpans.instrumentation_library_spans before OTLP 1.0
@@ -64,6 +66,10 @@ STATUS_CODE_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_E
 class _SpanProblem(Exception):
     """A problem confined to one span (or one resource's spans): counted, not fatal."""
 
+    def __init__(self, message: str, reason: str = SpanReason.TOO_DEEP) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class _Malformed(Exception):
     """The JSON body does not have the OTLP shape at ``path``: the whole request is rejected."""
@@ -72,10 +78,14 @@ class _Malformed(Exception):
         super().__init__(f"JSON: {path}: {problem}")
 
 
-def decode_traces(body: bytes, media: str) -> DecodeResult:
-    """Decode an OTLP/HTTP ``/v1/traces`` body sent with the bare media type ``media``."""
+def decode_traces(body: bytes, media: str, limits: SpanLimits = DEFAULT_LIMITS) -> DecodeResult:
+    """Decode an OTLP/HTTP ``/v1/traces`` body sent with the bare media type ``media``.
+
+    ``limits`` caps attributes and value sizes (`collector.limits`); what they trim is counted
+    in the result's ``truncated_values`` / ``dropped_attributes``.
+    """
     if media == PROTOBUF:
-        return _decode_protobuf(body)
+        return _decode_protobuf(body, limits)
     if media == JSON:
         try:
             obj = json.loads(body)
@@ -83,7 +93,7 @@ def decode_traces(body: bytes, media: str) -> DecodeResult:
             raise DecodeError("body is not valid JSON: nested too deeply") from exc
         except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
             raise DecodeError(f"body is not valid JSON: {exc}") from exc
-        return decode_traces_json(obj)
+        return decode_traces_json(obj, limits)
     raise UnsupportedMediaType(
         f"Content-Type {media or '(none)'!r} is not supported for OTLP traces; send "
         f"{PROTOBUF} or {JSON} (OTLP/HTTP)"
@@ -93,7 +103,7 @@ def decode_traces(body: bytes, media: str) -> DecodeResult:
 # --- protobuf ---------------------------------------------------------------------------------
 
 
-def _decode_protobuf(body: bytes) -> DecodeResult:
+def _decode_protobuf(body: bytes, limits: SpanLimits = DEFAULT_LIMITS) -> DecodeResult:
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except ProtobufDecodeError as exc:
@@ -101,24 +111,34 @@ def _decode_protobuf(body: bytes) -> DecodeResult:
             f"body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}; "
             f"if it is JSON, send Content-Type: {JSON}"
         ) from exc
-    spans: list[SpanRecord] = []
+    result = DecodeResult()
+    spans = result.spans
     append = spans.append
-    errors: list[str] = []
-    rejected = 0
+    max_attrs = limits.max_attributes
+    max_chars = limits.max_value_chars
+    truncated = 0
+    dropped_attrs = 0
     for ri, rs in enumerate(request.resource_spans):
         all_scope_spans: Sequence[ScopeSpans] = rs.scope_spans
         if not all_scope_spans:
             all_scope_spans = _legacy_scope_spans(rs)
         try:
-            resource = _pb_attributes(rs.resource.attributes, 0)
+            resource = _pb_attributes(rs.resource.attributes, 0, limits, result)
         except _SpanProblem as exc:
             count = sum(len(ss.spans) for ss in all_scope_spans)
-            rejected += count
-            _note(errors, f"resource_spans[{ri}].resource: {exc}; its {count} spans rejected")
+            _reject(result, SpanReason.TOO_DEEP,
+                    f"resource_spans[{ri}].resource: {exc}; its {count} spans rejected", count)
             continue
         service = resource.get("service.name")
         if not isinstance(service, str) or not service:
             service = UNKNOWN_SERVICE
+        elif len(service) > limits.max_service_chars:
+            count = sum(len(ss.spans) for ss in all_scope_spans)
+            _reject(result, SpanReason.SERVICE_NAME_TOO_LONG,
+                    f"resource_spans[{ri}].resource: service.name of {len(service)} characters "
+                    f"is longer than {limits.max_service_chars}; its {count} spans rejected",
+                    count)
+            continue
         for si, ss in enumerate(all_scope_spans):
             for i, sp in enumerate(ss.spans):
                 trace_id = sp.trace_id
@@ -134,50 +154,69 @@ def _decode_protobuf(body: bytes) -> DecodeResult:
                     or span_id == _ZERO_SPAN_ID
                     or (parent and len(parent) != 8)
                 ):
-                    rejected += 1
-                    _note(errors, f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: "
-                          + _span_problem(trace_id, span_id, parent, start, end))
+                    reason, problem = _span_problem(trace_id, span_id, parent, start, end)
+                    _reject(result, reason,
+                            f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {problem}")
                     continue
                 if parent == _ZERO_SPAN_ID:
                     parent = b""  # some exporters write zeros for "no parent"
                 # The attribute loop is inlined: it runs ~6 times per span on the hot path.
                 attributes: Attributes = {}
+                kvs: Sequence[KeyValue] = sp.attributes
+                if len(kvs) > max_attrs:
+                    dropped_attrs += len(kvs) - max_attrs
+                    kvs = kvs[:max_attrs]
                 try:
-                    for kv in sp.attributes:
+                    for kv in kvs:
                         value = kv.value
                         text = value.string_value
                         if text:
+                            if len(text) > max_chars:
+                                text = text[:max_chars]
+                                truncated += 1
                             attributes[kv.key] = text
                             continue
                         which = value.WhichOneof("value")
                         if which is None:
                             attributes[kv.key] = None
                         elif which == "array_value" or which == "kvlist_value":
-                            attributes[kv.key] = _pb_value(value, 0)
+                            attributes[kv.key] = _pb_value(value, 0, limits, result)
+                        elif which == "bytes_value":
+                            attributes[kv.key] = _cut(value.bytes_value, limits, result)
                         else:
                             attributes[kv.key] = getattr(value, which)
                 except _SpanProblem as exc:
-                    rejected += 1
-                    _note(errors, f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {exc}")
+                    _reject(result, SpanReason.TOO_DEEP,
+                            f"resource_spans[{ri}].scope_spans[{si}].spans[{i}]: {exc}")
                     continue
                 status = sp.status
+                name = sp.name
+                if len(name) > max_chars:
+                    name = name[:max_chars]
+                    truncated += 1
+                message = status.message
+                if message and len(message) > max_chars:
+                    message = message[:max_chars]
+                    truncated += 1
                 append(
                     SpanRecord(
                         trace_id,
                         span_id,
                         parent,
                         service,
-                        sp.name,
+                        name,
                         sp.kind,
                         start,
                         end,
                         status.code == STATUS_CODE_ERROR,
                         attributes,
                         resource,
-                        status.message,
+                        message,
                     )
                 )
-    return DecodeResult(spans, rejected, errors)
+    result.truncated_values += truncated
+    result.dropped_attributes += dropped_attrs
+    return result
 
 
 def _legacy_scope_spans(rs: ResourceSpans) -> list[ScopeSpans]:
@@ -199,22 +238,43 @@ def _legacy_scope_spans(rs: ResourceSpans) -> list[ScopeSpans]:
     return legacy
 
 
-def _pb_attributes(kvs: Iterable[KeyValue], depth: int) -> Attributes:
-    return {kv.key: _pb_value(kv.value, depth) for kv in kvs}
+def _pb_attributes(
+    kvs: Sequence[KeyValue], depth: int, limits: SpanLimits, result: DecodeResult
+) -> Attributes:
+    if len(kvs) > limits.max_attributes:
+        result.dropped_attributes += len(kvs) - limits.max_attributes
+        kvs = kvs[:limits.max_attributes]
+    return {kv.key: _pb_value(kv.value, depth, limits, result) for kv in kvs}
 
 
-def _pb_value(value: AnyValue, depth: int) -> AttrValue:
+def _pb_value(value: AnyValue, depth: int, limits: SpanLimits, result: DecodeResult) -> AttrValue:
     which = value.WhichOneof("value")
     if which == "array_value":
         _check_depth(depth)
-        return [_pb_value(v, depth + 1) for v in value.array_value.values]
+        items: Sequence[AnyValue] = value.array_value.values
+        if len(items) > limits.max_attributes:
+            result.dropped_attributes += len(items) - limits.max_attributes
+            items = items[:limits.max_attributes]
+        return [_pb_value(v, depth + 1, limits, result) for v in items]
     if which == "kvlist_value":
         _check_depth(depth)
-        return _pb_attributes(value.kvlist_value.values, depth + 1)
+        return _pb_attributes(value.kvlist_value.values, depth + 1, limits, result)
     if which is None:
         return None
-    result: AttrValue = getattr(value, which)
-    return result
+    found: AttrValue = getattr(value, which)
+    if isinstance(found, str):
+        return _cut(found, limits, result)
+    if isinstance(found, bytes):
+        return _cut(found, limits, result)
+    return found
+
+
+def _cut(value: _Text, limits: SpanLimits, result: DecodeResult) -> _Text:
+    """``value`` truncated to ``limits.max_value_chars`` (counted when it was longer)."""
+    if len(value) <= limits.max_value_chars:
+        return value
+    result.truncated_values += 1
+    return value[:limits.max_value_chars]
 
 
 def _check_depth(depth: int) -> None:
@@ -224,20 +284,31 @@ def _check_depth(depth: int) -> None:
         )
 
 
-def _span_problem(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> str:
+def _span_problem(
+    trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int
+) -> tuple[str, str]:
+    """(reason, message) for a span whose ids or times are invalid."""
     if len(trace_id) != 16:
-        return f"trace_id must be 16 bytes, got {len(trace_id)}"
+        return SpanReason.INVALID_ID, f"trace_id must be 16 bytes, got {len(trace_id)}"
     if trace_id == _ZERO_TRACE_ID:
-        return "trace_id is all zeros (invalid)"
+        return SpanReason.INVALID_ID, "trace_id is all zeros (invalid)"
     if len(span_id) != 8:
-        return f"span_id must be 8 bytes, got {len(span_id)}"
+        return SpanReason.INVALID_ID, f"span_id must be 8 bytes, got {len(span_id)}"
     if span_id == _ZERO_SPAN_ID:
-        return "span_id is all zeros (invalid)"
+        return SpanReason.INVALID_ID, "span_id is all zeros (invalid)"
     if parent and len(parent) != 8:
-        return f"parent_span_id must be 8 bytes or empty, got {len(parent)}"
+        return SpanReason.INVALID_ID, (
+            f"parent_span_id must be 8 bytes or empty, got {len(parent)}")
     if end < start:
-        return f"end_time_unix_nano {end} is before start_time_unix_nano {start}"
-    return "invalid span"
+        return SpanReason.END_BEFORE_START, (
+            f"end_time_unix_nano {end} is before start_time_unix_nano {start}")
+    return SpanReason.INVALID_FIELD, "invalid span"
+
+
+def _reject(result: DecodeResult, reason: str, message: str, count: int = 1) -> None:
+    result.rejected += count
+    count_reason(result, reason, count)
+    _note(result.errors, message)
 
 
 def _note(errors: list[str], reason: str) -> None:
@@ -248,15 +319,15 @@ def _note(errors: list[str], reason: str) -> None:
 # --- JSON ---------------------------------------------------------------------------------------
 
 
-def decode_traces_json(obj: Any) -> DecodeResult:
+def decode_traces_json(obj: Any, limits: SpanLimits = DEFAULT_LIMITS) -> DecodeResult:
     """Decode an already-parsed JSON (or YAML) ``ExportTraceServiceRequest``/``TracesData``."""
     try:
-        return _decode_json(obj)
+        return _decode_json(obj, limits)
     except _Malformed as exc:
         raise DecodeError(str(exc)) from None
 
 
-def _decode_json(obj: Any) -> DecodeResult:
+def _decode_json(obj: Any, limits: SpanLimits) -> DecodeResult:
     if not isinstance(obj, dict):
         hint = " (Zipkin v2 JSON lists go to /api/v2/spans)" if isinstance(obj, list) else ""
         raise _Malformed("(top level)", f"expected an object with \"resourceSpans\", got "
@@ -278,15 +349,21 @@ def _decode_json(obj: Any) -> DecodeResult:
             akey, raw_attrs = _pick(resource, "attributes")
             spath = f"{rpath}.resource.{akey}"
             try:
-                resource_attrs = _json_attributes(raw_attrs, spath, 0)
+                resource_attrs = _json_attributes(raw_attrs, spath, 0, limits, result)
             except _SpanProblem as exc:
                 count = _count_json_spans(rs)
-                result.rejected += count
-                _note(result.errors, f"{spath}: {exc}; its {count} spans rejected")
+                _reject(result, exc.reason, f"{spath}: {exc}; its {count} spans rejected",
+                        count)
                 continue
         service = resource_attrs.get("service.name")
         if not isinstance(service, str) or not service:
             service = UNKNOWN_SERVICE
+        elif len(service) > limits.max_service_chars:
+            count = _count_json_spans(rs)
+            _reject(result, SpanReason.SERVICE_NAME_TOO_LONG,
+                    f"{rpath}.resource: service.name of {len(service)} characters is longer "
+                    f"than {limits.max_service_chars}; its {count} spans rejected", count)
+            continue
         skey, scope_spans = _json_scope_spans(rs)
         for si, ss in enumerate(_list(scope_spans, f"{rpath}.{skey}")):
             sspath = f"{rpath}.{skey}[{si}]"
@@ -295,16 +372,18 @@ def _decode_json(obj: Any) -> DecodeResult:
             for i, raw in enumerate(_list(raw_spans, f"{sspath}.spans")):
                 path = f"{sspath}.spans[{i}]"
                 try:
-                    span = _json_span(raw, path, service, resource_attrs)
+                    span = _json_span(raw, path, service, resource_attrs, limits, result)
                 except _SpanProblem as exc:
-                    result.rejected += 1
-                    _note(result.errors, f"{path}: {exc}")
+                    _reject(result, exc.reason, f"{path}: {exc}")
                     continue
                 result.spans.append(span)
     return result
 
 
-def _json_span(raw: Any, path: str, service: str, resource: Attributes) -> SpanRecord:
+def _json_span(
+    raw: Any, path: str, service: str, resource: Attributes, limits: SpanLimits,
+    result: DecodeResult,
+) -> SpanRecord:
     _object(raw, path)
     trace_id = _json_id(raw, path, 16, "traceId", "trace_id")
     span_id = _json_id(raw, path, 8, "spanId", "span_id")
@@ -319,13 +398,13 @@ def _json_span(raw: Any, path: str, service: str, resource: Attributes) -> SpanR
         or span_id == _ZERO_SPAN_ID
         or (parent and len(parent) != 8)
     ):
-        problem = _span_problem(trace_id, span_id, parent, start, end)
+        reason, problem = _span_problem(trace_id, span_id, parent, start, end)
         field = problem.split(" ", 1)[0]  # say which text the bytes came from
         raw_id = {"trace_id": ("traceId", "trace_id"), "span_id": ("spanId", "span_id"),
                   "parent_span_id": ("parentSpanId", "parent_span_id")}.get(field)
         if raw_id is not None:
             problem += f" (from {_pick(raw, *raw_id)[1]!r:.60})"
-        raise _SpanProblem(problem)
+        raise _SpanProblem(problem, reason)
     if parent == _ZERO_SPAN_ID:
         parent = b""
     nkey, name = _pick(raw, "name")
@@ -347,26 +426,35 @@ def _json_span(raw: Any, path: str, service: str, resource: Attributes) -> SpanR
             if not isinstance(msg, str):
                 raise _Malformed(f"{path}.{stkey}.{mkey}", f"expected a string, got "
                                  f"{_type_name(msg)}")
-            message = msg
+            message = _cut(msg, limits, result)
     akey, raw_attrs = _pick(raw, "attributes")
-    attributes = _json_attributes(raw_attrs, f"{path}.{akey}", 0)
+    attributes = _json_attributes(raw_attrs, f"{path}.{akey}", 0, limits, result)
+    name = _cut(name, limits, result)
     return SpanRecord(trace_id, span_id, parent, service, name, kind, start, end, error,
                       attributes, resource, message)
 
 
-def _json_attributes(raw: Any, path: str, depth: int) -> Attributes:
+def _json_attributes(
+    raw: Any, path: str, depth: int, limits: SpanLimits, result: DecodeResult
+) -> Attributes:
     attributes: Attributes = {}
-    for i, kv in enumerate(_list(raw, path)):
+    kvs = _list(raw, path)
+    if len(kvs) > limits.max_attributes:
+        result.dropped_attributes += len(kvs) - limits.max_attributes
+        kvs = kvs[:limits.max_attributes]
+    for i, kv in enumerate(kvs):
         kvpath = f"{path}[{i}]"
         _object(kv, kvpath)
         key = kv.get("key")
         if not isinstance(key, str):
             raise _Malformed(f"{kvpath}.key", f"expected a string, got {_type_name(key)}")
-        attributes[key] = _json_value(kv.get("value"), f"{kvpath}.value", depth)
+        attributes[key] = _json_value(kv.get("value"), f"{kvpath}.value", depth, limits, result)
     return attributes
 
 
-def _json_value(raw: Any, path: str, depth: int) -> AttrValue:
+def _json_value(
+    raw: Any, path: str, depth: int, limits: SpanLimits, result: DecodeResult
+) -> AttrValue:
     if raw is None:
         return None
     _object(raw, path)
@@ -376,7 +464,7 @@ def _json_value(raw: Any, path: str, depth: int) -> AttrValue:
     if key in ("stringValue", "string_value"):
         if not isinstance(value, str):
             raise _Malformed(f"{path}.{key}", f"expected a string, got {_type_name(value)}")
-        return value
+        return _cut(value, limits, result)
     if key in ("intValue", "int_value"):
         return _to_int(value, f"{path}.{key}")
     if key in ("boolValue", "bool_value"):
@@ -391,19 +479,23 @@ def _json_value(raw: Any, path: str, depth: int) -> AttrValue:
         if not isinstance(value, str):
             raise _Malformed(f"{path}.{key}", f"expected base64, got {_type_name(value)}")
         try:
-            return base64.b64decode(value, validate=True)
+            return _cut(base64.b64decode(value, validate=True), limits, result)
         except binascii.Error as exc:
             raise _Malformed(f"{path}.{key}", f"expected base64: {exc}") from None
     if key in ("arrayValue", "array_value"):
         _check_depth(depth)
         _object(value, f"{path}.{key}")
         items = _list(value.get("values"), f"{path}.{key}.values")
-        return [_json_value(v, f"{path}.{key}.values[{i}]", depth + 1)
+        if len(items) > limits.max_attributes:
+            result.dropped_attributes += len(items) - limits.max_attributes
+            items = items[:limits.max_attributes]
+        return [_json_value(v, f"{path}.{key}.values[{i}]", depth + 1, limits, result)
                 for i, v in enumerate(items)]
     if key in ("kvlistValue", "kvlist_value"):
         _check_depth(depth)
         _object(value, f"{path}.{key}")
-        return _json_attributes(value.get("values"), f"{path}.{key}.values", depth + 1)
+        return _json_attributes(value.get("values"), f"{path}.{key}.values", depth + 1, limits,
+                                result)
     raise _Malformed(path, f"unknown AnyValue field {key!r}; expected one of stringValue, "
                      f"intValue, doubleValue, boolValue, arrayValue, kvlistValue, bytesValue")
 
@@ -539,18 +631,20 @@ def _count_json_spans(rs: dict[str, Any]) -> int:
 
 
 def encode_response(rejected: int, message: str, media: str) -> bytes:
-    """An ``ExportTraceServiceResponse`` body, with ``partial_success`` when spans were rejected.
+    """An ``ExportTraceServiceResponse`` body, with ``partial_success`` when spans were rejected
+    or there is a message (with no rejected spans, OTLP reads the message as a warning).
 
     JSON when ``media`` is `JSON`, protobuf otherwise. In JSON, ``rejectedSpans`` is an int64
     and so written as a decimal string, as the protobuf JSON mapping does.
     """
     if media == JSON:
-        if rejected <= 0:
+        if rejected <= 0 and not message:
             return b"{}"
-        body = {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}}
+        body = {"partialSuccess": {"rejectedSpans": str(max(rejected, 0)),
+                                   "errorMessage": message}}
         return json.dumps(body).encode()
     response = ExportTraceServiceResponse()
-    if rejected > 0:
+    if rejected > 0 or message:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
     return response.SerializeToString()

@@ -63,6 +63,11 @@ OTELCOL_PEER_ATTRIBUTES: tuple[str, ...] = (
     "db.system",
 )
 DATABASE_ATTRIBUTES: tuple[str, ...] = ("db.system", "db.system.name", "db.name", "db.namespace")
+# A waiting half with at most this many attributes (and a name this short) is kept as it is.
+_KEEP_AS_IS = 8
+_KEEP_AS_IS_NAME = 256
+# Attributes read from a waiting half besides the peer and database ones.
+_EXTRA_KEPT: tuple[str, ...] = ("messaging.system", "network.peer.port")
 # Attributes a root SERVER/CONSUMER span may carry to name who called it (Tempo's behaviour).
 CALLER_ATTRIBUTES: tuple[str, ...] = ("peer.service", "service.peer.name", "peer.service.name")
 
@@ -162,6 +167,8 @@ class Pairer:
     )
     # The error of the last ``feed`` that lost spans to a full store, else None.
     last_error: PendingFull | None = None
+    # (peer attributes it was built for, attribute keys a waiting half keeps), built lazily.
+    _keep: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -198,7 +205,7 @@ class Pairer:
                 elif len(pending) >= max_items:
                     dropped += 1
                     continue
-                pending[key] = (deadline, span, True)
+                pending[key] = (deadline, self._slim(span), True)
             elif kind == _SERVER or kind == _CONSUMER:
                 parent = span.parent_span_id
                 if not parent:
@@ -220,10 +227,26 @@ class Pairer:
                 elif len(pending) >= max_items:
                     dropped += 1
                     continue
-                pending[key] = (deadline, span, False)
+                pending[key] = (deadline, self._slim(span), False)
         c.dropped += dropped
         self.last_error = PendingFull(dropped, max_items) if dropped else None
         return calls
+
+    def _slim(self, span: SpanRecord) -> SpanRecord:
+        """A waiting half, trimmed to what pairing reads when it carries more than a typical
+        span: the store holds up to ``max_items`` of them, so its memory is bounded by a few
+        attributes per half (each at most the decoders' value cap), not by what spans carry.
+        """
+        attrs = span.attributes
+        if len(attrs) <= _KEEP_AS_IS and len(span.name) <= _KEEP_AS_IS_NAME:
+            return span  # the common case, and no bigger than a trimmed one
+        keep = self._keep
+        if keep is None or keep[0] != self.config.peer_attributes:
+            keep = self._keep = (self.config.peer_attributes, tuple(dict.fromkeys(
+                (*self.config.peer_attributes, *DATABASE_ATTRIBUTES, *_EXTRA_KEPT))))
+        slim = {k: attrs[k] for k in keep[1] if k in attrs}
+        return SpanRecord(span.trace_id, span.span_id, span.parent_span_id, span.service, "",
+                          span.kind, span.start_ns, span.end_ns, span.error, slim, span.resource)
 
     def expire(self, now: float) -> list[Call]:
         """Expire halves whose deadline is at or before ``now``; returns the virtual calls."""

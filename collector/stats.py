@@ -52,15 +52,29 @@ class Slot:
 
 
 class Series:
-    """The ring of one key. ``cur`` is the newest slot, kept at hand for the hot path."""
+    """The ring of one key. ``cur`` is the newest slot, kept at hand for the hot path.
 
-    __slots__ = ("fine", "coarse", "last_idx", "cur")
+    ``dirty``: the newest slot changed since the last `RollingStats.drain_changes`.
+    """
+
+    __slots__ = ("fine", "coarse", "last_idx", "cur", "dirty")
 
     def __init__(self) -> None:
         self.fine: dict[int, Slot] = {}
         self.coarse: dict[int, Slot] = {}
         self.last_idx = -1
         self.cur = Slot()
+        self.dirty = False
+
+
+# A changed bucket, as `RollingStats.drain_changes` reports it: (key, coarse?, index, state),
+# state None when the bucket is gone. Coarse indexes count COARSE_FACTOR buckets each.
+SlotState = tuple[int, int, int, int, dict[int, int]]
+Change = tuple[Hashable, bool, int, SlotState | None]
+
+
+def _state(slot: Slot) -> SlotState:
+    return (slot.calls, slot.errors, slot.server_errors, slot.client_errors, dict(slot.bins))
 
 
 @dataclass(slots=True, frozen=True)
@@ -112,6 +126,14 @@ class RollingStats:
         self._retention_n = max(1, int(round(retention_s / bucket_s)))
         self._series: dict[Hashable, Series] = {}
         self.late_dropped = 0  # records older than the retention when they arrived
+        # Change tracking for checkpoints. The hot path only flags a key's newest slot
+        # (`_dirty`, at most one entry per key); the rarer changes (an older slot written, a
+        # fine slot merged into a coarse one) are kept only while tracking, so nothing
+        # accumulates when no one drains them.
+        self._tracking = False
+        self._dirty: list[Hashable] = []
+        self._touched: set[tuple[Hashable, bool, int]] = set()
+        self._gone: set[tuple[Hashable, int]] = set()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -133,10 +155,13 @@ class RollingStats:
         if s is None:
             s = self._series[key] = Series()
         idx = int(t * self._inv_bucket)
-        slot = s.cur if idx == s.last_idx else self._slot(s, idx)
+        slot = s.cur if idx == s.last_idx else self._slot(key, s, idx)
         if slot is None:
             self.late_dropped += 1
             return
+        if not s.dirty:
+            s.dirty = True
+            self._dirty.append(key)
         slot.calls += 1
         if error:
             slot.errors += 1
@@ -152,13 +177,17 @@ class RollingStats:
             else:
                 bins[_ZERO] = bins.get(_ZERO, 0) + 1
 
-    def _slot(self, s: Series, idx: int) -> Slot | None:
+    def _slot(self, key: Hashable, s: Series, idx: int) -> Slot | None:
         if idx > s.last_idx:
+            if self._tracking and s.dirty:
+                self._touched.add((key, False, s.last_idx))  # the previous newest changed too
             slot = s.cur = s.fine[idx] = Slot()
             s.last_idx = idx
-            self._roll(s, idx)
+            self._roll(key, s, idx)
             return slot
         if idx > s.last_idx - FINE_BUCKETS:
+            if self._tracking:
+                self._touched.add((key, False, idx))
             found = s.fine.get(idx)
             if found is None:
                 found = s.fine[idx] = Slot()
@@ -166,12 +195,14 @@ class RollingStats:
         if idx <= s.last_idx - self._retention_n:
             return None
         cidx = idx // COARSE_FACTOR
+        if self._tracking:
+            self._touched.add((key, True, cidx))
         old = s.coarse.get(cidx)
         if old is None:
             old = s.coarse[cidx] = Slot()
         return old
 
-    def _roll(self, s: Series, newest: int) -> None:
+    def _roll(self, key: Hashable, s: Series, newest: int) -> None:
         # Called once per new bucket per key: move aged fine buckets into coarse ones and drop
         # what fell out of the retention. Both dicts stay bounded by construction.
         oldest_fine = newest - FINE_BUCKETS
@@ -179,6 +210,10 @@ class RollingStats:
         for i in aged:
             slot = s.fine.pop(i)
             cidx = i // COARSE_FACTOR
+            if self._tracking:
+                self._touched.discard((key, False, i))
+                self._gone.add((key, i))
+                self._touched.add((key, True, cidx))
             target = s.coarse.get(cidx)
             if target is None:
                 s.coarse[cidx] = slot
@@ -195,6 +230,73 @@ class RollingStats:
         for k in idle:
             del self._series[k]
         return len(idle)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """Start remembering changed buckets for `drain_changes` (call before any record)."""
+        self._tracking = True
+
+    def mark_all_changed(self) -> None:
+        """Count every bucket as changed (after a failed checkpoint: the next one rewrites all)."""
+        for key, s in self._series.items():
+            self._touched.update((key, False, i) for i in s.fine)
+            self._touched.update((key, True, c) for c in s.coarse)
+
+    def drain_changes(self) -> list[Change]:
+        """Buckets changed since the last call, with their state now (a copy), then forget them.
+
+        Gone buckets (merged into a coarse one) come with state None, before any others.
+        """
+        touched = self._touched
+        for key in self._dirty:
+            s = self._series.get(key)
+            if s is not None:
+                s.dirty = False
+                touched.add((key, False, s.last_idx))
+        out: list[Change] = []
+        for key, idx in self._gone:
+            touched.discard((key, False, idx))
+            out.append((key, False, idx, None))
+        for key, coarse, idx in touched:
+            s = self._series.get(key)
+            if s is None:
+                continue  # pruned: its buckets left the retention
+            slot = (s.coarse if coarse else s.fine).get(idx)
+            if slot is not None:
+                out.append((key, coarse, idx, _state(slot)))
+            elif coarse:
+                out.append((key, True, idx, None))
+        self._dirty = []
+        self._touched = set()
+        self._gone = set()
+        return out
+
+    def restore(self, key: Hashable, coarse: bool, idx: int, state: SlotState) -> None:
+        """Put back one bucket saved by a checkpoint; call `settle_restored` after the last."""
+        s = self._series.get(key)
+        if s is None:
+            s = self._series[key] = Series()
+        slot = Slot()
+        slot.calls, slot.errors, slot.server_errors, slot.client_errors, bins = state
+        slot.bins = dict(bins)
+        if coarse:
+            s.coarse[idx] = slot
+            newest = idx * COARSE_FACTOR + COARSE_FACTOR - 1
+        else:
+            s.fine[idx] = slot
+            newest = idx
+        if newest > s.last_idx:
+            s.last_idx = newest
+
+    def settle_restored(self) -> None:
+        """After `restore`: point each key's newest slot at hand and age its buckets."""
+        for key, s in self._series.items():
+            cur = s.fine.get(s.last_idx)
+            if cur is None:
+                cur = s.fine[s.last_idx] = Slot()
+            s.cur = cur
+            self._roll(key, s, s.last_idx)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -329,6 +431,10 @@ class VersionLog:
             del versions[oldest.version]
             self.dropped += 1
         versions[version] = VersionSeen(version, t, t)
+
+    def restore(self, service: str, versions: list[VersionSeen]) -> None:
+        """Put back the versions of one service saved by a checkpoint."""
+        self._seen[service] = {v.version: v for v in versions[-self.max_per_service:]}
 
     def versions(self, service: str) -> list[VersionSeen]:
         """Oldest first by first seen."""

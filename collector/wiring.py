@@ -3,8 +3,9 @@
 Order (and why): the graph first (its traffic appender creates the nodes and edges every later
 appender reads, and its consumer must see spans before anyone who reads pairing results), the
 scraper (it feeds the graph's ``up``), then ownership (health and diagnosis report teams), then
-diagnosis (health, root cause, blast radius), and last the ``/metrics`` exposition, which reads
-what the others registered.
+diagnosis (health, root cause, blast radius), then the ``/metrics`` exposition, which reads
+what the others registered, and last the checkpoint (with ``--data-dir``), which restores the
+graph and the counters before the server answers anything.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 from starlette.types import ASGIApp
 
-from collector import graph, ownership, scraper
+from collector import checkpoint, diagnosis, graph, ownership, scraper
 from collector.app import create_app
 from collector.exposition import ConwayCollector, IngestCounters, make_registry
 from collector.service import Clock, CollectorConfig, CollectorService
@@ -26,12 +27,16 @@ def build_service(config: CollectorConfig, clock: Clock = time.time) -> Collecto
 
     # --- other concerns, in pipeline order (the lead adds these calls) ---------------------
     ownership.install(service, config)
-    # collector.diagnosis.install(service, config)
+    diagnosis.install(service, config)
     # ----------------------------------------------------------------------------------------
 
     counters = IngestCounters()
     service.parts["ingest"] = counters
-    service.parts["metrics_registry"] = make_registry(ConwayCollector(g, counters, s))
+    registry = make_registry(ConwayCollector(g, counters, s))
+    service.parts["metrics_registry"] = registry
+    cp = checkpoint.install(service, config)
+    if cp is not None:
+        registry.register(cp)
     return service
 
 

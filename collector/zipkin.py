@@ -18,6 +18,7 @@ import hashlib
 import json
 from typing import Any
 
+from collector.limits import DEFAULT_LIMITS, SpanLimits, SpanReason, count_reason
 from collector.model import Attributes, DecodeError, DecodeResult, SpanKind, SpanRecord
 from collector.otlp import MAX_ERRORS, UNKNOWN_SERVICE
 
@@ -32,21 +33,23 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class _SpanProblem(Exception):
-    pass
+    def __init__(self, message: str, reason: str = SpanReason.INVALID_FIELD) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def decode_spans(body: bytes) -> DecodeResult:
-    """Decode a Zipkin v2 JSON body: a list of spans."""
+def decode_spans(body: bytes, limits: SpanLimits = DEFAULT_LIMITS) -> DecodeResult:
+    """Decode a Zipkin v2 JSON body: a list of spans (tags capped as ``limits`` says)."""
     try:
         obj = json.loads(body)
     except RecursionError as exc:
         raise DecodeError("Zipkin: body is not valid JSON: nested too deeply") from exc
     except ValueError as exc:
         raise DecodeError(f"Zipkin: body is not valid JSON: {exc}") from exc
-    return decode_span_list(obj)
+    return decode_span_list(obj, limits)
 
 
-def decode_span_list(obj: Any) -> DecodeResult:
+def decode_span_list(obj: Any, limits: SpanLimits = DEFAULT_LIMITS) -> DecodeResult:
     """Decode already-parsed Zipkin v2 JSON (a list of span objects)."""
     if not isinstance(obj, list):
         hint = " (OTLP JSON goes to /v1/traces)" if isinstance(obj, dict) else ""
@@ -58,9 +61,10 @@ def decode_span_list(obj: Any) -> DecodeResult:
         if not isinstance(raw, dict):
             raise DecodeError(f"Zipkin: [{i}]: expected a span object, got {type(raw).__name__}")
         try:
-            span = _span(raw, resources)
+            span = _span(raw, resources, limits, result)
         except _SpanProblem as exc:
             result.rejected += 1
+            count_reason(result, exc.reason)
             if len(result.errors) < MAX_ERRORS:
                 result.errors.append(f"[{i}]: {exc}")
             continue
@@ -68,15 +72,18 @@ def decode_span_list(obj: Any) -> DecodeResult:
     return result
 
 
-def _span(raw: dict[str, Any], resources: dict[str, Attributes]) -> SpanRecord:
+def _span(
+    raw: dict[str, Any], resources: dict[str, Attributes], limits: SpanLimits,
+    result: DecodeResult,
+) -> SpanRecord:
     trace_id = _hex_id(raw.get("traceId"), "traceId", 32)
     if len(trace_id) == 8:
         trace_id = bytes(8) + trace_id  # a 64-bit trace id is the low half of 128 bits
     if trace_id == bytes(16):
-        raise _SpanProblem("traceId is all zeros (invalid)")
+        raise _SpanProblem("traceId is all zeros (invalid)", SpanReason.INVALID_ID)
     span_id = _hex_id(raw.get("id"), "id", 16)
     if span_id == _ZERO_ID:
-        raise _SpanProblem("id is all zeros (invalid)")
+        raise _SpanProblem("id is all zeros (invalid)", SpanReason.INVALID_ID)
     parent = b""
     if raw.get("parentId") not in (None, ""):
         parent = _hex_id(raw.get("parentId"), "parentId", 16)
@@ -111,6 +118,9 @@ def _span(raw: dict[str, Any], resources: dict[str, Attributes]) -> SpanRecord:
     if isinstance(local, dict) and isinstance(local.get("serviceName"), str):
         service = local["serviceName"].lower()
     service = service or UNKNOWN_SERVICE
+    if len(service) > limits.max_service_chars:
+        raise _SpanProblem(f"localEndpoint.serviceName of {len(service)} characters is longer "
+                           f"than {limits.max_service_chars}", SpanReason.SERVICE_NAME_TOO_LONG)
     resource = resources.get(service)
     if resource is None:
         resource = resources[service] = {"service.name": service}
@@ -120,8 +130,21 @@ def _span(raw: dict[str, Any], resources: dict[str, Attributes]) -> SpanRecord:
     if tags is not None:
         if not isinstance(tags, dict):
             raise _SpanProblem(f"tags must be an object of strings, got {type(tags).__name__}")
-        for key, value in tags.items():
-            attributes[key] = value if isinstance(value, str) else json.dumps(value)
+        items = list(tags.items())
+        if len(items) > limits.max_attributes:
+            result.dropped_attributes += len(items) - limits.max_attributes
+            items = items[:limits.max_attributes]
+        cap = limits.max_value_chars
+        for key, value in items:
+            try:
+                text = value if isinstance(value, str) else json.dumps(value)
+            except RecursionError:
+                raise _SpanProblem(f"tag {key!r:.40} is nested too deeply",
+                                   SpanReason.TOO_DEEP) from None
+            if len(text) > cap:
+                text = text[:cap]
+                result.truncated_values += 1
+            attributes[key] = text
     error = "error" in attributes
     message = str(attributes["error"]) if error else ""
     remote = raw.get("remoteEndpoint")
@@ -136,6 +159,9 @@ def _span(raw: dict[str, Any], resources: dict[str, Attributes]) -> SpanRecord:
         if isinstance(port, int) and not isinstance(port, bool) and port > 0:
             attributes.setdefault("network.peer.port", port)
     name = raw.get("name")
+    if isinstance(name, str) and len(name) > limits.max_value_chars:
+        name = name[:limits.max_value_chars]
+        result.truncated_values += 1
     return SpanRecord(
         trace_id,
         span_id,
@@ -161,8 +187,10 @@ def shared_server_span_id(trace_id: bytes, shared_id: bytes) -> bytes:
 def _hex_id(value: Any, field: str, max_chars: int) -> bytes:
     """Zipkin ids are lower-hex; like Zipkin, accept shorter ones and left-pad them."""
     if not isinstance(value, str) or not value:
-        raise _SpanProblem(f"{field} is required (hex string), got {value!r:.40}")
+        raise _SpanProblem(f"{field} is required (hex string), got {value!r:.40}",
+                           SpanReason.INVALID_ID)
     if len(value) > max_chars or not _HEX.issuperset(value):
-        raise _SpanProblem(f"{field} must be up to {max_chars} hex characters, got {value!r:.40}")
+        raise _SpanProblem(f"{field} must be up to {max_chars} hex characters, got {value!r:.40}",
+                           SpanReason.INVALID_ID)
     width = 16 if len(value) <= 16 else 32
     return bytes.fromhex(value.rjust(width, "0"))

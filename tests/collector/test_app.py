@@ -70,7 +70,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def collector() -> Iterator[str]:
-    proc, url = start_collector("--max-body-bytes", str(MAX_BODY), "--pairing-ttl", "0.2")
+    # The spans built below are timed in 1970: accept any time (the default window is 1 day).
+    proc, url = start_collector("--max-body-bytes", str(MAX_BODY), "--pairing-ttl", "0.2",
+                                "--span-time-window", "0")
     try:
         yield url
     finally:

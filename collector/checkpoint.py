@@ -1,0 +1,401 @@
+"""Crash safety: the graph's state checkpointed to SQLite (WAL) in ``--data-dir``.
+
+What is saved: the rolling-window buckets of node and edge statistics, the nodes (kind, last
+seen, versions), the edges' connection types, the cumulative per-edge totals behind the
+service-graph series of ``/metrics``, and the counters (ingest, pairing, caps). What is not:
+halves waiting to be paired (at most the pairing TTL of calls) and the scraper's live state.
+
+Every ``interval_s`` (1 s) the checkpointer takes, under the service lock, only what changed
+since the last checkpoint (the buckets touched, the nodes and edges seen) and writes it in one
+transaction outside the lock; after ``kill -9`` a restart with the same data dir therefore
+loses at most about one interval of aggregates. A failed write is counted and the next
+checkpoint rewrites everything. The file is ``state.sqlite3``, next to diagnosis's
+``incidents.sqlite3``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Hashable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from collector.exposition import IngestCounters
+from collector.graph import TrafficGraph
+from collector.service import CollectorConfig, CollectorService
+from collector.stats import COARSE_FACTOR, Change, SlotState, VersionSeen
+
+DB_NAME = "state.sqlite3"
+SCHEMA_VERSION = 1
+CHECKPOINT_INTERVAL_S = 1.0
+# Buckets older than the retention are deleted from the file this often (a full scan).
+HORIZON_EVERY_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (
+    stats TEXT NOT NULL, key TEXT NOT NULL, coarse INTEGER NOT NULL, idx INTEGER NOT NULL,
+    calls INTEGER NOT NULL, errors INTEGER NOT NULL, server_errors INTEGER NOT NULL,
+    client_errors INTEGER NOT NULL, bins BLOB NOT NULL,
+    PRIMARY KEY (stats, key, coarse, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY, kind TEXT NOT NULL, seen REAL, versions TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS edges (
+    source TEXT NOT NULL, target TEXT NOT NULL, connection_type TEXT NOT NULL,
+    PRIMARY KEY (source, target));
+CREATE TABLE IF NOT EXISTS edge_totals (
+    client TEXT NOT NULL, server TEXT NOT NULL, connection_type TEXT NOT NULL,
+    total INTEGER NOT NULL, failed INTEGER NOT NULL, server_hist TEXT NOT NULL,
+    client_hist TEXT NOT NULL, server_sum REAL NOT NULL, client_sum REAL NOT NULL,
+    PRIMARY KEY (client, server, connection_type));
+"""
+
+
+class CheckpointError(RuntimeError):
+    """The data dir's state file cannot be used; the message says what to do."""
+
+
+def _pack_bins(bins: dict[int, int]) -> bytes:
+    flat = array("q")
+    for k, n in bins.items():
+        flat.append(k)
+        flat.append(n)
+    return flat.tobytes()
+
+
+def _unpack_bins(blob: bytes) -> dict[int, int]:
+    flat = array("q")
+    flat.frombytes(blob)
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _edge_key_text(key: Hashable) -> str:
+    return json.dumps(list(key)) if isinstance(key, tuple) else json.dumps(key)
+
+
+def _edge_key(text: str) -> Hashable:
+    value = json.loads(text)
+    return tuple(value) if isinstance(value, list) else value
+
+
+class Checkpointer(Collector):
+    """Saves and restores one graph (and the ingest counters) to ``path``.
+
+    ``save`` may run in any one thread at a time; it takes ``lock`` only to collect changes.
+    Also a ``prometheus_client`` Collector for its own counters.
+    """
+
+    def __init__(self, path: Path, graph: TrafficGraph, ingest: IngestCounters,
+                 lock: threading.RLock, bucket_s: float) -> None:
+        self.path = path
+        self.graph = graph
+        self.ingest = ingest
+        self.lock = lock
+        self.bucket_s = bucket_s
+        self.saves = 0
+        self.failures = 0
+        self.rows_written = 0
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+        self.restored_rows = 0
+        self._full = False
+        self._last_horizon = 0.0
+        self._write_lock = threading.Lock()
+        try:
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power loss
+            # may undo the last commits, which is the "about one second" this promises anyway.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise CheckpointError(
+                f"cannot open the state file {path}: {exc}; check the --data-dir is writable"
+            ) from exc
+
+    # -- restore -----------------------------------------------------------------------------
+
+    def restore(self, now: float) -> int:
+        """Load the saved state into the (empty) graph; returns the number of rows read."""
+        meta = {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+        if not meta:
+            self._write_meta_static()
+            return 0
+        if meta.get("schema") != SCHEMA_VERSION:
+            raise CheckpointError(
+                f"the state file {self.path} has schema {meta.get('schema')!r}, this collector "
+                f"writes {SCHEMA_VERSION}; move the file away (or use another --data-dir)"
+            )
+        g = self.graph
+        rows = 0
+        started = meta.get("started_at")
+        if isinstance(started, int | float) and started < g.nodes.started_at:
+            g.nodes.started_at = g.edges.started_at = float(started)
+        for name, kind, seen, versions in self.db.execute(
+                "SELECT name, kind, seen, versions FROM nodes"):
+            g.kinds[name] = kind
+            if seen is not None:
+                g.seen[name] = seen
+            vs = [VersionSeen(str(v), float(f), float(la)) for v, f, la in json.loads(versions)]
+            if vs:
+                g.versions.restore(name, vs)
+            rows += 1
+        for source, target, ctype in self.db.execute(
+                "SELECT source, target, connection_type FROM edges"):
+            g.connection_types[(source, target)] = ctype
+            rows += 1
+        for row in self.db.execute("SELECT client, server, connection_type, total, failed, "
+                                   "server_hist, client_hist, server_sum, client_sum "
+                                   "FROM edge_totals"):
+            c, s, ct, total, failed, sh, ch, ssum, csum = row
+            g.totals.restore((c, s, ct), total, failed, json.loads(sh), json.loads(ch), ssum,
+                             csum)
+            rows += 1
+        if meta.get("bucket_s") == self.bucket_s:
+            horizon = int(now / self.bucket_s) - int(round(g.retention_s / self.bucket_s))
+            stats_of = {"n": g.nodes, "e": g.edges}
+            for row in self.db.execute(
+                    "SELECT stats, key, coarse, idx, calls, errors, server_errors, "
+                    "client_errors, bins FROM buckets"):
+                which, key_text, coarse, idx, calls, errors, se, ce, bins = row
+                newest = idx * COARSE_FACTOR + COARSE_FACTOR - 1 if coarse else idx
+                if newest < horizon:
+                    continue
+                key = key_text if which == "n" else _edge_key(key_text)
+                stats_of[which].restore(key, bool(coarse), idx,
+                                        (calls, errors, se, ce, _unpack_bins(bins)))
+                rows += 1
+            g.nodes.settle_restored()
+            g.edges.settle_restored()
+        else:
+            print(f"conway collector: {self.path} was written with {meta.get('bucket_s')} s "
+                  f"buckets, not {self.bucket_s} s; its statistics are not restored",
+                  file=sys.stderr)
+        counters = meta.get("counters") or {}
+        self._restore_counters(counters)
+        self._write_meta_static()
+        self.restored_rows = rows
+        return rows
+
+    def _restore_counters(self, c: dict[str, Any]) -> None:
+        g = self.graph
+        self.ingest.restore(c.get("ingest") or {})
+        for name, value in (c.get("pairing") or {}).items():
+            if hasattr(g.pairer.counters, name):
+                setattr(g.pairer.counters, name, int(value))
+        gc = c.get("graph") or {}
+        g.spans = int(gc.get("spans", 0))
+        g.calls = int(gc.get("calls", 0))
+        g.dropped_nodes = int(gc.get("dropped_nodes", 0))
+        g.dropped_edges = int(gc.get("dropped_edges", 0))
+        g.versions.dropped = int(gc.get("dropped_versions", 0))
+        g.nodes.late_dropped = int(gc.get("nodes_late_dropped", 0))
+        g.edges.late_dropped = int(gc.get("edges_late_dropped", 0))
+
+    def _write_meta_static(self) -> None:
+        g = self.graph
+        with self._tx():
+            for key, value in (("schema", SCHEMA_VERSION), ("bucket_s", self.bucket_s),
+                               ("started_at", g.nodes.started_at)):
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                (key, json.dumps(value)))
+
+    # -- save --------------------------------------------------------------------------------
+
+    def save(self, now: float) -> int:
+        """Write what changed since the last save; returns rows written (0 on failure)."""
+        with self._write_lock:
+            with self.lock:
+                if self._full:
+                    self.graph.mark_all_changed()
+                    self._full = False
+                batch = self._collect()
+            try:
+                written = self._write(batch, now)
+            except (sqlite3.Error, OSError) as exc:
+                self.failures += 1
+                self.last_error = str(exc)
+                self._full = True  # what this batch held is lost: rewrite everything next time
+                print(f"conway collector: checkpoint to {self.path} failed: {exc}",
+                      file=sys.stderr)
+                return 0
+            self.saves += 1
+            self.rows_written += written
+            self.last_success = time.time()
+            self.last_error = None
+            return written
+
+    def _collect(self) -> dict[str, Any]:
+        g = self.graph
+        changed_nodes = g.changed_nodes if g.changed_nodes is not None else set()
+        changed_edges = g.changed_edges if g.changed_edges is not None else set()
+        nodes = [
+            (n, g.kinds[n], g.seen.get(n),
+             json.dumps([[v.version, v.first_seen, v.last_seen] for v in g.versions_of(n)]))
+            for n in changed_nodes if n in g.kinds
+        ]
+        edges = [(s, t, g.connection_types[(s, t)]) for s, t in changed_edges
+                 if (s, t) in g.connection_types]
+        totals = []
+        for key in g.totals.changed or ():
+            e = g.totals.get(key)
+            if e is not None:
+                totals.append((*key, e.total, e.failed, json.dumps(e.server),
+                               json.dumps(e.client), e.server_sum, e.client_sum))
+        batch = {
+            "nodes": nodes,
+            "gone_nodes": list(g.gone_nodes),
+            "edges": edges,
+            "gone_edges": list(g.gone_edges),
+            "totals": totals,
+            "gone_totals": list(g.totals.forgotten),
+            "buckets": (_bucket_rows("n", g.nodes.drain_changes())
+                        + _bucket_rows("e", g.edges.drain_changes())),
+            "counters": json.dumps({
+                "ingest": self.ingest.state(),
+                "pairing": asdict(g.pairer.counters),
+                "graph": {"spans": g.spans, "calls": g.calls, "dropped_nodes": g.dropped_nodes,
+                          "dropped_edges": g.dropped_edges,
+                          "dropped_versions": g.versions.dropped,
+                          "nodes_late_dropped": g.nodes.late_dropped,
+                          "edges_late_dropped": g.edges.late_dropped},
+            }),
+        }
+        changed_nodes.clear()
+        changed_edges.clear()
+        g.gone_nodes.clear()
+        g.gone_edges.clear()
+        if g.totals.changed is not None:
+            g.totals.changed.clear()
+        g.totals.forgotten.clear()
+        return batch
+
+    def _write(self, batch: dict[str, Any], now: float) -> int:
+        db = self.db
+        upserts = [r for r in batch["buckets"] if r[4] is not None]
+        deletes = [r[:4] for r in batch["buckets"] if r[4] is None]
+        with self._tx():
+            db.executemany("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)", batch["nodes"])
+            db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in batch["gone_nodes"]])
+            db.executemany("INSERT OR REPLACE INTO edges VALUES (?, ?, ?)", batch["edges"])
+            db.executemany("DELETE FROM edges WHERE source = ? AND target = ?",
+                           batch["gone_edges"])
+            db.executemany("INSERT OR REPLACE INTO edge_totals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           batch["totals"])
+            db.executemany("DELETE FROM edge_totals WHERE client = ? AND server = ? AND "
+                           "connection_type = ?", batch["gone_totals"])
+            db.executemany("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(w, k, c, i, *st[:4], _pack_bins(st[4])) for w, k, c, i, st
+                            in upserts])
+            db.executemany("DELETE FROM buckets WHERE stats = ? AND key = ? AND coarse = ? AND "
+                           "idx = ?", deletes)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('counters', ?)", (batch["counters"],))
+            if now - self._last_horizon >= HORIZON_EVERY_S:
+                self._last_horizon = now
+                horizon = int(now / self.bucket_s) - int(round(
+                    self.graph.retention_s / self.bucket_s))
+                db.execute("DELETE FROM buckets WHERE coarse = 0 AND idx < ?", (horizon,))
+                db.execute("DELETE FROM buckets WHERE coarse = 1 AND idx < ?",
+                           (horizon // COARSE_FACTOR - 1,))
+        return (len(batch["nodes"]) + len(batch["gone_nodes"]) + len(batch["edges"])
+                + len(batch["gone_edges"]) + len(batch["totals"]) + len(batch["gone_totals"])
+                + len(batch["buckets"]) + 1)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- /metrics ----------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("conway_checkpoints", "Checkpoints written to the data dir",
+                                  value=self.saves)
+        yield CounterMetricFamily("conway_checkpoint_failures",
+                                  "Checkpoints that failed (the next one rewrites everything)",
+                                  value=self.failures)
+        yield CounterMetricFamily("conway_checkpoint_rows", "Rows written by checkpoints",
+                                  value=self.rows_written)
+        yield GaugeMetricFamily("conway_checkpoint_last_success_timestamp_seconds",
+                                "When the last checkpoint was committed (0: never)",
+                                value=self.last_success or 0.0)
+        yield GaugeMetricFamily("conway_checkpoint_restored_rows",
+                                "Rows read from the data dir at start-up",
+                                value=self.restored_rows)
+
+
+def _bucket_rows(which: str, changes: list[Change]) -> list[tuple[str, str, int, int,
+                                                                   SlotState | None]]:
+    key_text = (lambda k: str(k)) if which == "n" else _edge_key_text
+    return [(which, key_text(key), int(coarse), idx, state)
+            for key, coarse, idx, state in changes]
+
+
+def install(service: CollectorService, config: CollectorConfig) -> Checkpointer | None:
+    """With a data dir: restore the graph from it now, then checkpoint every interval and at
+    shutdown. Needs ``parts["graph"]`` and ``parts["ingest"]``; publishes
+    ``parts["checkpoint"]``."""
+    if config.data_dir is None:
+        return None
+    graph: TrafficGraph = service.parts["graph"]
+    ingest: IngestCounters = service.parts["ingest"]
+    interval = float(config.extra.get("checkpoint_interval_s", CHECKPOINT_INTERVAL_S))
+    cp = Checkpointer(Path(config.data_dir) / DB_NAME, graph, ingest, service.lock,
+                      config.bucket_s)
+    now = service.clock()
+    with service.lock:
+        graph.track_changes()
+        try:
+            cp.restore(now)
+        except CheckpointError:
+            cp.close()
+            raise
+        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+            cp.close()
+            raise CheckpointError(
+                f"the state file {cp.path} cannot be read ({type(exc).__name__}: {exc}); move "
+                f"it away to start with an empty graph (or use another --data-dir)"
+            ) from exc
+    service.parts["checkpoint"] = cp
+    task: asyncio.Task[None] | None = None
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(cp.save, service.clock())
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(loop())
+
+    async def stop() -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(cp.save, service.clock())
+        cp.close()
+
+    service.on_startup.append(start)
+    service.on_shutdown.append(stop)
+    return cp
+
