@@ -1,0 +1,116 @@
+"""Run the whole Conway demo locally: demo shop + load, collector, dashboard.
+
+Started by ``make demo``. Every component is its own child process; Ctrl-C (SIGINT) or SIGTERM
+stops them all and waits for each, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=0.5).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--collector-port", type=int, default=4318)
+    p.add_argument("--dashboard-port", type=int, default=8050)
+    p.add_argument("--admin-port", type=int, default=8100)
+    p.add_argument("--rate", type=float, default=5.0, help="user journeys per second")
+    p.add_argument("--data-dir", default=str(ROOT / "data"))
+    args = p.parse_args(argv)
+
+    py = sys.executable
+    token = os.environ.setdefault("CONWAY_ADMIN_TOKEN", "demo-admin-token")
+    collector_url = f"http://127.0.0.1:{args.collector_port}"
+    admin_url = f"http://127.0.0.1:{args.admin_port}"
+    dashboard_url = f"http://127.0.0.1:{args.dashboard_port}"
+    topology = ROOT / "catalog" / "topology.yaml"
+    catalog = ROOT / "catalog" / "catalog-info.yaml"
+
+    commands = [
+        ("collector", [py, "-m", "collector", "--port", str(args.collector_port),
+                       "--catalog", str(catalog), "--topology", str(topology),
+                       "--scrape-interval", "1", "--data-dir", args.data_dir],
+         f"{collector_url}/healthz", 20.0),
+        ("demo shop", [py, "-m", "demo_services", "up", "--topology", str(topology),
+                       "--collector", collector_url, "--admin-port", str(args.admin_port),
+                       "--admin-token", token, "--rate", str(args.rate)],
+         f"{admin_url}/services", 30.0),
+        ("dashboard", [py, "-m", "dashboard", "--collector", collector_url,
+                       "--port", str(args.dashboard_port), "--demo-admin", admin_url],
+         dashboard_url, 30.0),
+    ]
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(_signum: int = 0, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = 0
+    try:
+        for name, cmd, ready_url, timeout_s in commands:
+            proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+            procs.append((name, proc))
+            if not wait_ready(ready_url, proc, timeout_s) and not stopping:
+                print(f"conway demo: {name} did not become ready at {ready_url}", file=sys.stderr)
+                status = 1
+                return status
+            if stopping:
+                return status
+        print(
+            "\nConway demo is running:\n"
+            f"  dashboard      {dashboard_url}\n"
+            f"  collector API  {collector_url}/api/graph  (incidents: /api/incidents)\n"
+            f"  demo control   {admin_url}/services  (token in CONWAY_ADMIN_TOKEN={token})\n"
+            "  inject a fault: .venv/bin/python -m demo_services fault payment --error-rate 0.5\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    print(f"conway demo: {name} exited with {proc.returncode}", file=sys.stderr)
+                    status = 1
+                    return status
+            time.sleep(0.5)
+        return status
+    finally:
+        for _name, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
