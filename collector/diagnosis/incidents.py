@@ -1,13 +1,16 @@
-"""Incidents: one per root-cause service and kind, opened, updated, resolved; kept in SQLite.
+"""Incidents: one per root-cause service, opened, updated, resolved; kept in SQLite.
 
 ``IncidentManager.evaluate(snap)`` reads ``snap.meta["root_causes"]`` (with blast radius) of a
 default-window snapshot at ``snap.generated_at``:
 
-- a root cause with no open incident for its ``(service, kind)`` opens one: who to page comes
+- a root cause with no open incident for its service opens one: who to page comes
   from the ownership helper (``owner_of``), "what changed" from the service's nearest
   ``service.version`` change;
 - an open incident whose root cause is still there is updated (impacted services are merged,
-  evidence and confidence replaced, ``updated_at``);
+  evidence and confidence replaced, ``updated_at``). One service's fault often shows as more
+  than one kind over its life (a process that was down leaves refused calls in the window
+  after it is back, which read as errors): that is one incident for the team to page, whose
+  kind is the most severe seen (down, then errors, then latency), each change in its history;
 - an open incident whose root cause has been absent for ``quiet_s`` (default 30 s) resolves.
 
 ``IncidentStore`` persists incidents and their history (opened / updated / resolved events) in
@@ -69,8 +72,8 @@ class Incident:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.root_cause["service"], self.root_cause["kind"]
+    def key(self) -> str:
+        return str(self.root_cause["service"])
 
     def body(self) -> dict[str, Any]:
         return {"root_cause": self.root_cause, "impacted": self.impacted, "page": self.page,
@@ -201,9 +204,9 @@ class IncidentManager:
         causes: list[dict[str, Any]] = snap.meta.get("root_causes", [])
         with self.lock:
             open_by_key = {i.key: i for i in self.open()}
-            present: set[tuple[str, str]] = set()
+            present: set[str] = set()
             for cause in causes:
-                key = (cause["service"], cause["kind"])
+                key = cause["service"]
                 if key in present:
                     continue
                 present.add(key)
@@ -242,7 +245,12 @@ class IncidentManager:
                 inc.impacted.append(d)
         added = {d["service"] for d in inc.impacted} - before
         team = inc.root_cause.get("team") or cause.get("team")
+        old_kind = inc.root_cause["kind"]
         inc.root_cause = _root(cause, team)
+        if KIND_SEVERITY.get(old_kind, 9) < KIND_SEVERITY.get(cause["kind"], 9):
+            inc.root_cause["kind"] = old_kind
+        elif old_kind != cause["kind"]:
+            self._log(inc, "updated", f"now {cause['kind']} (was {old_kind})")
         if inc.page.get("team") is None and team:
             inc.page["team"] = team
         if inc.version_change is None and self.versions is not None:
@@ -261,6 +269,10 @@ class IncidentManager:
         inc.history.append({"at": inc.updated_at, "event": event, "summary": summary})
         del inc.history[: -self.store.max_history]
         self.store.save(inc, event, {"summary": summary})
+
+
+# The kind an incident keeps when its root cause shows several: the most severe.
+KIND_SEVERITY = {"down": 0, "errors": 1, "latency": 2}
 
 
 def _root(cause: dict[str, Any], team: str | None) -> dict[str, Any]:

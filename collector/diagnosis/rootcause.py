@@ -85,12 +85,15 @@ class RootCauseAppender:
         found: list[dict[str, Any]] = []
         quiet: list[str] = []
         established: set[str] = set()  # candidates judged against a real baseline
+        served_before: set[str] = set()  # quiet now, but served requests in their baseline
         for name in sorted(names):
             win = windows.aggregate(name, t0, now)
             base = windows.baseline(name, b1, self.cfg.baseline_s)
             node = snap.nodes.get(name)
             if win.requests == 0:
                 quiet.append(name)
+                if base.requests > 0:
+                    served_before.add(name)
                 continue
             cands = self._trace_candidates(name, win, base, node)
             if cands:
@@ -98,7 +101,7 @@ class RootCauseAppender:
                 found.append(best)
                 if base.requests >= self.cfg.min_baseline_requests:
                     established.add(name)
-        found.extend(self._metric_candidates(snap, quiet, found))
+        found.extend(self._metric_candidates(snap, quiet, found, served_before))
         found.sort(key=lambda c: (-c["confidence"], -c["evidence"]["counts"].get("excess", 0),
                                   c["service"]))
         found = found[: self.cfg.max_root_causes]
@@ -188,8 +191,8 @@ class RootCauseAppender:
                              [t for _, t in win.slow_traces], lat_counts, before, after))
         return out
 
-    def _metric_candidates(self, snap: Snapshot, quiet: list[str],
-                           found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _metric_candidates(self, snap: Snapshot, quiet: list[str], found: list[dict[str, Any]],
+                           served_before: set[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         blamed = {c["service"] for c in found}
         upstream = _upstream_of(snap, blamed)
@@ -209,6 +212,10 @@ class RootCauseAppender:
                     summary = (f"{name} is down: the scrape fails and {no_answer} calls got no "
                                f"answer (connection refused or timed out)")
                     conf = 0.9
+                elif name not in served_before:
+                    # Never seen serving (still starting, or never deployed): it has not
+                    # *become* down, so no incident; its health still shows down.
+                    continue
                 else:
                     summary = f"{name} is down: the scrape fails and it serves no traffic"
                     conf = 0.6

@@ -11,6 +11,7 @@ from diagnosis_sim import Fault, Shop, drive, make_service, settle
 from starlette.applications import Starlette
 
 from collector.diagnosis.incidents import IncidentStore
+from collector.model import Node, Snapshot
 from collector.service import CollectorService
 
 T0 = 1_700_000_000.0
@@ -170,3 +171,54 @@ def test_a_data_dir_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) ->
         assert "--data-dir" in str(exc) and str(bad) in str(exc)
     else:
         raise AssertionError("a corrupt incident store was accepted")
+
+
+class _Scrape:
+    """What the scraper says of ``up`` (the graph's scraper is not installed here)."""
+
+    name = "scrape"
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+
+    def append(self, snap: Snapshot) -> None:
+        for name, node in snap.nodes.items():
+            if node.kind == "service":
+                node.meta["up"] = name not in self.down
+
+
+def test_a_fault_that_changes_kind_stays_one_incident_with_the_most_severe_kind() -> None:
+    # A process that was down leaves refused calls in the window after it is back, which
+    # read as errors at it: still the same fault, the same team to page.
+    service, clock = make_service(T0)
+    scrape = _Scrape()
+    service.appenders.insert(1, scrape)
+    shop = Shop()
+    drive(service, clock, shop, 80, evaluate=True)
+    shop.faults = {"payment": Fault(down=True)}
+    scrape.down = {"payment"}
+    drive(service, clock, shop, 12, evaluate=True)
+    assert [i["root_cause"]["kind"] for i in incidents(service, "open")] == ["down"]
+    shop.faults, scrape.down = {}, set()
+    drive(service, clock, shop, 12, evaluate=True)
+    (inc,) = incidents(service)
+    assert inc["root_cause"]["service"] == "payment" and inc["root_cause"]["kind"] == "down"
+
+
+class _GhostNode:
+    """Adds a service the scrape reports down but that never served anything."""
+
+    name = "ghost"
+
+    def append(self, snap: Snapshot) -> None:
+        snap.nodes["ghost"] = Node("ghost", "service", meta={"up": False, "calls": 0})
+
+
+def test_a_service_never_seen_serving_opens_no_down_incident() -> None:
+    # At start-up the scrape reaches services before they listen: they have not *become*
+    # down, and paging every team for it would be a false alarm.
+    service, clock = make_service(T0)
+    service.appenders.insert(1, _GhostNode())
+    drive(service, clock, Shop(), 40, evaluate=True)
+    assert incidents(service) == []
+    assert service.snapshot().nodes["ghost"].health == "down"
