@@ -18,7 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
-from collector import app, graph, limits
+from collector import app, diagnosis, graph, limits
 from collector.checkpoint import CHECKPOINT_INTERVAL_S, CheckpointError
 from collector.ownership.catalog import CatalogInvalid
 from collector.pairing import PairingConfig
@@ -114,6 +114,12 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                    help="require 'Authorization: Bearer T' on POST /v1/traces and "
                         f"/api/v2/spans (default: ${TOKEN_ENV}, else no token; prefer the "
                         f"variable: command lines are visible to other local users)")
+    p.add_argument("--scrape-host-template", default="127.0.0.1", metavar="HOST",
+                   help="host the --topology services are scraped at; {service} stands for the "
+                        "service name, e.g. '{service}' in containers (default 127.0.0.1)")
+    p.add_argument("--diagnosis", action="append", default=[], metavar="OPTION=SECONDS",
+                   help="tune diagnosis timing, repeatable: "
+                        + ", ".join(f"{k} (default {v:g})" for k, v in diagnosis.OPTIONS.items()))
     p.add_argument("--checkpoint-interval", type=_positive(float),
                    default=CHECKPOINT_INTERVAL_S, metavar="S",
                    help="seconds between checkpoints to --data-dir "
@@ -128,6 +134,21 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
             topology_targets(a.topology)
         except TopologyError as exc:
             p.error(str(exc))
+    diagnosis_options: dict[str, float] = {}
+    for item in a.diagnosis:
+        key, _, value = item.partition("=")
+        try:
+            diagnosis_options[key.strip()] = float(value)
+        except ValueError:
+            p.error(f"--diagnosis {item!r}: expected OPTION=SECONDS, e.g. trace_quiet_s=1.0")
+    try:
+        diagnosis.options(CollectorConfig(extra={"diagnosis": diagnosis_options}))
+    except ValueError as exc:
+        p.error(f"--diagnosis: {exc}")
+    if "{" in a.scrape_host_template.replace("{service}", "") or any(
+            c in a.scrape_host_template for c in "/: "):
+        p.error(f"--scrape-host-template {a.scrape_host_template!r} must be a bare host name, "
+                "with {service} standing for the service name")
     if a.retention < 1:
         p.error(f"--retention must be at least 1 second, got {a.retention}")
     for url in a.scrape:
@@ -174,6 +195,8 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
             "max_connections": a.max_connections,
             "ingest_token": a.ingest_token,
             "checkpoint_interval_s": a.checkpoint_interval,
+            "diagnosis": diagnosis_options,
+            "scrape_host_template": a.scrape_host_template,
         },
     )
 

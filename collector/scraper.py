@@ -52,8 +52,12 @@ class Target:
     errors_total: float | None = None
 
 
-def topology_targets(path: Path) -> dict[str, str]:
-    """Service name -> metrics URL from a topology file's ``services: {name: {port: N}}``."""
+def topology_targets(path: Path, host_template: str = "127.0.0.1") -> dict[str, str]:
+    """Service name -> metrics URL from a topology file's ``services: {name: {port: N}}``.
+
+    ``host_template`` is the host each service is scraped at, ``{service}`` standing for its
+    name: ``127.0.0.1`` for the local demo, ``{service}`` in containers (``http://payment:8109``).
+    """
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -74,7 +78,8 @@ def topology_targets(path: Path) -> dict[str, str]:
                 f"topology file {path}: service {name!r} needs an integer 'port' (1..65535), "
                 f"got {port!r}"
             )
-        out[str(name)] = f"http://127.0.0.1:{port}/metrics"
+        host = host_template.replace("{service}", str(name))
+        out[str(name)] = f"http://{host}:{port}/metrics"
     return out
 
 
@@ -200,7 +205,9 @@ class Scraper:
 
 def install(service: CollectorService, config: CollectorConfig) -> Scraper | None:
     """Register the scraper (parts["scraper"]) when there is anything to scrape."""
-    named = topology_targets(config.topology) if config.topology is not None else {}
+    host_template = str(config.extra.get("scrape_host_template", "127.0.0.1"))
+    named = (topology_targets(config.topology, host_template)
+             if config.topology is not None else {})
     if not named and not config.scrape:
         return None
     scraper = Scraper(config.scrape, named, config.scrape_interval_s, clock=service.clock)

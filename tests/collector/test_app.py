@@ -332,6 +332,10 @@ def test_bad_cli_arguments_exit_with_a_message(tmp_path: Path) -> None:
         (["--topology", str(bad_topology)], "integer 'port'"),
         (["--retention", "-5"], "positive"),
         (["--catalog", str(tmp_path / "missing.yaml")], "does not exist"),
+        (["--diagnosis", "trace_quiet"], "expected OPTION=SECONDS"),
+        (["--diagnosis", "nope=1"], "unknown diagnosis option"),
+        (["--diagnosis", "trace_quiet_s=-1"], ">= 0"),
+        (["--scrape-host-template", "a:b"], "bare host name"),
     ):
         r = subprocess.run([sys.executable, "-m", "collector", *args], cwd=REPO,
                            capture_output=True, text=True, timeout=30)

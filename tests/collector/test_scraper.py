@@ -63,6 +63,15 @@ def test_topology_names_targets(tmp_path: Path, metrics_server: str) -> None:
     assert scraper.up_by_service() == {"frontend": True}
 
 
+def test_topology_host_template_names_containers(tmp_path: Path) -> None:
+    topo = tmp_path / "topology.yaml"
+    topo.write_text("services:\n  payment: {port: 8109}\n  cart: {port: 8106}\n")
+    assert topology_targets(topo, "{service}") == {
+        "payment": "http://payment:8109/metrics", "cart": "http://cart:8106/metrics"}
+    assert topology_targets(topo, "{service}.shop.svc")["cart"] == (
+        "http://cart.shop.svc:8106/metrics")
+
+
 def test_topology_errors_say_what_to_fix(tmp_path: Path) -> None:
     bad = tmp_path / "t.yaml"
     bad.write_text("nodes: []\n")

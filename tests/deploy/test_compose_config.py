@@ -15,6 +15,7 @@ import pytest
 import yaml
 from deploy_procs import DOCKER_COMPOSE, PROMTOOL, ROOT
 
+from collector.scraper import topology_targets
 from demo_services.topology import load_topology
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -78,9 +79,11 @@ def test_every_demo_service_has_its_own_container() -> None:
 def test_collector_prometheus_and_dashboard_are_wired() -> None:
     services = resolved()["services"]
     collector = services["collector"]["command"]
-    scrape = collector[collector.index("--scrape") + 1:]
-    assert sorted(scrape) == sorted(
-        f"http://{name}:{spec.port}/metrics" for name, spec in TOPOLOGY.services.items())
+    # The collector scrapes every service of the topology at its container name.
+    topology = collector[collector.index("--topology") + 1]
+    template = collector[collector.index("--scrape-host-template") + 1]
+    assert topology_targets(ROOT / topology, template) == {
+        name: f"http://{name}:{spec.port}/metrics" for name, spec in TOPOLOGY.services.items()}
     assert "healthcheck" in services["collector"]
     tokens = {services[s]["environment"]["CONWAY_INGEST_TOKEN"] for s in ("collector",)}
     headers = {services[n]["environment"]["OTEL_EXPORTER_OTLP_HEADERS"] for n in TOPOLOGY.services}
