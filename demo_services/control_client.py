@@ -3,12 +3,11 @@ commands. Failures raise ControlError with a message fit for a terminal."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 
-from demo_services.defaults import DEFAULT_ADMIN, TOKEN_ENV
+from demo_services.defaults import DEFAULT_ADMIN, admin_token
 
 # Setting `down` or clearing it stops or starts a process, which takes a few seconds.
 REQUEST_TIMEOUT_S = 60.0
@@ -21,7 +20,7 @@ class ControlError(RuntimeError):
 class ControlClient:
     def __init__(self, admin: str = DEFAULT_ADMIN, token: str | None = None) -> None:
         self.admin = admin.rstrip("/")
-        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self.token = token if token is not None else admin_token()
 
     def services(self) -> dict[str, Any]:
         return self._request("GET", "/services")

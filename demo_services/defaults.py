@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 HOST = "127.0.0.1"
 # Environment variable naming how a service reaches its peers, e.g. "{service}" in containers
 # (http://payment:8109); unset, every peer is at 127.0.0.1, as `up` runs them.
@@ -31,3 +33,18 @@ DEFAULT_COLLECTOR = "http://127.0.0.1:4318"
 DEFAULT_ADMIN_PORT = 8100
 DEFAULT_ADMIN = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 TOKEN_ENV = "CONWAY_ADMIN_TOKEN"
+# `make demo` makes a fresh token each run and leaves it here (mode 0600), so the fault,
+# clear and scenario commands run from the repository find it without an export.
+TOKEN_FILE = "data/admin-token"
+
+
+def admin_token() -> str | None:
+    """The control API token: $CONWAY_ADMIN_TOKEN, else the one `make demo` wrote."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    try:
+        with open(TOKEN_FILE, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,12 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collector-port", type=int, default=4318)
     p.add_argument("--dashboard-port", type=int, default=8050)
     p.add_argument("--admin-port", type=int, default=8100)
-    p.add_argument("--rate", type=float, default=5.0, help="user journeys per second")
+    p.add_argument("--rate", type=float, default=10.0, help="user journeys per second")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     args = p.parse_args(argv)
 
     py = sys.executable
-    token = os.environ.setdefault("CONWAY_ADMIN_TOKEN", "demo-admin-token")
+    # The fault admin API wants a token: yours from the environment, or a fresh one per run,
+    # written where `python -m demo_services fault|clear|scenario` look for it.
+    token = os.environ.get("CONWAY_ADMIN_TOKEN") or secrets.token_urlsafe(18)
+    os.environ["CONWAY_ADMIN_TOKEN"] = token
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file = data_dir / "admin-token"
+    token_file.touch(mode=0o600)
+    token_file.chmod(0o600)
+    token_file.write_text(token + "\n", encoding="utf-8")
+    # Spans are accepted only with the ingest token; the services' OTLP exporters send it.
+    ingest_token = os.environ.get("CONWAY_INGEST_TOKEN") or secrets.token_urlsafe(18)
+    os.environ["CONWAY_INGEST_TOKEN"] = ingest_token
+    os.environ["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer%20{ingest_token}"
     collector_url = f"http://127.0.0.1:{args.collector_port}"
     admin_url = f"http://127.0.0.1:{args.admin_port}"
     dashboard_url = f"http://127.0.0.1:{args.dashboard_port}"
@@ -53,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = [
         ("collector", [py, "-m", "collector", "--port", str(args.collector_port),
                        "--catalog", str(catalog), "--topology", str(topology),
-                       "--scrape-interval", "1", "--data-dir", args.data_dir],
+                       "--scrape-interval", "1", "--data-dir", args.data_dir,
+                       # The shop's exporters send every 0.3 s, so a trace is complete well
+                       # within 0.7 s of its last span: finish it then, not after the 1.5 s a
+                       # slower exporter needs.
+                       "--diagnosis", "trace_quiet_s=0.7"],
          f"{collector_url}/healthz", 20.0),
         ("demo shop", [py, "-m", "demo_services", "up", "--topology", str(topology),
                        "--collector", collector_url, "--admin-port", str(args.admin_port),
@@ -87,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             "\nConway demo is running:\n"
             f"  dashboard      {dashboard_url}\n"
             f"  collector API  {collector_url}/api/graph  (incidents: /api/incidents)\n"
-            f"  demo control   {admin_url}/services  (token in CONWAY_ADMIN_TOKEN={token})\n"
+            f"  demo control   {admin_url}/services  (admin token in {token_file})\n"
             "  inject a fault: .venv/bin/python -m demo_services fault payment --error-rate 0.5\n"
+            "  clear it:       .venv/bin/python -m demo_services clear\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
