@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from demo_services.defaults import admin_token
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {
     "errors": {"error_rate": 0.5},
@@ -59,6 +61,12 @@ def open_incidents(collector: str) -> list[dict[str, Any]]:
 def run_trial(collector: str, admin: str, headers: dict[str, str], service: str, kind: str,
               timeout_s: float) -> Trial:
     team = expected_team(collector, service)
+    # One incident per root-cause service: wait until an earlier trial's has resolved, so the
+    # one this fault opens is new.
+    deadline = time.monotonic() + 120
+    while any((i.get("root_cause") or {}).get("service") == service
+              for i in open_incidents(collector)) and time.monotonic() < deadline:
+        time.sleep(1.0)
     before = {i["id"] for i in open_incidents(collector)}
     r = httpx.post(f"{admin}/faults/{service}", json=KINDS[kind], headers=headers, timeout=20)
     r.raise_for_status()
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--collector", default="http://127.0.0.1:4318")
     p.add_argument("--admin", default="http://127.0.0.1:8100")
-    p.add_argument("--token", default=os.environ.get("CONWAY_ADMIN_TOKEN", "demo-admin-token"))
+    p.add_argument("--token", default=admin_token(),
+                   help="control API token (default: $CONWAY_ADMIN_TOKEN or make demo's)")
     p.add_argument("--services", nargs="+", default=SERVICES)
     p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=list(KINDS))
     p.add_argument("--trials", type=int, default=12, help="total trials (>= 10 for a p95)")
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.start or not answers(args.collector):
         data_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"conway-detect-{os.getpid()}"
         print(f"starting a demo (data in {data_dir}); warm-up {args.warmup:.0f} s", flush=True)
+        args.token = args.token or "bench-detect-token"
         env = {**os.environ, "CONWAY_ADMIN_TOKEN": args.token}
         proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "demo.py"),
                                  "--data-dir", str(data_dir)], cwd=ROOT, env=env,
