@@ -18,8 +18,8 @@ from dash_procs import (
     StartDashboard,
     browser_available,
     collector_available,
-    free_port,
 )
+from procs import free_port
 
 CHROME_ARGS = (
     "--headless=new",

@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from dash_procs import ROOT, StartCollector, StartDashboard, free_port
+from dash_procs import ROOT, StartCollector, StartDashboard
 from dash_traffic import Shop
+from procs import free_port
 from selenium.common.exceptions import NoAlertPresentException
 
 EVIL = "<img src=x onerror=alert(1)>"

@@ -4,7 +4,6 @@ stopped by PID and waited for."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,11 +19,6 @@ DOCKER_COMPOSE = Path("/usr/bin/docker-compose")
 PYTHON = sys.executable
 START_TIMEOUT_S = 30.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:

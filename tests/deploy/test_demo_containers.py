@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from deploy_procs import PYTHON, Proc, free_port
+from deploy_procs import PYTHON, Proc
+from procs import free_port
 
 TOKEN = "s3cret"
 INGEST = "ingest-t0ken"

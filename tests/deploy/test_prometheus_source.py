@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from deploy_procs import CATALOG, PROMETHEUS, PYTHON, Proc, free_port
+from deploy_procs import CATALOG, PROMETHEUS, PYTHON, Proc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from procs import free_port
 
 from dashboard import app as app_module
 from dashboard.promsource import CatalogOwnership, PrometheusSource

@@ -4,7 +4,6 @@ official SDK as a concurrent well-behaved client, and readers for /metrics and /
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
+from procs import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[3]
@@ -30,11 +30,6 @@ JSON_CT = {"Content-Type": "application/json"}
 READY_TIMEOUT_S = 30.0
 COUNT_TIMEOUT_S = 20.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Collector:

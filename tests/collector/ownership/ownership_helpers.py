@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from procs import free_port
 from starlette.types import ASGIApp
 
 from collector.model import Attributes, Edge, Node, Snapshot, SpanKind, SpanRecord
@@ -107,11 +107,6 @@ def demo_snapshot(window_s: float = 60.0) -> Snapshot:
     ]
     return snapshot(nodes, edges, window_s=window_s, health={"quote": "failing"})
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

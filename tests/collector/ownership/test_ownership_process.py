@@ -16,7 +16,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from ownership_helpers import DEMO_CATALOG, free_port
+from ownership_helpers import DEMO_CATALOG
+from procs import free_port
 
 from collector.service import CollectorConfig
 
