@@ -9,6 +9,7 @@ from ``--ingest-token`` or the environment variable ``CONWAY_INGEST_TOKEN``.
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import os
 import signal
@@ -30,6 +31,12 @@ TOKEN_ENV = "CONWAY_INGEST_TOKEN"
 # Connections (plus tasks) uvicorn serves at once before answering 503 itself: a backstop
 # against a flood of idle connections, which the receivers' own limits never see.
 MAX_CONNECTIONS = 1024
+# Cyclic GC thresholds for the collector process (CPython's defaults are 700, 10, 10). Spans
+# stay alive for seconds (waiting for their trace to go quiet or for their other half), so
+# with the defaults the collector rescans a large young heap many times per request: about
+# a fifth of the ingest CPU. The hot path makes no reference cycles; collecting 70 times less
+# often leaves memory bounded by the same limits and frees what cycles the server makes.
+GC_THRESHOLDS = (50_000, 10, 10)
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -228,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(OTLP/HTTP /v1/traces, API /api/graph, /metrics)", flush=True)
 
     service.on_startup.append(announce)
+    gc.set_threshold(*GC_THRESHOLDS)
     server = uvicorn.Server(
         uvicorn.Config(build_app(service), host=config.host, port=config.port,
                        log_level="warning", lifespan="on", access_log=False,

@@ -15,7 +15,9 @@ from collector.diagnosis.traces import (
 )
 from collector.diagnosis.versions import VersionTracker
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
-from collector.model import SpanRecord
+from collector.model import SpanKind, SpanRecord
+
+_SERVER, _CONSUMER = int(SpanKind.SERVER), int(SpanKind.CONSUMER)
 
 
 class TraceDiagnosis:
@@ -32,8 +34,10 @@ class TraceDiagnosis:
 
     def consume(self, spans: Sequence[SpanRecord], now: float) -> None:
         self.spans_seen += len(spans)
+        learn = self.ports.learn
         for s in spans:
-            self.ports.learn(s)
+            if s.kind == _SERVER or s.kind == _CONSUMER:  # the only spans `learn` reads
+                learn(s)
         self.versions.observe(spans, now)
         self.assembler.add(spans, now)
 

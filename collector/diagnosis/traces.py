@@ -36,6 +36,9 @@ MAX_PORTS = 4_096
 
 _CLIENTISH = (SpanKind.CLIENT, SpanKind.PRODUCER)
 _SERVERISH = (SpanKind.SERVER, SpanKind.CONSUMER)
+# Plain ints for the hot comparisons (an IntEnum compares more slowly).
+_SERVER, _CLIENT, _PRODUCER, _CONSUMER = (int(k) for k in (SpanKind.SERVER, SpanKind.CLIENT,
+                                                           SpanKind.PRODUCER, SpanKind.CONSUMER))
 _PORT_KEYS = ("server.port", "net.host.port", "net.peer.port")
 _SERVER_PORT_KEYS = ("server.port", "net.host.port", "url.port")
 # Same order as the graph's pairing, so a virtual callee gets the same node name.
@@ -160,20 +163,23 @@ class TraceAssembler:
         return len(self._pending)
 
     def add(self, spans: Iterable[SpanRecord], now: float) -> None:
+        traces = self._pending
+        max_spans = self.max_spans_per_trace
         for span in spans:
-            pending = self._pending.get(span.trace_id)
+            trace_id = span.trace_id
+            pending = traces.get(trace_id)
             if pending is None:
-                if len(self._pending) >= self.max_traces:
+                if len(traces) >= self.max_traces:
                     # Finish the longest-idle trace now (partial) rather than grow without bound.
-                    _, oldest = self._pending.popitem(last=False)
+                    _, oldest = traces.popitem(last=False)
                     self.traces_finished_early += 1
                     self._finish(oldest)
                 pending = _Pending([], now, now)
-                self._pending[span.trace_id] = pending
+                traces[trace_id] = pending
             elif pending.last_seen != now:
                 pending.last_seen = now
-                self._pending.move_to_end(span.trace_id)
-            if len(pending.spans) >= self.max_spans_per_trace:
+                traces.move_to_end(trace_id)
+            if len(pending.spans) >= max_spans:
                 self.spans_dropped_trace_full += 1
                 continue
             pending.spans.append(span)
@@ -221,68 +227,91 @@ def _union_ns(intervals: list[tuple[int, int]], lo: int, hi: int) -> int:
     return total
 
 
+def _server_child(kids: list[SpanRecord] | None) -> SpanRecord | None:
+    if kids:
+        for c in kids:
+            if c.kind == _SERVER or c.kind == _CONSUMER:
+                return c
+    return None
+
+
 def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts:
     """Error origins, victims, absorbers and per-visit self time of one finished trace."""
-    by_id: dict[bytes, SpanRecord] = {}
-    for s in spans:
-        by_id.setdefault(s.span_id, s)
-    parent_of = _parents(by_id)
-    children: dict[bytes, list[SpanRecord]] = {}
-    for sid, parent_id in parent_of.items():
-        children.setdefault(parent_id, []).append(by_id[sid])
-
-    def server_child(s: SpanRecord) -> SpanRecord | None:
-        for c in children.get(s.span_id, ()):
-            if c.kind in _SERVERISH:
-                return c
-        return None
+    # This runs once per finished trace on the ingest path: loops are written out by hand
+    # (no per-span helper calls or sorts where a trace's shape makes them unnecessary).
+    by_id: dict[bytes, SpanRecord] = {s.span_id: s for s in spans}
+    if len(by_id) != len(spans):  # duplicate span ids: the first one wins
+        by_id = {}
+        for s in spans:
+            by_id.setdefault(s.span_id, s)
+    parent_of, children = _parents(by_id)
 
     # Visits: a SERVER span (or a root) opens one; same-service descendants join it.
     visit_of: dict[bytes, int] = {}
     visits: list[Visit] = []
     net: dict[bytes, int] = {}  # a CLIENT span's own time, waiting for its SERVER child's visit
     order = _topological(by_id, children, parent_of)
+    any_error = False
     for s in order:
-        pid = parent_of.get(s.span_id)
+        sid = s.span_id
+        kind = s.kind
+        error = s.error
+        if error:
+            any_error = True
+        pid = parent_of.get(sid)
         parent = by_id[pid] if pid is not None else None
-        kids = children.get(s.span_id, [])
-        excl = s.duration_ns - _union_ns([(c.start_ns, c.end_ns) for c in kids],
-                                         s.start_ns, s.end_ns)
-        if s.kind in _CLIENTISH:
-            callee = server_child(s)
+        kids = children.get(sid)
+        start, end = s.start_ns, s.end_ns
+        dur = end - start if end > start else 0
+        if not kids:
+            excl = dur
+        elif len(kids) == 1:  # the union of one interval, clamped to this span
+            k = kids[0]
+            k_start = k.start_ns if k.start_ns > start else start
+            k_end = k.end_ns if k.end_ns < end else end
+            excl = dur - (k_end - k_start) if k_end > k_start else dur
+        else:
+            excl = dur - _union_ns([(c.start_ns, c.end_ns) for c in kids], start, end)
+        if kind == _CLIENT or kind == _PRODUCER:
+            callee = _server_child(kids)
             if callee is None:
                 name = peer_name(s, ports)
                 if name is not None and name != s.service:
-                    visits.append(Visit(name, s.error, excl, s.duration_ns, True, s.service))
+                    visits.append(Visit(name, error, excl, dur, True, s.service))
                     continue
             # The client's own time (network, queueing) belongs to the callee's visit,
             # which is created when the SERVER child is reached; park it on the client span.
-            visit_of[s.span_id] = _caller_visit(s, parent, visit_of, visits)
+            idx = visit_of[sid] = _caller_visit(s, parent, visit_of, visits)
             if callee is not None:
                 net[callee.span_id] = excl
             else:
-                visits[visit_of[s.span_id]].self_ns += excl
+                visits[idx].self_ns += excl
             continue
-        if s.kind in _SERVERISH or parent is None or parent.service != s.service:
-            visits.append(Visit(s.service, s.error, excl + net.pop(s.span_id, 0),
-                                s.duration_ns, False, parent.service if parent else None))
-            visit_of[s.span_id] = len(visits) - 1
-        else:
-            idx = _caller_visit(s, parent, visit_of, visits)
-            visit_of[s.span_id] = idx
-            visits[idx].self_ns += excl
+        if kind == _SERVER or kind == _CONSUMER or parent is None or parent.service != s.service:
+            visits.append(Visit(s.service, error, excl + net.pop(sid, 0) if net else excl,
+                                dur, False, parent.service if parent else None))
+            visit_of[sid] = len(visits) - 1
+        else:  # same service as its parent: joins the parent's visit when it has one
+            joined = visit_of.get(parent.span_id)
+            if joined is None or visits[joined].service != s.service:
+                joined = _caller_visit(s, parent, visit_of, visits)
+            visit_of[sid] = joined
+            visits[joined].self_ns += excl
 
     origins: list[Origin] = []
+    trace_id = spans[0].trace_id if spans else b""
+    if not any_error:
+        return TraceFacts(trace_id, visits, origins)
     for s in order:
         if not s.error or any(c.error for c in children.get(s.span_id, ())):
             continue
         blamed, client_only, caller, timeout = s.service, False, None, False
         if s.kind in _CLIENTISH:
-            callee = server_child(s)
+            callee = _server_child(children.get(s.span_id))
             if callee is not None:
                 # The callee succeeded but the client gave up: follow where its time went.
                 slow = _slowest(callee, children)
-                if slow.kind in _CLIENTISH and server_child(slow) is None:
+                if slow.kind in _CLIENTISH and _server_child(children.get(slow.span_id)) is None:
                     name = peer_name(slow, ports) or slow.service
                 else:
                     name = slow.service
@@ -306,7 +335,6 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
                 origin.victims.append(parent.service)
             cur = parent
         origins.append(origin)
-    trace_id = spans[0].trace_id if spans else b""
     return TraceFacts(trace_id, visits, origins)
 
 
@@ -327,37 +355,47 @@ def _slowest(span: SpanRecord, children: dict[bytes, list[SpanRecord]]) -> SpanR
 
 def _caller_visit(s: SpanRecord, parent: SpanRecord | None, visit_of: dict[bytes, int],
                   visits: list[Visit]) -> int:
-    if parent is not None and parent.span_id in visit_of \
-            and visits[visit_of[parent.span_id]].service == s.service:
-        return visit_of[parent.span_id]
+    if parent is not None:
+        idx = visit_of.get(parent.span_id)
+        if idx is not None and visits[idx].service == s.service:
+            return idx
     visits.append(Visit(s.service, s.error and s.kind not in _CLIENTISH, 0, s.duration_ns,
                         False, parent.service if parent else None))
     return len(visits) - 1
 
 
-def _parents(by_id: dict[bytes, SpanRecord]) -> dict[bytes, bytes]:
-    """span id -> parent span id. A span whose parent was lost (an exporter dropped it) is
-    adopted by the shortest span that encloses it in time, outside its own subtree: the
-    caller's time is then not mistaken for its own, and errors still reach their victims."""
+def _parents(
+    by_id: dict[bytes, SpanRecord],
+) -> tuple[dict[bytes, bytes], dict[bytes, list[SpanRecord]]]:
+    """(span id -> parent span id, span id -> child spans). A span whose parent was lost (an
+    exporter dropped it) is adopted by the shortest span that encloses it in time, outside its
+    own subtree: the caller's time is then not mistaken for its own, and errors still reach
+    their victims."""
     parent_of: dict[bytes, bytes] = {}
+    children: dict[bytes, list[SpanRecord]] = {}
     orphans: list[SpanRecord] = []
-    for s in by_id.values():
+    for sid, s in by_id.items():
         pid = s.parent_span_id
-        if pid and pid != s.span_id:
+        if pid and pid != sid:
             if pid in by_id:
-                parent_of[s.span_id] = pid
+                parent_of[sid] = pid
+                kids = children.get(pid)
+                if kids is None:
+                    children[pid] = [s]
+                else:
+                    kids.append(s)
             else:
                 orphans.append(s)
     if not orphans:
-        return parent_of
-    kids: dict[bytes, list[bytes]] = {}
+        return parent_of, children
+    kids_of: dict[bytes, list[bytes]] = {}
     for sid, pid in parent_of.items():
-        kids.setdefault(pid, []).append(sid)
+        kids_of.setdefault(pid, []).append(sid)
     for o in orphans:
         below = {o.span_id}
         stack = [o.span_id]
         while stack:  # o's own subtree may not adopt it (that would make a cycle)
-            for k in kids.get(stack.pop(), ()):
+            for k in kids_of.get(stack.pop(), ()):
                 if k not in below:
                     below.add(k)
                     stack.append(k)
@@ -369,24 +407,37 @@ def _parents(by_id: dict[bytes, SpanRecord]) -> dict[bytes, bytes]:
                 best = c
         if best is not None:
             parent_of[o.span_id] = best.span_id
-            kids.setdefault(best.span_id, []).append(o.span_id)
-    return parent_of
+            kids_of.setdefault(best.span_id, []).append(o.span_id)
+    # Adopted spans join their new parent's children after its own (same order as parent_of).
+    children = {}
+    for sid, pid in parent_of.items():
+        children.setdefault(pid, []).append(by_id[sid])
+    return parent_of, children
+
+
+def _start_ns(s: SpanRecord) -> int:
+    return s.start_ns
 
 
 def _topological(by_id: dict[bytes, SpanRecord], children: dict[bytes, list[SpanRecord]],
                  parent_of: dict[bytes, bytes]) -> list[SpanRecord]:
-    """Parents before children; spans with no (adopted) parent act as roots."""
+    """Parents before children (siblings by start time); spans with no (adopted) parent act
+    as roots."""
     roots = [s for s in by_id.values() if s.span_id not in parent_of]
     out: list[SpanRecord] = []
-    seen: set[bytes] = set()
-    stack = list(reversed(sorted(roots, key=lambda r: r.start_ns)))
+    # Every span has at most one parent, so the walk from the roots reaches each span once.
+    stack = sorted(roots, key=_start_ns)[::-1] if len(roots) > 1 else roots
     while stack:
         s = stack.pop()
-        if s.span_id in seen:
-            continue
-        seen.add(s.span_id)
         out.append(s)
-        stack.extend(reversed(sorted(children.get(s.span_id, ()), key=lambda c: c.start_ns)))
-    # Cycles (malformed parent links) leave spans unreached: analyse them as roots.
-    out.extend(s for s in by_id.values() if s.span_id not in seen)
+        kids = children.get(s.span_id)
+        if kids:
+            if len(kids) == 1:
+                stack.append(kids[0])
+            else:
+                stack.extend(sorted(kids, key=_start_ns)[::-1])
+    if len(out) != len(by_id):
+        # Cycles (malformed parent links) leave spans unreached: analyse them as roots.
+        seen = {s.span_id for s in out}
+        out.extend(s for s in by_id.values() if s.span_id not in seen)
     return out

@@ -25,12 +25,14 @@ class VersionTracker:
         self.dropped = 0
 
     def observe(self, spans: Iterable[SpanRecord], now: float) -> None:
-        last: tuple[int, str] | None = None  # spans of one resource share one dict: skip repeats
+        # Spans of one resource share one dict: skip repeats (compared without building keys,
+        # this runs for every span).
+        last_resource: object = None
+        last_service: str | None = None
         for s in spans:
-            key = (id(s.resource), s.service)
-            if key == last:
+            if s.resource is last_resource and s.service == last_service:
                 continue
-            last = key
+            last_resource, last_service = s.resource, s.service
             v = s.resource.get("service.version")
             if v is None or v == "":
                 continue

@@ -26,10 +26,15 @@ HIST_STEP = 2 ** 0.25
 HIST_BINS = 100
 
 
+# math.log(x, base) is log(x) / log(base): the divisor computed once gives the same bins.
+_LOG_STEP = math.log(HIST_STEP)
+_log = math.log
+
+
 def _bin(ms: float) -> int:
     if ms <= HIST_MIN_MS:
         return 0
-    return min(HIST_BINS - 1, int(math.log(ms / HIST_MIN_MS, HIST_STEP)) + 1)
+    return min(HIST_BINS - 1, int(_log(ms / HIST_MIN_MS) / _LOG_STEP) + 1)
 
 
 def _bin_upper_ms(i: int) -> float:
@@ -145,20 +150,35 @@ class ServiceWindows:
         if bucket is None:
             bucket = self._buckets[idx] = {}
             self._expire(idx)
+        # Runs for every visit of every finished trace: `Hist.add` and `_bin` written out.
+        top = HIST_BINS - 1
         for v in facts.visits:
-            cell = self._cell(bucket, v.service)
+            cell = bucket.get(v.service)
             if cell is None:
-                continue
+                cell = self._cell(bucket, v.service)
+                if cell is None:
+                    continue
             cell.requests += 1
-            cell.errors += v.error
+            if v.error:
+                cell.errors += 1
             if v.client_only:
                 cell.client_only += 1
                 cell.client_only_errors += v.error
-            if v.caller is not None:
-                cell.callers[v.caller] = cell.callers.get(v.caller, 0) + 1
+            caller = v.caller
+            if caller is not None:
+                callers = cell.callers
+                callers[caller] = callers.get(caller, 0) + 1
             self_ms = v.self_ns / 1e6
-            cell.self_hist.add(self_ms)
-            cell.incl_hist.add(v.incl_ns / 1e6)
+            b = 0 if self_ms <= HIST_MIN_MS else min(top, int(_log(self_ms / HIST_MIN_MS)
+                                                              / _LOG_STEP) + 1)
+            hist = cell.self_hist
+            hist.bins[b] = hist.bins.get(b, 0) + 1
+            hist.count += 1
+            ms = v.incl_ns / 1e6
+            b = 0 if ms <= HIST_MIN_MS else min(top, int(_log(ms / HIST_MIN_MS) / _LOG_STEP) + 1)
+            hist = cell.incl_hist
+            hist.bins[b] = hist.bins.get(b, 0) + 1
+            hist.count += 1
             if len(cell.slow_traces) < MAX_SAMPLES or self_ms > cell.slow_traces[-1][0]:
                 if all(tid != facts.trace_id for _, tid in cell.slow_traces):
                     cell.slow_traces.append((self_ms, facts.trace_id))
