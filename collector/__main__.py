@@ -125,8 +125,10 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                    help="host the --topology services are scraped at; {service} stands for the "
                         "service name, e.g. '{service}' in containers (default 127.0.0.1)")
     p.add_argument("--diagnosis", action="append", default=[], metavar="OPTION=SECONDS",
-                   help="tune diagnosis timing, repeatable: "
-                        + ", ".join(f"{k} (default {v:g})" for k, v in diagnosis.OPTIONS.items()))
+                   help="tune diagnosis timing and load, repeatable: "
+                        + ", ".join(f"{k} (default {v:g})" for k, v in diagnosis.OPTIONS.items())
+                        + "; span_budget is spans/s analysed in full before traces are "
+                          "head-sampled (0: no budget)")
     p.add_argument("--checkpoint-interval", type=_positive(float),
                    default=CHECKPOINT_INTERVAL_S, metavar="S",
                    help="seconds between checkpoints to --data-dir "
@@ -147,7 +149,8 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         try:
             diagnosis_options[key.strip()] = float(value)
         except ValueError:
-            p.error(f"--diagnosis {item!r}: expected OPTION=SECONDS, e.g. trace_quiet_s=1.0")
+            p.error(f"--diagnosis {item!r}: expected OPTION=SECONDS (span_budget: spans/s), "
+                    "e.g. trace_quiet_s=1.0 or span_budget=50000")
     try:
         diagnosis.options(CollectorConfig(extra={"diagnosis": diagnosis_options}))
     except ValueError as exc:

@@ -5,14 +5,14 @@
 and ``..._client_seconds`` histograms with Tempo's default buckets, labels ``client``,
 ``server``, ``connection_type``), so Grafana's service graph reads a Conway collector as it
 reads Tempo. `ConwayCollector` is a ``prometheus_client`` Collector over those totals and the
-counters of ingest, pairing, graph limits and scraping; each service registers it in its own
-``CollectorRegistry``.
+counters of ingest, pairing, graph limits, scraping and the diagnosis' head sampling; each
+service registers it in its own ``CollectorRegistry``.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -171,10 +171,12 @@ class ConwayCollector(Collector):
         graph: TrafficGraph,
         ingest: IngestCounters,
         scraper: Scraper | None = None,
+        diagnosis: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.graph = graph
         self.ingest = ingest
         self.scraper = scraper
+        self.diagnosis = diagnosis  # the diagnosis' counters(), when it is installed
 
     def collect(self) -> Iterator[Metric]:
         totals = self.graph.totals
@@ -281,6 +283,17 @@ class ConwayCollector(Collector):
                 up.add_metric([t.url, t.service], 1.0 if t.up else 0.0)
         yield failures
         yield up
+        if self.diagnosis is not None:
+            d = self.diagnosis()
+            yield counter("conway_diagnosis_spans_sampled_out",
+                          "Spans the diagnosis left out by head sampling, above its span budget",
+                          d.get("spans_sampled_out", 0))
+            yield counter("conway_diagnosis_traces_sampled_out",
+                          "Traces (root spans) the diagnosis left out by head sampling",
+                          d.get("traces_sampled_out", 0))
+            yield GaugeMetricFamily("conway_diagnosis_keep_fraction",
+                                    "Share of traces the diagnosis analyses now (1: all; below "
+                                    "1 above its span budget)", value=d.get("keep_fraction", 1.0))
 
 
 def make_registry(collector: ConwayCollector) -> CollectorRegistry:

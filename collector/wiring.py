@@ -27,12 +27,12 @@ def build_service(config: CollectorConfig, clock: Clock = time.time) -> Collecto
 
     # --- other concerns, in pipeline order (the lead adds these calls) ---------------------
     ownership.install(service, config)
-    diagnosis.install(service, config)
+    diag = diagnosis.install(service, config)
     # ----------------------------------------------------------------------------------------
 
     counters = IngestCounters()
     service.parts["ingest"] = counters
-    registry = make_registry(ConwayCollector(g, counters, s))
+    registry = make_registry(ConwayCollector(g, counters, s, diagnosis=diag.counters))
     service.parts["metrics_registry"] = registry
     cp = checkpoint.install(service, config)
     if cp is not None:

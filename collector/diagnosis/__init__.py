@@ -8,9 +8,19 @@ incident lifecycle every ``evaluate_interval_s`` on a default-window snapshot; a
 
 Options come from ``config.extra["diagnosis"]`` (all optional): ``trace_quiet_s`` (1.5),
 ``bucket_s`` (5), ``detect_window_s`` (20), ``baseline_s`` (300), ``incident_quiet_s`` (30),
-``evaluate_interval_s`` (1). With them, a fault shows as an incident a few seconds after it
-starts (traces finish 1.5 s after their last span), and the incident resolves about
-``detect_window_s`` + ``incident_quiet_s`` (~50 s) after the fault is cleared.
+``evaluate_interval_s`` (1), and ``span_budget`` (20000 spans/s; 0: no budget). With them, a
+fault shows as an incident a few seconds after it starts (traces finish 1.5 s after their last
+span), and the incident resolves about ``detect_window_s`` + ``incident_quiet_s`` (~50 s)
+after the fault is cleared.
+
+Load: while the offered span rate is at or below ``span_budget`` every trace is analysed;
+above it the diagnosis head-samples whole traces by trace id, keeping a fraction
+``p = budget / rate`` and weighting each kept trace by ``1/p`` (see ``consumer``), so its cost
+stays near the budget's while counts and ratios stay unbiased. The graph (``/api/graph``,
+``/metrics`` service-graph series) still counts every span. ``counters()`` reports the spans
+and traces sampled out and the keep fraction in force; ``/metrics`` exports them as
+``conway_diagnosis_spans_sampled_out_total``, ``conway_diagnosis_traces_sampled_out_total``
+and the gauge ``conway_diagnosis_keep_fraction``.
 
 Thresholds (defaults; see each module): health in ``health.HealthThresholds``; a root cause
 in ``compare.RatioRise`` (origin errors: >= 3, >= 2x the baseline ratio + 3 points, Poisson
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +41,7 @@ import yaml
 
 from collector.diagnosis.api import incidents_route
 from collector.diagnosis.blast import BlastRadiusAppender
-from collector.diagnosis.consumer import TraceDiagnosis
+from collector.diagnosis.consumer import DIAGNOSIS_SPAN_BUDGET, TraceDiagnosis
 from collector.diagnosis.health import HealthAppender
 from collector.diagnosis.incidents import (
     DB_NAME,
@@ -42,7 +53,10 @@ from collector.diagnosis.rootcause import RootCauseAppender, RootCauseConfig
 from collector.service import CollectorConfig, CollectorService
 
 OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0, "baseline_s": 300.0,
-           "incident_quiet_s": 30.0, "evaluate_interval_s": 1.0}
+           "incident_quiet_s": 30.0, "evaluate_interval_s": 1.0,
+           "span_budget": DIAGNOSIS_SPAN_BUDGET}
+# What each option counts, for error messages (the others are seconds).
+UNITS = {"span_budget": "spans/s (0: no budget)"}
 
 
 @dataclass
@@ -55,8 +69,9 @@ class Diagnosis:
     evaluate_interval_s: float
     task: asyncio.Task[None] | None = field(default=None)
 
-    def counters(self) -> dict[str, int]:
-        """What the named limits refused or dropped, for ``/metrics`` or a status page."""
+    def counters(self) -> dict[str, float]:
+        """What the named limits refused or dropped, what head sampling left out, and the
+        keep fraction in force, for ``/metrics`` or a status page."""
         return {**self.traces.counters(), "incidents_pruned": self.manager.store.pruned}
 
     def evaluate(self) -> None:
@@ -83,14 +98,16 @@ class Diagnosis:
 def options(config: CollectorConfig) -> dict[str, float]:
     given = config.extra.get("diagnosis", {}) or {}
     if not isinstance(given, dict):
-        raise ValueError("config.extra['diagnosis'] must be a mapping of option -> seconds")
+        raise ValueError("config.extra['diagnosis'] must be a mapping of option -> value")
     unknown = sorted(set(given) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown diagnosis option(s) {unknown}; valid: {sorted(OPTIONS)}")
     out = dict(OPTIONS)
     for k, v in given.items():
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise ValueError(f"diagnosis option {k} must be a number of seconds >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+                or v < 0:
+            unit = UNITS.get(k, "seconds")
+            raise ValueError(f"diagnosis option {k} must be a number >= 0 ({unit}), got {v!r}")
         out[k] = float(v)
     return out
 
@@ -100,7 +117,8 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
     traces = TraceDiagnosis(quiet_s=opts["trace_quiet_s"], bucket_s=opts["bucket_s"],
                             retention_s=max(config.retention_s,
                                             opts["baseline_s"] + opts["detect_window_s"]
-                                            + 2 * opts["bucket_s"]))
+                                            + 2 * opts["bucket_s"]),
+                            span_budget=opts["span_budget"])
     for port, name in _topology_ports(config.topology).items():
         traces.ports.set(port, name)
 

@@ -118,7 +118,8 @@ class BlastRadiusAppender:
             # did reach its callers had other causes in the same request.
             return False
         if self.cfg.victims.z(win.victim_of.get(root, 0), win.requests,
-                              base.victim_of.get(root, 0), base.requests) is not None:
+                              base.victim_of.get(root, 0), base.requests, win.weight,
+                              base.weight) is not None:
             return True
         # Slower callers are impacted by a latency root cause only: with an error root cause
         # their latency may have risen for another reason, and a fallback is not an impact.

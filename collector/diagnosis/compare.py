@@ -3,6 +3,15 @@
 Shared by root cause (origin errors, self time), blast radius (victim errors, inclusive time)
 and health (latency baseline). Both tests want a real change, not a steady level: a service
 with a constant 2 % error rate is not "rising", however many requests it serves.
+
+Under head sampling the counts are weighted estimates (see ``window``): a trace kept at keep
+fraction ``p`` counts about ``1/p`` times. Ratios need no change, but the evidence does: one
+sampled error weighted 10 is one error seen, not ten independent ones (a Poisson test on the
+weighted count would be ~``1/p`` times too confident). So both tests judge the unweighted
+evidence: ``RatioRise.z`` divides the counts by each period's mean weight (``Cell.weight``)
+before ``min_events`` and the Poisson tail, and ``LatencyRise`` counts ``Hist.samples`` (values
+actually seen) against ``min_samples``. Below the sampling budget every weight is 1 and
+nothing changes.
 """
 
 from __future__ import annotations
@@ -46,12 +55,18 @@ class RatioRise:
     prior_ratio: float = 0.01
     prior_weight: float = 20.0
 
-    def baseline(self, e_b: int, n_b: int) -> float:
+    def baseline(self, e_b: float, n_b: float) -> float:
         return (e_b + self.prior_ratio * self.prior_weight) / (n_b + self.prior_weight)
 
-    def z(self, e_w: int, n_w: int, e_b: int, n_b: int) -> float | None:
+    def z(self, e_w: int, n_w: float, e_b: float, n_b: float, w_w: float = 1.0,
+          w_b: float = 1.0) -> float | None:
         """How far above chance the window is (a z-like score, for ranking) when the rise is
-        significant, else None."""
+        significant, else None. ``w_w`` and ``w_b`` are the periods' mean sampling weights
+        (``Cell.weight``): the counts are divided by them, so only what was seen is evidence."""
+        if w_w != 1.0:
+            e_w, n_w = round(e_w / w_w), n_w / w_w
+        if w_b != 1.0:
+            e_b, n_b = e_b / w_b, n_b / w_b
         if n_w <= 0 or e_w < self.min_events:
             return None
         p_b = self.baseline(e_b, n_b)
@@ -67,7 +82,8 @@ class RatioRise:
 class LatencyRise:
     """p95 rose when it is at least ``factor`` x the baseline's and ``min_abs_ms`` above it,
     with ``min_samples`` in the window. With fewer than ``min_baseline_samples`` in the
-    baseline, only a p95 above ``no_baseline_ms`` counts."""
+    baseline, only a p95 above ``no_baseline_ms`` counts. Samples are values actually seen
+    (``Hist.samples``), not weighted counts."""
 
     min_samples: int = 10
     factor: float = 2.0
@@ -78,12 +94,12 @@ class LatencyRise:
 
     def rise(self, window: Hist, base: Hist) -> tuple[float, float | None] | None:
         """``(p95_window_ms, p95_baseline_ms | None)`` when the rise is significant."""
-        if window.count < self.min_samples:
+        if window.samples < self.min_samples:
             return None
         p_w = window.quantile(self.quantile)
         if p_w is None:
             return None
-        if base.count < self.min_baseline_samples:
+        if base.samples < self.min_baseline_samples:
             return (p_w, None) if p_w >= self.no_baseline_ms else None
         p_b = base.quantile(self.quantile)
         if p_b is None:

@@ -1,8 +1,26 @@
-"""The diagnosis span consumer: every decoded span goes to the trace assembler, the port map
-and the version tracker; finished traces land in the per-service bucket ring."""
+"""The diagnosis span consumer: every decoded span goes to the port map and the version tracker,
+and to the trace assembler unless head sampling drops it; finished traces land in the
+per-service bucket ring.
+
+Load-adaptive head sampling bounds what the diagnosis costs under load (assembling and
+analysing a trace costs more than decoding it). The offered span rate is measured on the
+collector clock passed in (``now``): a count of spans that decays with time constant
+``RATE_TAU_S``, divided by it. While that rate is at or below ``span_budget`` (spans/s,
+default ``DIAGNOSIS_SPAN_BUDGET``; 0 means no budget) every trace is analysed. Above it, only
+traces whose trace-id hash falls below the keep fraction ``p = budget / rate`` enter the
+assembler (``traces.keep_hash``: deterministic on the id, so every span of a kept trace is kept,
+in any batch or collector replica); the others cost one hash and are counted
+(``spans_sampled_out``, ``traces_sampled_out``). A kept trace is recorded with weight ``1/p``,
+rounded stochastically to an integer, so the per-service counts and histograms stay unbiased
+(``window``), while significance tests judge only the traces actually seen (``compare``).
+
+When the load falls and ``p`` rises, a trace whose first spans were sampled out under the
+lower ``p`` may have its later spans kept: a partial trace, as when an exporter drops spans.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from collector.diagnosis.traces import (
@@ -17,6 +35,12 @@ from collector.diagnosis.versions import VersionTracker
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
 from collector.model import SpanKind, SpanRecord
 
+# Spans per second analysed in full; above it, traces are head-sampled down to about this.
+DIAGNOSIS_SPAN_BUDGET = 20_000.0
+# The offered rate is a span count decaying with this time constant: it follows a change in
+# load within about a second, and a burst of N spans at one instant reads as N spans/s.
+RATE_TAU_S = 1.0
+
 _SERVER, _CONSUMER = int(SpanKind.SERVER), int(SpanKind.CONSUMER)
 
 
@@ -25,12 +49,20 @@ class TraceDiagnosis:
 
     def __init__(self, quiet_s: float = QUIET_S, bucket_s: float = BUCKET_S,
                  retention_s: float = RETENTION_S, max_traces: int = MAX_TRACES,
-                 max_spans_per_trace: int = MAX_SPANS_PER_TRACE) -> None:
+                 max_spans_per_trace: int = MAX_SPANS_PER_TRACE,
+                 span_budget: float = DIAGNOSIS_SPAN_BUDGET) -> None:
+        if span_budget < 0:
+            raise ValueError(f"diagnosis span budget must be >= 0 spans/s (0: no budget), "
+                             f"got {span_budget}")
         self.ports = PortMap()
         self.versions = VersionTracker()
         self.windows = ServiceWindows(bucket_s, retention_s)
         self.assembler = TraceAssembler(self._on_trace, quiet_s, max_traces, max_spans_per_trace)
         self.spans_seen = 0
+        self.span_budget = span_budget
+        self.keep_fraction = 1.0
+        self._load = 0.0  # offered spans, decaying with RATE_TAU_S
+        self._load_t = -math.inf
 
     def consume(self, spans: Sequence[SpanRecord], now: float) -> None:
         self.spans_seen += len(spans)
@@ -39,19 +71,40 @@ class TraceDiagnosis:
             if s.kind == _SERVER or s.kind == _CONSUMER:  # the only spans `learn` reads
                 learn(s)
         self.versions.observe(spans, now)
-        self.assembler.add(spans, now)
+        self.assembler.add(spans, now, self._offer(len(spans), now))
+
+    def span_rate(self) -> float:
+        """The offered span rate (spans/s) as of the last ``consume`` or ``flush``."""
+        return self._load / RATE_TAU_S
+
+    def _offer(self, n: int, now: float) -> float:
+        """Count ``n`` spans offered at ``now``; returns the keep fraction in force."""
+        dt = now - self._load_t
+        if dt > 0:
+            self._load *= math.exp(-dt / RATE_TAU_S)
+        self._load_t = now  # also when the clock stepped back: decay from here on
+        self._load += n
+        rate = self._load / RATE_TAU_S
+        budget = self.span_budget
+        self.keep_fraction = budget / rate if budget and rate > budget else 1.0
+        return self.keep_fraction
 
     def flush(self, now: float) -> None:
+        if now > self._load_t:
+            self._offer(0, now)  # an idle collector's keep fraction returns to 1
         self.assembler.flush(now)
 
-    def _on_trace(self, spans: list[SpanRecord], first_seen: float) -> None:
-        self.windows.record(analyze(spans, self.ports), first_seen)
+    def _on_trace(self, spans: list[SpanRecord], first_seen: float, weight: int) -> None:
+        self.windows.record(analyze(spans, self.ports), first_seen, weight)
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, float]:
         a = self.assembler
         return {"spans_seen": self.spans_seen, "traces_pending": len(a),
                 "traces_finished": a.traces_finished,
                 "traces_finished_early": a.traces_finished_early,
                 "spans_dropped_trace_full": a.spans_dropped_trace_full,
+                "spans_sampled_out": a.spans_sampled_out,
+                "traces_sampled_out": a.traces_sampled_out,
+                "keep_fraction": self.keep_fraction,
                 "services_dropped": self.windows.dropped_services,
                 "ports_dropped": self.ports.dropped, "versions_dropped": self.versions.dropped}

@@ -167,7 +167,7 @@ class HealthAppender:
         t0 = now - min(snap.window_s, self.detect_window_s)
         base = self.diag.windows.baseline(node.id, t0 - self.diag.windows.bucket_s,
                                           self.baseline_s)
-        if base.incl_hist.count >= 20:
+        if base.incl_hist.samples >= 20:  # values seen, whatever their sampling weight
             baseline = base.incl_hist.quantile(0.95)
         up = node.meta.get("up")
         return _Metrics(calls, ratio, node.p95_ms, baseline, up if isinstance(up, bool) else None,

@@ -99,7 +99,7 @@ class RootCauseAppender:
             if cands:
                 best = min(cands, key=lambda c: KIND_ORDER[c["kind"]])
                 found.append(best)
-                if base.requests >= self.cfg.min_baseline_requests:
+                if base.requests / base.weight >= self.cfg.min_baseline_requests:
                     established.add(name)
         found.extend(self._metric_candidates(snap, quiet, found, served_before))
         found.sort(key=lambda c: (-c["confidence"], -c["evidence"]["counts"].get("excess", 0),
@@ -134,13 +134,15 @@ class RootCauseAppender:
         after = _period(win)
         callers = ", ".join(sorted(win.callers)[:5]) or "its callers"
 
-        z = cfg.errors.z(win.origins, win.requests, base.origins, base.requests)
+        z = cfg.errors.z(win.origins, win.requests, base.origins, base.requests, win.weight,
+                         base.weight)
         no_answer = win.client_only_errors
+        mean_w = win.weight  # minimum counts are of calls seen, not sampling-weighted ones
         is_down = (not virtual and no_answer > 0
                    and (up is False
                         or (served_w == 0 and no_answer >= cfg.down_share * win.client_only
-                            and no_answer >= cfg.errors.min_events)))
-        if virtual and win.client_only >= cfg.errors.min_events and z is not None \
+                            and no_answer / mean_w >= cfg.errors.min_events)))
+        if virtual and win.client_only / mean_w >= cfg.errors.min_events and z is not None \
                 and no_answer >= 0.95 * win.client_only:
             is_down = True
         p_b = base.origins / base.requests if base.requests else 0.0
@@ -166,6 +168,8 @@ class RootCauseAppender:
             if win.origins_absorbed:
                 summary += (f"; callers fell back around {win.origins_absorbed} of these "
                             f"failures")
+            if mean_w > 1.0:
+                summary += f" (estimated from about 1 in {mean_w:.1f} traces, sampled under load)"
             conf = (0.5 + 0.25 * min(1.0, max(0.0, z - 3.0) / 10.0)
                     + 0.24 * min(1.0, max(0.0, p_w - p_b) / 0.3))
             out.append(_cand(name, "errors", virtual, conf, summary, win.origin_traces,
@@ -182,7 +186,7 @@ class RootCauseAppender:
                            f"{p95_b:.0f} ms; callers inherit it")
                 k = p95_w / max(p95_b, 1e-3)
                 conf = (0.5 + 0.25 * min(1.0, (k - cfg.latency.factor) / 5.0)
-                        + 0.24 * min(1.0, win.self_hist.count / 100.0))
+                        + 0.24 * min(1.0, win.self_hist.samples / 100.0))
             if win.timeouts:
                 summary += f"; {win.timeouts} calls timed out waiting for it"
             lat_counts = dict(counts, excess=round(win.self_hist.count * 0.05, 1),

@@ -5,6 +5,13 @@ span arrived (collector clock, passed in; ``flush(now)`` finishes what is due). 
 bounded by ``MAX_TRACES`` pending traces (the longest-idle trace is finished early, partial,
 and counted) and ``MAX_SPANS_PER_TRACE`` (further spans are dropped and counted).
 
+Head sampling (``add(..., keep=p)`` with ``p < 1``): a span whose trace is not already pending
+starts one only when its trace id's hash (``keep_hash``) falls below ``p``; otherwise it is
+dropped and counted (``spans_sampled_out``; ``traces_sampled_out`` counts the dropped root
+spans). The decision depends on the trace id alone, so every span of a trace gets the same one
+in any batch or replica while ``p`` holds; spans of a trace already pending are always kept,
+and the trace carries the integer weight ``1/p`` (rounded stochastically) it entered with.
+
 ``analyze`` turns one finished trace into ``TraceFacts``:
 
 - an *origin* is an ERROR span none of whose children failed. A CLIENT origin blames the
@@ -39,6 +46,11 @@ _SERVERISH = (SpanKind.SERVER, SpanKind.CONSUMER)
 # Plain ints for the hot comparisons (an IntEnum compares more slowly).
 _SERVER, _CLIENT, _PRODUCER, _CONSUMER = (int(k) for k in (SpanKind.SERVER, SpanKind.CLIENT,
                                                            SpanKind.PRODUCER, SpanKind.CONSUMER))
+# Head sampling: the last 8 bytes of a trace id (all of a 64-bit Zipkin id) times an odd
+# constant mod 2**64 (Fibonacci hashing). A bijection, so random ids stay uniform, and
+# sequential ids (test generators, some legacy tracers) are spread evenly too.
+_MIX = 0x9E3779B97F4A7C15
+_MASK = (1 << 64) - 1
 _PORT_KEYS = ("server.port", "net.host.port", "net.peer.port")
 _SERVER_PORT_KEYS = ("server.port", "net.host.port", "url.port")
 # Same order as the graph's pairing, so a virtual callee gets the same node name.
@@ -137,12 +149,20 @@ class TraceFacts:
     origins: list[Origin]
 
 
+def keep_hash(trace_id: bytes) -> float:
+    """Where a trace id falls in [0, 1): the trace is kept at keep fraction ``p`` when this is
+    below ``p`` (the same test ``TraceAssembler.add`` makes, in integers)."""
+    return ((int.from_bytes(trace_id[-8:], "big") * _MIX) & _MASK) / 2 ** 64
+
+
 class TraceAssembler:
-    """Buffers spans per trace and hands each finished trace to ``on_trace(spans, first_seen)``."""
+    """Buffers spans per trace and hands each finished trace to
+    ``on_trace(spans, first_seen, weight)``; ``weight`` is 1 unless the trace was kept by head
+    sampling (then about ``1/p``, see the module docstring)."""
 
     def __init__(
         self,
-        on_trace: Callable[[list[SpanRecord], float], None],
+        on_trace: Callable[[list[SpanRecord], float, int], None],
         quiet_s: float = QUIET_S,
         max_traces: int = MAX_TRACES,
         max_spans_per_trace: int = MAX_SPANS_PER_TRACE,
@@ -158,23 +178,45 @@ class TraceAssembler:
         self.traces_finished = 0
         self.traces_finished_early = 0
         self.spans_dropped_trace_full = 0
+        self.spans_sampled_out = 0
+        self.traces_sampled_out = 0
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, spans: Iterable[SpanRecord], now: float) -> None:
+    def add(self, spans: Iterable[SpanRecord], now: float, keep: float = 1.0) -> None:
+        """Buffer ``spans``; with ``keep`` < 1, only traces whose ``keep_hash`` is below it
+        start (head sampling)."""
         traces = self._pending
         max_spans = self.max_spans_per_trace
+        below = whole = frac_below = 0
+        sampling = keep < 1.0
+        if sampling:
+            below = max(1, int(keep * 2 ** 64))  # keep at least the lowest hash
+            inverse = 2 ** 64 / below
+            whole = int(inverse)
+            # A kept trace's hash is uniform in [0, below): below `frac_below` (a share
+            # frac(1/p) of them) it weighs one more, so the weights average 1/p exactly.
+            frac_below = int((inverse - whole) * below)
         for span in spans:
             trace_id = span.trace_id
             pending = traces.get(trace_id)
             if pending is None:
+                weight = 1
+                if sampling:
+                    h = (int.from_bytes(trace_id[-8:], "big") * _MIX) & _MASK
+                    if h >= below:
+                        self.spans_sampled_out += 1
+                        if not span.parent_span_id:
+                            self.traces_sampled_out += 1
+                        continue
+                    weight = whole + 1 if h < frac_below else whole
                 if len(traces) >= self.max_traces:
                     # Finish the longest-idle trace now (partial) rather than grow without bound.
                     _, oldest = traces.popitem(last=False)
                     self.traces_finished_early += 1
                     self._finish(oldest)
-                pending = _Pending([], now, now)
+                pending = _Pending([], now, now, weight)
                 traces[trace_id] = pending
             elif pending.last_seen != now:
                 pending.last_seen = now
@@ -199,7 +241,7 @@ class TraceAssembler:
 
     def _finish(self, pending: _Pending) -> None:
         self.traces_finished += 1
-        self.on_trace(pending.spans, pending.first_seen)
+        self.on_trace(pending.spans, pending.first_seen, pending.weight)
 
 
 @dataclass(slots=True)
@@ -207,6 +249,7 @@ class _Pending:
     spans: list[SpanRecord]
     first_seen: float
     last_seen: float
+    weight: int
 
 
 def _union_ns(intervals: list[tuple[int, int]], lo: int, hi: int) -> int:

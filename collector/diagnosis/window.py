@@ -6,6 +6,12 @@ caller's CLIENT span), errors it absorbed, who it was a victim of, self-time and
 histograms with fixed log-spaced bins, and a few sample trace ids. Buckets older than
 ``retention_s`` are dropped. ``mark`` flags a service's buckets as anomalous so a baseline
 ("the last healthy period") can skip them.
+
+A trace kept by head sampling (see ``consumer``) is recorded with an integer ``weight`` (about
+``1/p``): every count it adds, histogram bins included, is multiplied by it, so counts and
+ratios stay unbiased estimates of the whole traffic. ``Hist.samples`` counts the visits
+actually seen, unweighted, and ``Cell.weight`` is the mean weight: significance tests judge
+the evidence actually seen, not the scaled-up estimate (see ``compare``).
 """
 
 from __future__ import annotations
@@ -43,20 +49,24 @@ def _bin_upper_ms(i: int) -> float:
 
 @dataclass(slots=True)
 class Hist:
-    """A sparse fixed-bin latency histogram (ms)."""
+    """A sparse fixed-bin latency histogram (ms). ``count`` is the weighted number of values
+    (each bin's too); ``samples`` the values actually added, unweighted."""
 
     bins: dict[int, int] = field(default_factory=dict)
     count: int = 0
+    samples: int = 0
 
-    def add(self, ms: float) -> None:
+    def add(self, ms: float, weight: int = 1) -> None:
         b = _bin(ms)
-        self.bins[b] = self.bins.get(b, 0) + 1
-        self.count += 1
+        self.bins[b] = self.bins.get(b, 0) + weight
+        self.count += weight
+        self.samples += 1
 
     def merge(self, other: Hist) -> None:
         for b, n in other.bins.items():
             self.bins[b] = self.bins.get(b, 0) + n
         self.count += other.count
+        self.samples += other.samples
 
     def quantile(self, q: float) -> float | None:
         if self.count == 0:
@@ -118,6 +128,13 @@ class Cell:
     def origin_ratio(self) -> float:
         return self.origins / self.requests if self.requests else 0.0
 
+    @property
+    def weight(self) -> float:
+        """Mean sampling weight of the visits counted here: 1.0 unless head sampling ran.
+        A count divided by it is the evidence actually seen."""
+        seen = self.self_hist.samples
+        return self.requests / seen if seen and self.requests > seen else 1.0
+
 
 class ServiceWindows:
     """The ring of buckets: ``record`` trace facts, ``aggregate`` a service over a time range."""
@@ -144,7 +161,8 @@ class ServiceWindows:
             cell = bucket[service] = Cell()
         return cell
 
-    def record(self, facts: TraceFacts, t: float) -> None:
+    def record(self, facts: TraceFacts, t: float, w: int = 1) -> None:
+        """Add one finished trace's facts, every count multiplied by the weight ``w``."""
         idx = int(t // self.bucket_s)
         bucket = self._buckets.get(idx)
         if bucket is None:
@@ -158,27 +176,29 @@ class ServiceWindows:
                 cell = self._cell(bucket, v.service)
                 if cell is None:
                     continue
-            cell.requests += 1
+            cell.requests += w
             if v.error:
-                cell.errors += 1
+                cell.errors += w
             if v.client_only:
-                cell.client_only += 1
-                cell.client_only_errors += v.error
+                cell.client_only += w
+                cell.client_only_errors += w if v.error else 0
             caller = v.caller
             if caller is not None:
                 callers = cell.callers
-                callers[caller] = callers.get(caller, 0) + 1
+                callers[caller] = callers.get(caller, 0) + w
             self_ms = v.self_ns / 1e6
             b = 0 if self_ms <= HIST_MIN_MS else min(top, int(_log(self_ms / HIST_MIN_MS)
                                                               / _LOG_STEP) + 1)
             hist = cell.self_hist
-            hist.bins[b] = hist.bins.get(b, 0) + 1
-            hist.count += 1
+            hist.bins[b] = hist.bins.get(b, 0) + w
+            hist.count += w
+            hist.samples += 1
             ms = v.incl_ns / 1e6
             b = 0 if ms <= HIST_MIN_MS else min(top, int(_log(ms / HIST_MIN_MS) / _LOG_STEP) + 1)
             hist = cell.incl_hist
-            hist.bins[b] = hist.bins.get(b, 0) + 1
-            hist.count += 1
+            hist.bins[b] = hist.bins.get(b, 0) + w
+            hist.count += w
+            hist.samples += 1
             if len(cell.slow_traces) < MAX_SAMPLES or self_ms > cell.slow_traces[-1][0]:
                 if all(tid != facts.trace_id for _, tid in cell.slow_traces):
                     cell.slow_traces.append((self_ms, facts.trace_id))
@@ -187,22 +207,22 @@ class ServiceWindows:
         for o in facts.origins:
             cell = self._cell(bucket, o.service)
             if cell is not None and o.timeout:
-                cell.timeouts += 1
+                cell.timeouts += w
             elif cell is not None:
-                cell.origins += 1
-                cell.origins_absorbed += o.absorbed_by is not None
+                cell.origins += w
+                cell.origins_absorbed += w if o.absorbed_by is not None else 0
                 if len(cell.origin_traces) < MAX_SAMPLES \
                         and facts.trace_id not in cell.origin_traces:
                     cell.origin_traces.append(facts.trace_id)
             for victim in o.victims:
                 vc = self._cell(bucket, victim)
                 if vc is not None:
-                    vc.victim_of[o.service] = vc.victim_of.get(o.service, 0) + 1
+                    vc.victim_of[o.service] = vc.victim_of.get(o.service, 0) + w
             if o.absorbed_by is not None:
                 ac = self._cell(bucket, o.absorbed_by)
                 if ac is not None:
-                    ac.absorbed += 1
-                    ac.absorbed_from[o.service] = ac.absorbed_from.get(o.service, 0) + 1
+                    ac.absorbed += w
+                    ac.absorbed_from[o.service] = ac.absorbed_from.get(o.service, 0) + w
 
     def _expire(self, newest: int) -> None:
         oldest = newest - self.max_buckets

@@ -18,7 +18,7 @@ def span(tid: int, sid: int, parent: int, service: str, kind: int, start_ms: flo
 
 def test_trace_finishes_after_quiet_time_not_before() -> None:
     done: list[tuple[int, float]] = []
-    asm = TraceAssembler(lambda spans, t: done.append((len(spans), t)), quiet_s=1.5)
+    asm = TraceAssembler(lambda spans, t, w: done.append((len(spans), t)), quiet_s=1.5)
     asm.add([span(1, 1, 0, "a", SpanKind.SERVER, 0, 10)], now=100.0)
     asm.add([span(1, 2, 1, "a", SpanKind.CLIENT, 1, 9)], now=101.0)
     asm.flush(102.4)
@@ -30,7 +30,7 @@ def test_trace_finishes_after_quiet_time_not_before() -> None:
 
 def test_limits_are_named_and_drops_counted() -> None:
     done: list[int] = []
-    asm = TraceAssembler(lambda spans, t: done.append(len(spans)), quiet_s=10,
+    asm = TraceAssembler(lambda spans, t, w: done.append(len(spans)), quiet_s=10,
                          max_traces=2, max_spans_per_trace=3)
     asm.add([span(1, i, 0, "a", SpanKind.INTERNAL, 0, 1) for i in range(1, 6)], now=0.0)
     assert asm.spans_dropped_trace_full == 2
