@@ -26,7 +26,7 @@ NAMESPACE = "shop"
 ENVIRONMENT = "demo"
 # Export often (the dashboard is live) and hold enough to ride out a slow collector: at the
 # demo's load a process makes well under 1,000 spans/s, so 8,192 queued is many seconds.
-SCHEDULE_DELAY_MS = 300
+SCHEDULE_DELAY_MS = 150
 MAX_QUEUE_SIZE = 8192
 MAX_EXPORT_BATCH = 512
 EXPORT_TIMEOUT_S = 2.0
