@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from benchlib import SPANS_PER_TRACE, free_port, shop_batch, stop, wait_http
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,12 +73,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # Every trace id starts with these 4 bytes; each post replaces them with a number of its own
 # (``fresh``), so every request carries traces the collector has never seen. Re-sending the
 # same ids would keep every trace "in progress" forever, and the diagnosis' per-trace analysis
@@ -93,101 +86,19 @@ def fresh(body: bytes, n: int) -> bytes:
 
 
 def make_batches(count: int, size: int, seed: int = 1) -> list[tuple[bytes, int, int]]:
-    """(body, spans, calls) per batch: SERVER roots, client/server pairs, database clients."""
+    """(body, spans, calls) per batch of about ``size`` spans: whole shop traces, timed in
+    2023 (the collector runs with --span-time-window 0), trace ids behind ``MARKER``."""
     rng = random.Random(seed)
-    services = ["frontend", "cart", "checkout", "payment", "currency", "shipping"]
-    calls_of = [("frontend", "cart"), ("frontend", "checkout"), ("checkout", "payment"),
-                ("checkout", "currency"), ("checkout", "shipping"), ("frontend", "currency")]
-    out = []
-    ids = 0
-    for _ in range(count):
-        req = ExportTraceServiceRequest()
-        scopes = {}
-        for svc in services:
-            rs = req.resource_spans.add()
-            for k, v in (("service.name", svc), ("service.version", "1.2.3"),
-                         ("service.namespace", "shop"), ("telemetry.sdk.language", "python")):
-                kv = rs.resource.attributes.add()
-                kv.key, kv.value.string_value = k, v
-            scopes[svc] = rs.scope_spans.add().spans
-        spans = calls = 0
-        while spans < size:
-            ids += 1
-            trace = MARKER + ids.to_bytes(12, "big")
-            t0 = 1_700_000_000_000_000_000 + ids * 1000
-            root_id = (ids * 16).to_bytes(8, "big")
-            root = scopes["frontend"].add()
-            root.trace_id, root.span_id, root.name, root.kind = trace, root_id, "GET /", 2
-            root.start_time_unix_nano, root.end_time_unix_nano = t0, t0 + 80_000_000
-            for k, v in (("http.request.method", "GET"), ("http.route", "/"),
-                         ("url.path", "/"), ("server.address", "127.0.0.1")):
-                a = root.attributes.add()
-                a.key, a.value.string_value = k, v
-            spans += 1
-            calls += 1  # user -> frontend
-            for j, (client, server) in enumerate(rng.sample(calls_of, 3)):
-                cid = (ids * 16 + 2 * j + 1).to_bytes(8, "big")
-                sid = (ids * 16 + 2 * j + 2).to_bytes(8, "big")
-                dur = int(rng.lognormvariate(16, 0.5))
-                err = rng.random() < 0.02
-                c = scopes[client].add()
-                c.trace_id, c.span_id, c.parent_span_id = trace, cid, root_id
-                c.name, c.kind = f"GET {server}", 3
-                c.start_time_unix_nano, c.end_time_unix_nano = t0, t0 + dur
-                for k, v in (("http.request.method", "GET"), ("server.address", "127.0.0.1"),
-                             ("url.full", f"http://127.0.0.1:8105/{server}")):
-                    a = c.attributes.add()
-                    a.key, a.value.string_value = k, v
-                a = c.attributes.add()
-                a.key, a.value.int_value = "http.response.status_code", 500 if err else 200
-                s = scopes[server].add()
-                s.trace_id, s.span_id, s.parent_span_id = trace, sid, cid
-                s.name, s.kind = f"GET /{server}", 2
-                s.start_time_unix_nano, s.end_time_unix_nano = t0 + 1000, t0 + dur - 1000
-                if err:
-                    c.status.code = s.status.code = 2
-                spans += 2
-                calls += 1
-            db = scopes["checkout"].add()
-            db.trace_id, db.span_id = trace, (ids * 16 + 15).to_bytes(8, "big")
-            db.parent_span_id, db.name, db.kind = root_id, "INSERT orders", 3
-            db.start_time_unix_nano, db.end_time_unix_nano = t0, t0 + 3_000_000
-            for k, v in (("db.system", "postgresql"), ("db.namespace", "orders"),
-                         ("server.address", "127.0.0.1")):
-                a = db.attributes.add()
-                a.key, a.value.string_value = k, v
-            spans += 1
-            calls += 1
-        out.append((req.SerializeToString(), spans, calls))
-    return out
+    traces = max(1, size // SPANS_PER_TRACE)
+    return [shop_batch(rng, 1 + k * traces, traces, 1_700_000_000_000_000_000, MARKER)
+            for k in range(count)]
 
 
 def start(cmd: list[str], port: int, ready_path: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=0.5)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    stop(proc)
-    raise SystemExit(f"server on port {port} did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
+    wait_http(f"http://127.0.0.1:{port}{ready_path}", proc)
+    return proc
 
 
 async def send(url: str, batches: list[tuple[bytes, int, int]], seconds: float,

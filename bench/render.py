@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchlib import free_port, stop, wait_http
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
@@ -100,36 +100,6 @@ poll();
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready after 30 s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def shop_deps() -> list[dict[str, Any]]:
     return [{"parent": p, "child": c, "callCount": 1} for p, cs in SHOP_CALLS.items() for c in cs]
 
@@ -174,7 +144,7 @@ def run_case(name: str, deps: list[dict[str, Any]], catalog: Path | None, runs: 
     driver = None
     try:
         curl = f"http://127.0.0.1:{cport}"
-        wait_http(curl + "/healthz", collector)
+        wait_http(curl + "/healthz", collector, log=tmp / f"{name}-collector.log")
         body = to_otlp_request(dependencies_to_spans(deps, time.time_ns(), calls_per_edge=1))
         r = httpx.post(curl + "/v1/traces", content=body, timeout=60,
                        headers={"Content-Type": "application/x-protobuf"})
@@ -186,7 +156,7 @@ def run_case(name: str, deps: list[dict[str, Any]], catalog: Path | None, runs: 
             cwd=ROOT, stdout=logs[1], stderr=subprocess.STDOUT,
         )
         durl = f"http://127.0.0.1:{dport}"
-        wait_http(durl + "/", dashboard)
+        wait_http(durl + "/", dashboard, log=tmp / f"{name}-dashboard.log")
         options = Options()
         options.binary_location = "/usr/bin/chromium"
         for arg in CHROME_ARGS:

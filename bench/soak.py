@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,27 +25,13 @@ import time
 from pathlib import Path
 
 import httpx
+from benchlib import SPANS_PER_TRACE, free_port, shop_batch, wait_http
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICES = ("frontend", "cart", "checkout", "payment", "currency", "shipping")
-CALLS = (("frontend", "cart"), ("frontend", "checkout"), ("checkout", "payment"),
-         ("checkout", "currency"), ("checkout", "shipping"), ("frontend", "currency"))
-# Spans per trace below: root + 3 client/server pairs + 1 database client; calls: 5.
-SPANS_PER_TRACE = 8
-CALLS_PER_TRACE = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -55,7 +40,7 @@ def rss_kib(pid: int) -> int:
 
 
 class Batches:
-    """Protobuf batches of whole traces, each with fresh ids and current timestamps."""
+    """Protobuf batches of whole shop traces, each with fresh ids and current timestamps."""
 
     def __init__(self, traces_per_batch: int, seed: int = 7) -> None:
         self.traces = traces_per_batch
@@ -63,54 +48,8 @@ class Batches:
         self.next_id = 1
 
     def make(self) -> tuple[bytes, int, int]:
-        rng = self.rng
-        req = ExportTraceServiceRequest()
-        scopes = {}
-        for svc in SERVICES:
-            rs = req.resource_spans.add()
-            for k, v in (("service.name", svc), ("service.version", "1.2.3"),
-                         ("service.namespace", "shop")):
-                kv = rs.resource.attributes.add()
-                kv.key, kv.value.string_value = k, v
-            scopes[svc] = rs.scope_spans.add().spans
-        now = time.time_ns()
-        for _ in range(self.traces):
-            n = self.next_id
-            self.next_id += 1
-            trace = n.to_bytes(16, "big")
-            root_id = (n * 16).to_bytes(8, "big")
-            t0 = now - 100_000_000
-            root = scopes["frontend"].add()
-            root.trace_id, root.span_id, root.name, root.kind = trace, root_id, "GET /", 2
-            root.start_time_unix_nano, root.end_time_unix_nano = t0, t0 + 80_000_000
-            a = root.attributes.add()
-            a.key, a.value.string_value = "http.route", "/"
-            for j, (client, server) in enumerate(rng.sample(CALLS, 3)):
-                cid = (n * 16 + 2 * j + 1).to_bytes(8, "big")
-                sid = (n * 16 + 2 * j + 2).to_bytes(8, "big")
-                dur = int(rng.lognormvariate(16, 0.5))
-                err = rng.random() < 0.02
-                c = scopes[client].add()
-                c.trace_id, c.span_id, c.parent_span_id = trace, cid, root_id
-                c.name, c.kind = f"GET {server}", 3
-                c.start_time_unix_nano, c.end_time_unix_nano = t0, t0 + dur
-                a = c.attributes.add()
-                a.key, a.value.string_value = "server.address", "127.0.0.1"
-                s = scopes[server].add()
-                s.trace_id, s.span_id, s.parent_span_id = trace, sid, cid
-                s.name, s.kind = f"GET /{server}", 2
-                s.start_time_unix_nano, s.end_time_unix_nano = t0 + 1000, t0 + dur - 1000
-                if err:
-                    c.status.code = s.status.code = 2
-            db = scopes["checkout"].add()
-            db.trace_id, db.span_id = trace, (n * 16 + 15).to_bytes(8, "big")
-            db.parent_span_id, db.name, db.kind = root_id, "INSERT orders", 3
-            db.start_time_unix_nano, db.end_time_unix_nano = t0, t0 + 3_000_000
-            for k, v in (("db.system", "postgresql"), ("db.namespace", "orders")):
-                a = db.attributes.add()
-                a.key, a.value.string_value = k, v
-        return (req.SerializeToString(), self.traces * SPANS_PER_TRACE,
-                self.traces * CALLS_PER_TRACE)
+        first, self.next_id = self.next_id, self.next_id + self.traces
+        return shop_batch(self.rng, first, self.traces, time.time_ns() - 100_000_000)
 
 
 def metrics(base: str) -> dict[str, float]:
@@ -225,16 +164,7 @@ def main() -> int:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("collector did not start: "
-                                     + (Path(tmp) / "collector.log").read_text())
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
+            wait_http(f"{base}/healthz", proc, log=Path(tmp) / "collector.log")
             diagnosis = httpx.get(f"{base}/api/incidents").status_code == 200
             print(f"soak: {a.rate:,.0f} spans/s for {a.seconds:g} s, batches of "
                   f"{traces_per_batch * SPANS_PER_TRACE} spans, collector pid {proc.pid}"

@@ -285,48 +285,33 @@ def owner_card(owner: Mapping[str, Any] | None) -> html.Div:
     )
 
 
-def neighbours_table(title: str, rows: Sequence[Mapping[str, Any]]) -> html.Div:
-    """Callers or callees with their numbers and health, each linking to its page."""
+def _table_card(title: str, headings: Sequence[str], rows: Sequence[Sequence[Any]]) -> html.Div:
+    """A titled card with a table, or "none in this window" when there are no rows."""
     if not rows:
         return html.Div([html.H3(title), html.Div("none in this window", className="muted")],
                         className="card")
-    header = html.Tr([html.Th(h) for h in ("service", "health", "rate", "errors", "p95")])
-    body = [
-        html.Tr(
-            [
-                html.Td(service_link(r.get("service"))),
-                html.Td(health_badge(r.get("health"))),
-                html.Td(fmt_rate(r.get("rate_rps"))),
-                html.Td(fmt_pct(r.get("error_ratio"))),
-                html.Td(fmt_ms(r.get("p95_ms"))),
-            ]
-        )
-        for r in rows
-    ]
+    header = html.Tr([html.Th(h) for h in headings])
+    body = [html.Tr([html.Td(cell) for cell in row]) for row in rows]
     return html.Div([html.H3(title), html.Table([header, *body], className="table")],
                     className="card")
+
+
+def _numbers(r: Mapping[str, Any]) -> list[Any]:
+    return [health_badge(r.get("health")), fmt_rate(r.get("rate_rps")),
+            fmt_pct(r.get("error_ratio")), fmt_ms(r.get("p95_ms"))]
+
+
+def neighbours_table(title: str, rows: Sequence[Mapping[str, Any]]) -> html.Div:
+    """Callers or callees with their numbers and health, each linking to its page."""
+    return _table_card(title, ("service", "health", "rate", "errors", "p95"),
+                       [[service_link(r.get("service")), *_numbers(r)] for r in rows])
 
 
 def edges_table(title: str, rows: Sequence[Mapping[str, Any]]) -> html.Div:
-    if not rows:
-        return html.Div([html.H3(title), html.Div("none in this window", className="muted")],
-                        className="card")
-    header = html.Tr([html.Th(h) for h in ("from", "to", "health", "rate", "errors", "p95")])
-    body = [
-        html.Tr(
-            [
-                html.Td(service_link(r.get("source"))),
-                html.Td(service_link(r.get("target"))),
-                html.Td(health_badge(r.get("health"))),
-                html.Td(fmt_rate(r.get("rate_rps"))),
-                html.Td(fmt_pct(r.get("error_ratio"))),
-                html.Td(fmt_ms(r.get("p95_ms"))),
-            ]
-        )
-        for r in rows
-    ]
-    return html.Div([html.H3(title), html.Table([header, *body], className="table")],
-                    className="card")
+    """Calls between services (a team's calls in and out), each end linking to its page."""
+    return _table_card(title, ("from", "to", "health", "rate", "errors", "p95"),
+                       [[service_link(r.get("source")), service_link(r.get("target")),
+                         *_numbers(r)] for r in rows])
 
 
 def error_box(message: str) -> html.Div:
