@@ -30,6 +30,8 @@ SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
 STATUS_ERROR = 2
 WAIT_S = 20.0
+# Longer than the services' span export interval (demo_services.telemetry.SCHEDULE_DELAY_MS).
+SETTLE_S = 0.6
 
 
 
@@ -142,11 +144,19 @@ class OtlpReceiver:
     def wait_trace(
         self, trace_id: str, done: Callable[[list[SpanRow]], bool], timeout_s: float = WAIT_S
     ) -> list[SpanRow]:
-        """Poll until ``done(spans of the trace)``; returns the spans either way."""
+        """Poll until ``done(spans of the trace)`` and no new span of it has arrived for
+        ``SETTLE_S``; returns the spans either way. Each service exports on its own schedule,
+        so the spans ``done`` looks for can arrive before others of the same trace (the
+        root, which ends last, typically comes last): waiting for the trace to go quiet, as
+        the collector does, keeps assertions off a half-received trace."""
         deadline = time.monotonic() + timeout_s
+        seen, quiet_since = -1, time.monotonic()
         while True:
             spans = self.trace(trace_id)
-            if done(spans) or time.monotonic() > deadline:
+            now = time.monotonic()
+            if len(spans) != seen:
+                seen, quiet_since = len(spans), now
+            if (done(spans) and now - quiet_since >= SETTLE_S) or now > deadline:
                 return spans
             time.sleep(0.05)
 
