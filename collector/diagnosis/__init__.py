@@ -7,7 +7,8 @@ incident lifecycle every ``evaluate_interval_s`` on a default-window snapshot; a
 ``service.parts["diagnosis"]`` (a ``Diagnosis``).
 
 Options come from ``config.extra["diagnosis"]`` (all optional): ``trace_quiet_s`` (1.5),
-``bucket_s`` (5), ``detect_window_s`` (20), ``baseline_s`` (300), ``incident_quiet_s`` (30),
+``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0 judges the detection
+window only), ``baseline_s`` (300), ``incident_quiet_s`` (30),
 ``evaluate_interval_s`` (1), and ``span_budget`` (20000 spans/s; 0: no budget). With them, a
 fault shows as an incident a few seconds after it starts (traces finish 1.5 s after their last
 span), and the incident resolves about ``detect_window_s`` + ``incident_quiet_s`` (~50 s)
@@ -52,7 +53,8 @@ from collector.diagnosis.incidents import (
 from collector.diagnosis.rootcause import RootCauseAppender, RootCauseConfig
 from collector.service import CollectorConfig, CollectorService
 
-OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0, "baseline_s": 300.0,
+OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0,
+           "recent_window_s": 1.0, "baseline_s": 300.0,
            "incident_quiet_s": 30.0, "evaluate_interval_s": 1.0,
            "span_budget": DIAGNOSIS_SPAN_BUDGET}
 # What each option counts, for error messages (the others are seconds).
@@ -131,7 +133,8 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
     store = IncidentStore(config.data_dir / DB_NAME if config.data_dir is not None else None)
     manager = IncidentManager(store, traces.versions, owner_of, opts["incident_quiet_s"],
                               now=service.clock())
-    rc = RootCauseConfig(detect_window_s=opts["detect_window_s"], baseline_s=opts["baseline_s"])
+    rc = RootCauseConfig(detect_window_s=opts["detect_window_s"], baseline_s=opts["baseline_s"],
+                         recent_window_s=opts["recent_window_s"])
     window = config.default_window_s
     service.consumers.append(traces)
     service.appenders.extend([

@@ -46,7 +46,12 @@ class RatioRise:
     at the baseline's ratio with probability below ``alpha`` (Poisson tail: small counts are
     judged fairly, so a noisy service's 5 errors instead of 1 are not a fault). The baseline
     is smoothed toward ``prior_ratio`` with weight ``prior_weight`` requests, so a fresh
-    collector (no baseline yet) needs a clear signal."""
+    collector (no baseline yet) needs a clear signal. The baseline's own count is uncertain
+    too: a service that showed no error in 107 requests may well fail 2 % of the time, and
+    one with 3 errors in 160 requests 4 %, not 1.9 %. So the baseline's errors are taken
+    ``baseline_sigmas`` standard deviations high (``e_b + k * sqrt(e_b + 1)``, an upper
+    bound): a short or noisy baseline needs a rise beyond its own noise, and a long clean
+    one (hundreds of requests) still lets a few errors in a short window stand out."""
 
     min_events: int = 3
     factor: float = 2.0
@@ -54,9 +59,11 @@ class RatioRise:
     alpha: float = 1e-4
     prior_ratio: float = 0.01
     prior_weight: float = 20.0
+    baseline_sigmas: float = 2.0
 
     def baseline(self, e_b: float, n_b: float) -> float:
-        return (e_b + self.prior_ratio * self.prior_weight) / (n_b + self.prior_weight)
+        high = e_b + self.baseline_sigmas * math.sqrt(max(0.0, e_b) + 1.0)
+        return (high + self.prior_ratio * self.prior_weight) / (n_b + self.prior_weight)
 
     def z(self, e_w: int, n_w: float, e_b: float, n_b: float, w_w: float = 1.0,
           w_b: float = 1.0) -> float | None:

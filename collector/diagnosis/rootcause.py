@@ -14,7 +14,18 @@ learns a steady noisy service as normal rather than freezing it as a fault):
 - ``latency``: its *self* time p95 rose (``compare.LatencyRise``). Inclusive time every caller
   inherits is not self time, so callers are not candidates.
 - ``down``: calls into it fail with no server span (refused, timeout) and either the scrape
-  says ``up`` is False or it served nothing in the window.
+  says ``up`` is False, or it served nothing in the window, or its errors rose and nearly all
+  of them (``down_share``) are such unanswered calls.
+
+A fault that began seconds ago is diluted in a 20 s window: at 20 requests/s, 3 % more errors
+than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow. So a service
+with no candidate over the detection window is judged again over the most recent buckets (the
+last ``recent_window_s`` seconds of finished traces, then three times that, in the 1 s buckets
+the windows keep for the last few seconds): the same error and down tests,
+and for latency the *median* self time instead of the p95. A fault that slows most requests
+moves the median at once; a few slow requests (a GC pause) move a short window's p95 but not
+its median, and a fault that slows only some requests is left to the detection window's p95.
+Looking three times at most triples the chance of a false alarm, which ``alpha`` keeps small.
 
 Virtual nodes (databases, external APIs) get their errors from CLIENT spans with no server
 half and their latency from those spans' durations, so they can be root causes too.
@@ -32,7 +43,7 @@ is reported (down, then errors, then latency). Independent faults stay separate 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collector.diagnosis.compare import LatencyRise, RatioRise
@@ -41,6 +52,7 @@ from collector.diagnosis.window import Cell
 from collector.model import Node, Snapshot
 
 DETECT_WINDOW_S = 20.0
+RECENT_WINDOW_S = 1.0
 BASELINE_S = 300.0
 MAX_ROOT_CAUSES = 20
 KIND_ORDER = {"down": 0, "errors": 1, "latency": 2}
@@ -51,6 +63,7 @@ OwnerLookup = Callable[[str], dict[str, Any] | None]
 @dataclass(frozen=True, slots=True)
 class RootCauseConfig:
     detect_window_s: float = DETECT_WINDOW_S
+    recent_window_s: float = RECENT_WINDOW_S  # 0: judge the detection window only
     baseline_s: float = BASELINE_S
     errors: RatioRise = field(default_factory=RatioRise)
     latency: LatencyRise = field(default_factory=LatencyRise)
@@ -96,6 +109,15 @@ class RootCauseAppender:
                     served_before.add(name)
                 continue
             cands = self._trace_candidates(name, win, base, node)
+            if not cands and 0 < self.cfg.recent_window_s < now - t0:
+                # Traces are recorded when they finish, ``quiet_s`` after their last span.
+                newest = now - self.diag.assembler.quiet_s
+                for span_s in (self.cfg.recent_window_s, 3 * self.cfg.recent_window_s):
+                    recent = windows.recent(name, newest - span_s, now)
+                    if recent.requests:
+                        cands = self._trace_candidates(name, recent, base, node, recent=True)
+                    if cands:
+                        break
             if cands:
                 best = min(cands, key=lambda c: KIND_ORDER[c["kind"]])
                 found.append(best)
@@ -122,8 +144,11 @@ class RootCauseAppender:
         team = owner.get("team") if owner else None
         return team if isinstance(team, str) else None
 
-    def _trace_candidates(self, name: str, win: Cell, base: Cell,
-                          node: Node | None) -> list[dict[str, Any]]:
+    def _trace_candidates(self, name: str, win: Cell, base: Cell, node: Node | None,
+                          recent: bool = False) -> list[dict[str, Any]]:
+        """Candidates for ``name`` judged on ``win`` against ``base``; ``recent`` when ``win``
+        is the short recent window (latency then also needs a significant count of slow
+        visits, and the summary says which window)."""
         cfg = self.cfg
         out: list[dict[str, Any]] = []
         served_w = win.requests - win.client_only
@@ -144,6 +169,12 @@ class RootCauseAppender:
                             and no_answer / mean_w >= cfg.errors.min_events)))
         if virtual and win.client_only / mean_w >= cfg.errors.min_events and z is not None \
                 and no_answer >= 0.95 * win.client_only:
+            is_down = True
+        # Failures that rose and are nearly all unanswered calls (refused, no server span) are
+        # a service going down, seen before the scrape notices or its served requests age out
+        # of the window.
+        if not virtual and z is not None and no_answer / mean_w >= cfg.errors.min_events \
+                and no_answer >= cfg.down_share * win.origins:
             is_down = True
         p_b = base.origins / base.requests if base.requests else 0.0
         p_w = win.origin_ratio
@@ -174,15 +205,17 @@ class RootCauseAppender:
                     + 0.24 * min(1.0, max(0.0, p_w - p_b) / 0.3))
             out.append(_cand(name, "errors", virtual, conf, summary, win.origin_traces,
                              counts, before, after))
-        lat = cfg.latency.rise(win.self_hist, base.self_hist)
+        rule = replace(cfg.latency, quantile=0.5) if recent else cfg.latency
+        stat = "median" if recent else "p95"
+        lat = rule.rise(win.self_hist, base.self_hist)
         if lat is not None:
             p95_w, p95_b = lat
             if p95_b is None:
-                summary = (f"{name}: its own time p95 is {p95_w:.0f} ms (no baseline yet); "
+                summary = (f"{name}: its own time {stat} is {p95_w:.0f} ms (no baseline yet); "
                            f"callers inherit it")
                 conf = 0.5
             else:
-                summary = (f"{name}: its own (self) time p95 is {p95_w:.0f} ms, up from "
+                summary = (f"{name}: its own (self) time {stat} is {p95_w:.0f} ms, up from "
                            f"{p95_b:.0f} ms; callers inherit it")
                 k = p95_w / max(p95_b, 1e-3)
                 conf = (0.5 + 0.25 * min(1.0, (k - cfg.latency.factor) / 5.0)
@@ -193,6 +226,10 @@ class RootCauseAppender:
                               timeouts=win.timeouts)
             out.append(_cand(name, "latency", virtual, conf, summary,
                              [t for _, t in win.slow_traces], lat_counts, before, after))
+        if recent:
+            for c in out:
+                c["evidence"]["summary"] += " (in the last few seconds)"
+                c["evidence"]["window"] = "recent"
         return out
 
     def _metric_candidates(self, snap: Snapshot, quiet: list[str], found: list[dict[str, Any]],

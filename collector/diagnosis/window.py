@@ -4,7 +4,8 @@ Each bucket (``BUCKET_S`` seconds of collector time) holds, per service: request
 failed visits, error origins blamed on the service (and how many were seen only from a
 caller's CLIENT span), errors it absorbed, who it was a victim of, self-time and inclusive-time
 histograms with fixed log-spaced bins, and a few sample trace ids. Buckets older than
-``retention_s`` are dropped. ``mark`` flags a service's buckets as anomalous so a baseline
+``retention_s`` are dropped; the last ``FINE_RETENTION_S`` seconds are also kept in 1 s buckets
+(``recent``). ``mark`` flags a service's buckets as anomalous so a baseline
 ("the last healthy period") can skip them.
 
 A trace kept by head sampling (see ``consumer``) is recorded with an integer ``weight`` (about
@@ -24,6 +25,10 @@ from collector.diagnosis.traces import TraceFacts
 
 BUCKET_S = 5.0
 RETENTION_S = 900.0
+# A second, short ring of 1 s buckets for the last ``FINE_RETENTION_S`` seconds only: the root
+# cause's recent windows (a fault seconds old) would be diluted by a 5 s bucket's older part.
+FINE_BUCKET_S = 1.0
+FINE_RETENTION_S = 10.0
 MAX_SERVICES = 2_000
 MAX_SAMPLES = 5
 # Histogram bins: 2**(1/4) apart from 10 us, so a quantile is within ~19% of the truth.
@@ -147,6 +152,9 @@ class ServiceWindows:
         self.max_buckets = int(retention_s // bucket_s) + 1
         self.max_services = max_services
         self._buckets: dict[int, dict[str, Cell]] = {}
+        self._fine: dict[int, dict[str, Cell]] = {}
+        self._fine_current: dict[str, Cell] | None = None
+        self._max_fine = int(FINE_RETENTION_S // FINE_BUCKET_S) + 1
         self._services: set[str] = set()
         self.dropped_services = 0
 
@@ -155,19 +163,32 @@ class ServiceWindows:
         if cell is None:
             if service not in self._services:
                 if len(self._services) >= self.max_services:
-                    self.dropped_services += 1
+                    if bucket is not self._fine_current:  # counted once, in the main ring
+                        self.dropped_services += 1
                     return None
                 self._services.add(service)
             cell = bucket[service] = Cell()
         return cell
 
     def record(self, facts: TraceFacts, t: float, w: int = 1) -> None:
-        """Add one finished trace's facts, every count multiplied by the weight ``w``."""
+        """Add one finished trace's facts, every count multiplied by the weight ``w``, to its
+        bucket and to its fine (1 s) bucket."""
         idx = int(t // self.bucket_s)
         bucket = self._buckets.get(idx)
         if bucket is None:
             bucket = self._buckets[idx] = {}
             self._expire(idx)
+        self._record(bucket, facts, w)
+        idx = int(t // FINE_BUCKET_S)
+        fine = self._fine.get(idx)
+        if fine is None:
+            fine = self._fine[idx] = {}
+            for old in [i for i in self._fine if i <= idx - self._max_fine]:
+                del self._fine[old]
+        self._fine_current = fine
+        self._record(fine, facts, w)
+
+    def _record(self, bucket: dict[str, Cell], facts: TraceFacts, w: int) -> None:
         # Runs for every visit of every finished trace: `Hist.add` and `_bin` written out.
         top = HIST_BINS - 1
         for v in facts.visits:
@@ -240,6 +261,18 @@ class ServiceWindows:
             bucket = self._buckets.get(idx)
             cell = bucket.get(service) if bucket else None
             if cell is not None and not (skip_anomalous and cell.anomalous):
+                out.merge(cell)
+        return out
+
+    def recent(self, service: str, t0: float, t1: float) -> Cell:
+        """The service over about ``[t0, t1]`` in fine (1 s) buckets, within the last
+        ``FINE_RETENTION_S`` seconds: for windows of a few seconds. A bucket counts when most
+        of it lies after ``t0``, so the window is not diluted by up to a second of older data."""
+        out = Cell()
+        for idx in range(round(t0 / FINE_BUCKET_S), int(t1 // FINE_BUCKET_S) + 1):
+            bucket = self._fine.get(idx)
+            cell = bucket.get(service) if bucket else None
+            if cell is not None:
                 out.merge(cell)
         return out
 

@@ -137,14 +137,17 @@ class Clock:
 
 
 def make_service(t0: float, data_dir: object = None, baseline_s: float = 60.0,
-                 incident_quiet_s: float = 30.0) -> tuple[CollectorService, Clock]:
-    """A collector with the real graph (traffic appender) and diagnosis installed."""
+                 incident_quiet_s: float = 30.0,
+                 **options: float) -> tuple[CollectorService, Clock]:
+    """A collector with the real graph (traffic appender) and diagnosis installed; ``options``
+    are further diagnosis options (``recent_window_s=0``...)."""
     from collector import diagnosis, graph
 
     clock = Clock(t0)
     config = CollectorConfig(data_dir=data_dir,  # type: ignore[arg-type]
                              extra={"diagnosis": {"baseline_s": baseline_s,
-                                                  "incident_quiet_s": incident_quiet_s}})
+                                                  "incident_quiet_s": incident_quiet_s,
+                                                  **options}})
     service = CollectorService(config=config, clock=clock)
     graph.install(service, config)
     diagnosis.install(service, config)
