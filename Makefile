@@ -15,7 +15,8 @@ $(PY):
 	@if $(PYTHON) -m uv --version >/dev/null 2>&1; then $(PYTHON) -m uv venv -q $(VENV); \
 	 else $(PYTHON) -m venv $(VENV); fi
 
-$(STAMP): pyproject.toml | $(PY)
+# Editing the C fast path (collector/_fastotlp.c, built by setup.py) reinstalls, which rebuilds it.
+$(STAMP): pyproject.toml setup.py collector/_fastotlp.c | $(PY)
 	@if $(PYTHON) -m uv --version >/dev/null 2>&1; then \
 	   $(PYTHON) -m uv pip install -q --python $(PY) -e '.[dev]'; \
 	 else $(PY) -m pip install -q -e '.[dev]'; fi

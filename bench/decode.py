@@ -1,7 +1,10 @@
 """Decode speed of OTLP bodies: spans/s for a 1,000-span batch (one core, this process).
 
 Prints figures for protobuf, gzip+protobuf (decompress included) and JSON. The batch looks like
-the demo's traffic: 12 services, CLIENT/SERVER pairs, 6 attributes a span, 2% errors.
+the demo's traffic: 12 services, CLIENT/SERVER pairs, 6 attributes a span, 2% errors. Protobuf
+is measured with the decoder the collector uses (the compiled fast path, collector/_fastotlp.c,
+unless it is not built or CONWAY_PURE_PYTHON is set) and, when that is the compiled one, again
+with the pure-Python decoder for comparison.
 
 Run: .venv/bin/python bench/decode.py [--spans N] [--seconds S]
 """
@@ -22,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
     ExportTraceServiceRequest,
 )
 
+from collector import otlp  # noqa: E402
 from collector.model import Attributes, SpanKind, SpanRecord  # noqa: E402
 from collector.otlp import JSON, PROTOBUF, decode_traces  # noqa: E402
 from collector.replay import to_otlp_request  # noqa: E402
@@ -85,11 +89,22 @@ def main() -> None:
     as_json = json_format.MessageToJson(ExportTraceServiceRequest.FromString(body)).encode()
     print(f"batch: {args.spans} spans, protobuf {len(body):,} B, gzip {len(gz):,} B, "
           f"JSON {len(as_json):,} B")
+    print(f"protobuf decoder: {otlp.FAST_DECODER_INFO}")
     limit = 8 * 1024 * 1024
     rate("protobuf", args.spans, args.seconds,
          lambda: len(decode_traces(body, PROTOBUF).spans))
     rate("gzip + protobuf", args.spans, args.seconds,
          lambda: len(decode_traces(decompress(gz, "gzip", limit), PROTOBUF).spans))
+    if otlp.FAST_DECODER:
+        fast = otlp._fast_decode
+        otlp._fast_decode = None  # the pure-Python decoder, as with CONWAY_PURE_PYTHON=1
+        try:
+            rate("protobuf, pure Python", args.spans, args.seconds,
+                 lambda: len(decode_traces(body, PROTOBUF).spans))
+            rate("gzip + protobuf, pure Python", args.spans, args.seconds,
+                 lambda: len(decode_traces(decompress(gz, "gzip", limit), PROTOBUF).spans))
+        finally:
+            otlp._fast_decode = fast
     rate("JSON (base64 ids, enum names)", args.spans, args.seconds,
          lambda: len(decode_traces(as_json, JSON).spans))
 

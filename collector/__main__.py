@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from collector import app, diagnosis, graph, limits
+from collector import app, diagnosis, graph, limits, otlp
 from collector.checkpoint import CHECKPOINT_INTERVAL_S, CheckpointError
 from collector.ownership.catalog import CatalogInvalid
 from collector.pairing import PairingConfig
@@ -235,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def announce() -> None:
         print(f"conway collector listening on http://{config.host}:{config.port} "
-              f"(OTLP/HTTP /v1/traces, API /api/graph, /metrics)", flush=True)
+              f"(OTLP/HTTP /v1/traces, API /api/graph, /metrics; protobuf decoder: "
+              f"{otlp.FAST_DECODER_INFO})", flush=True)
 
     service.on_startup.append(announce)
     gc.set_threshold(*GC_THRESHOLDS)

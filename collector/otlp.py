@@ -18,7 +18,8 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -63,6 +64,54 @@ SPAN_KIND_NAMES = {
 STATUS_CODE_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
 
+# The compiled fast path (collector/_fastotlp.c): it decodes common protobuf bodies straight
+# into `SpanRecord`s, exactly as `_decode_protobuf` would, and returns None for anything else
+# (malformed, limits hit, spans to reject, ...), which then takes the Python path below. Off when
+# the extension is not built (no C compiler at install) or CONWAY_PURE_PYTHON is set (not "0").
+_FastDecode = Callable[[bytes, type[SpanRecord], int, int, int], "list[SpanRecord] | None"]
+
+
+def _fast_schema_problem(known: dict[str, dict[int, tuple[int, bool, str | None]]]) -> str:
+    """A field of the installed OTLP messages the compiled decoder does not know ("" if none):
+    it would skip such a field unchecked where upb parses (and may refuse) it."""
+    pending = [ExportTraceServiceRequest.DESCRIPTOR]
+    seen: set[str] = set()
+    while pending:
+        message = pending.pop()
+        if message.full_name in seen:
+            continue
+        seen.add(message.full_name)
+        fields = known.get(message.full_name, {})
+        for field in message.fields:
+            sub = field.message_type
+            repeated = (field.is_repeated if hasattr(field, "is_repeated")
+                        else field.label == field.LABEL_REPEATED)
+            if fields.get(field.number) != (field.type, bool(repeated),
+                                            sub.full_name if sub is not None else None):
+                return f"{message.full_name}.{field.name} (field {field.number})"
+            if sub is not None:
+                pending.append(sub)
+    return ""
+
+
+def _load_fast_decoder() -> tuple[_FastDecode | None, str]:
+    if os.environ.get("CONWAY_PURE_PYTHON", "") not in ("", "0"):
+        return None, "pure Python (CONWAY_PURE_PYTHON is set)"
+    try:
+        from collector import _fastotlp
+    except ImportError as exc:
+        return None, f"pure Python (collector._fastotlp is not built: {exc})"
+    problem = _fast_schema_problem(_fastotlp.known_fields())
+    if problem:
+        return None, f"pure Python (collector._fastotlp does not know {problem})"
+    return _fastotlp.decode, "compiled (collector._fastotlp)"
+
+
+_fast_decode, FAST_DECODER_INFO = _load_fast_decoder()
+# Whether protobuf bodies go through the compiled fast path; FAST_DECODER_INFO says why (not).
+FAST_DECODER: bool = _fast_decode is not None
+
+
 class _SpanProblem(Exception):
     """A problem confined to one span (or one resource's spans): counted, not fatal."""
 
@@ -104,6 +153,11 @@ def decode_traces(body: bytes, media: str, limits: SpanLimits = DEFAULT_LIMITS) 
 
 
 def _decode_protobuf(body: bytes, limits: SpanLimits = DEFAULT_LIMITS) -> DecodeResult:
+    if _fast_decode is not None:
+        fast = _fast_decode(body, SpanRecord, limits.max_attributes, limits.max_value_chars,
+                            limits.max_service_chars)
+        if fast is not None:
+            return DecodeResult(spans=fast)
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except ProtobufDecodeError as exc:
