@@ -329,6 +329,15 @@ class TrafficAppender:
                     "client_only_errors": s.client_only_errors,
                 },
             )
+        # A virtual node that only calls (``user``, a messaging producer's peer) serves
+        # nothing; its rate is that of the calls it makes, not 0.
+        sent: dict[str, float] = {}
+        for (source, _), edge in snap.edges.items():
+            sent[source] = sent.get(source, 0.0) + edge.rate_rps
+        for name, node in snap.nodes.items():
+            if node.kind != SERVICE and not node.meta["calls"] and sent.get(name):
+                node.rate_rps = sent[name]
+                node.meta["rate_of"] = "calls made"
 
 
 def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:

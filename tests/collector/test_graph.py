@@ -53,6 +53,11 @@ def test_nodes_and_edges_with_rates_errors_and_meta() -> None:
     assert edge.p95_ms == pytest.approx(10.0, rel=0.02)  # the caller's view
     assert snap.edges[("cart", "redis")].connection_type == "database"
     assert snap.nodes["redis"].meta["calls"] == 1
+    # `user` serves nothing: its rate is that of the requests it sends.
+    user = snap.nodes["user"]
+    assert user.rate_rps == pytest.approx(snap.edges[("user", "frontend")].rate_rps)
+    assert user.rate_rps > 0 and user.meta["rate_of"] == "calls made"
+    assert "rate_of" not in snap.nodes["redis"].meta
 
 
 def test_idle_edges_leave_the_window_but_nodes_stay_known() -> None:
