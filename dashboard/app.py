@@ -49,6 +49,12 @@ class Settings:
         return self.collector_url
 
     @property
+    def source_label(self) -> str:
+        """What ``source_url`` is, for messages."""
+        return "Prometheus" if self.source == "prometheus" and self.prometheus_url \
+            else "Collector"
+
+    @property
     def timeout_s(self) -> float:
         # A refresh must finish before the next one is due.
         return max(0.5, min(2.0, self.refresh_ms / 1000.0))
@@ -116,7 +122,7 @@ def shell(config: Settings) -> html.Div:
     )
     return html.Div(
         [
-            dcc.Store(id="state", data=initial_state(config.source_url)),
+            dcc.Store(id="state", data=initial_state(config.source_url, config.source_label)),
             dcc.Store(id="highlight", data=None),
             dcc.Interval(id="refresh", interval=config.refresh_ms, n_intervals=0),
             nav,
@@ -162,7 +168,7 @@ def refresh(_n: int | None, state: dict[str, Any] | None) -> dict[str, Any]:
     s = settings()
     with collector_client() as client:
         fetched = fetch(client, s.window_s)
-    return next_state(state, fetched, s.source_url, time.time())
+    return next_state(state, fetched, s.source_url, time.time(), s.source_label)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
@@ -171,12 +177,13 @@ def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, 
     page = views.page_banner(
         (state or {}).get("incidents", []) or [], now, (state or {}).get("team_names") or {}
     )
+    source = str((state or {}).get("source") or "Collector").lower()
     if not state or state.get("reachable") is None:
-        status = "waiting for the collector…"
+        status = f"waiting for {'the collector' if source == 'collector' else source}…"
     elif is_stale(state):
         status = f"stale since {clock(float(state['fetched_at']))}"
     elif state.get("reachable") is False:
-        status = "collector unreachable"
+        status = f"{source} unreachable"
     else:
         status = f"updated {clock(float(state.get('fetched_at') or now))}"
     return collector, page, status

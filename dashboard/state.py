@@ -29,9 +29,11 @@ class Fetched:
     notes: list[str] = field(default_factory=list)
 
 
-def initial_state(collector_url: str) -> State:
+def initial_state(collector_url: str, source: str = "Collector") -> State:
+    """``source`` names what ``collector_url`` is, for messages: "Collector" or "Prometheus"."""
     return {
         "collector": collector_url,
+        "source": source,
         "graph": None,
         "fetched_at": None,
         "reachable": None,
@@ -70,10 +72,13 @@ def fetch(client: Source, window_s: float) -> Fetched:
     return out
 
 
-def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: float) -> State:
-    """Merge one refresh into the state: keep the last good graph when the collector fails."""
-    state = dict(prev) if prev else initial_state(collector_url)
+def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: float,
+               source: str = "Collector") -> State:
+    """Merge one refresh into the state: keep the last good graph when the collector (or
+    Prometheus, the ``source``) fails."""
+    state = dict(prev) if prev else initial_state(collector_url, source)
     state["collector"] = collector_url
+    state["source"] = source
     if fetched.error is not None:
         state["reachable"] = False
         state["error"] = fetched.error

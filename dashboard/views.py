@@ -60,13 +60,15 @@ def team_link(name: object, display: object | None = None) -> Component:
 
 
 def collector_banner(state: State | None, now: float) -> Component | None:
-    """"Collector unreachable at URL since HH:MM:SS (N s)", or None while it answers."""
+    """"Collector (or Prometheus) unreachable at URL since HH:MM:SS (N s)", or None while it
+    answers."""
     if not state or state.get("reachable") is not False:
         return None
     since = float(state.get("down_since") or now)
     lines: list[Component] = [
         html.Strong(
-            f"Collector unreachable at {state.get('collector')} since {clock(since)} "
+            f"{state.get('source') or 'Collector'} unreachable at {state.get('collector')} "
+            f"since {clock(since)} "
             f"({max(0.0, now - since):.0f} s)"
         ),
         html.Div(str(state.get("error") or ""), className="banner-detail"),

@@ -99,6 +99,15 @@ def test_unreachable_collector_banner_says_where_and_since_when() -> None:
     assert is_stale(state)
 
 
+def test_unreachable_prometheus_source_is_called_prometheus() -> None:
+    down = Fetched(error="prometheus unreachable at http://127.0.0.1:9 (ConnectError)",
+                   unreachable=True)
+    state = next_state(None, down, "http://127.0.0.1:9", NOW, "Prometheus")
+    t = text(views.collector_banner(state, NOW))
+    assert "Prometheus unreachable at http://127.0.0.1:9 since" in t
+    assert "Collector" not in t
+
+
 def test_recovery_clears_the_unreachable_state() -> None:
     url = "http://127.0.0.1:9"
     state = next_state(None, Fetched(error="x", unreachable=True), url, NOW)
