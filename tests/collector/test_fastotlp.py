@@ -140,16 +140,8 @@ def assert_same_results(got: DecodeResult, want: DecodeResult) -> None:
 
 
 def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    """A protobuf varint; negative numbers as their 64-bit two's complement (10 bytes)."""
+    return otlp._varint(value & ((1 << 64) - 1))
 
 
 def tag(number: int, wire: int) -> bytes:
