@@ -31,8 +31,9 @@ Virtual nodes (databases, external APIs) get their errors from CLIENT spans with
 half and their latency from those spans' durations, so they can be root causes too.
 
 Metrics second, when traces say nothing about a node: a node the scrape reports down with no
-traffic is a ``down`` candidate; a ``failing`` node with no trace data that is not upstream of
-another candidate is an ``errors`` candidate, with lower confidence.
+traffic is a ``down`` candidate; a ``failing`` node with no trace data, at least
+``min_events`` errors, and not upstream of another candidate is an ``errors`` candidate, with
+lower confidence (one failed call of ten is noise, not a root cause).
 
 Each candidate: ``{"service", "kind", "team", "virtual", "confidence", "evidence": {"summary",
 "trace_ids", "counts", "before", "after"}}``, ranked by confidence, in
@@ -262,7 +263,8 @@ class RootCauseAppender:
                     conf = 0.6
                 out.append(_cand(name, "down", node.kind == "virtual", conf, summary, [],
                                  counts, {}, after))
-            elif node.health == "failing" and not any(
+            elif node.health == "failing" and counts["errors"] >= self.cfg.errors.min_events \
+                    and not any(
                     snap.nodes[e.target].health in ("failing", "down")
                     for e in snap.edges.values()
                     if e.source == name and e.target in snap.nodes):

@@ -137,6 +137,26 @@ def test_metrics_second_a_scrape_down_service_with_no_spans_is_a_root_cause() ->
     assert "scrape fails" in cause["evidence"]["summary"]
 
 
+def test_metrics_second_a_failing_service_needs_more_than_one_error() -> None:
+    from collector.diagnosis.consumer import TraceDiagnosis
+    from collector.diagnosis.rootcause import RootCauseAppender
+    from collector.model import Node, Snapshot
+
+    def causes(calls: int, errors: int) -> list[dict[str, Any]]:
+        snap = Snapshot(window_s=60.0, generated_at=1_000.0)
+        snap.nodes["email"] = Node("email", "service", team="comms", health="failing",
+                                   error_ratio=errors / calls,
+                                   meta={"up": True, "calls": calls, "errors": errors})
+        RootCauseAppender(TraceDiagnosis(), 60.0).append(snap)
+        found: list[dict[str, Any]] = snap.meta["root_causes"]
+        return found
+
+    assert causes(10, 1) == []  # one failed call of ten: "failing", but no evidence of a fault
+    (cause,) = causes(30, 12)
+    assert (cause["service"], cause["kind"]) == ("email", "errors")
+    assert "from metrics" in cause["evidence"]["summary"]
+
+
 def test_noisy_service_seen_from_a_fresh_start_becomes_normal() -> None:
     # No baseline at start: a steady 40 % error rate looks like a fault at first, but it does
     # not freeze its own baseline, so once the baseline has seen it, it is no root cause.
