@@ -376,26 +376,16 @@ def install(service: CollectorService, config: CollectorConfig) -> Checkpointer 
                 f"it away to start with an empty graph (or use another --data-dir)"
             ) from exc
     service.parts["checkpoint"] = cp
-    task: asyncio.Task[None] | None = None
 
     async def loop() -> None:
         while True:
             await asyncio.sleep(interval)
             await asyncio.to_thread(cp.save, service.clock())
 
-    async def start() -> None:
-        nonlocal task
-        task = asyncio.create_task(loop())
-
-    async def stop() -> None:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def last_save() -> None:
         await asyncio.to_thread(cp.save, service.clock())
         cp.close()
 
-    service.on_startup.append(start)
-    service.on_shutdown.append(stop)
+    service.run_in_background(loop, last_save)
     return cp
 

@@ -14,7 +14,6 @@ the appender puts every cap, its use and its drops in ``snap.meta["limits"]`` (s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -371,24 +370,11 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
 
     service.appenders.append(TrafficAppender(graph, up_of))
 
-    task: asyncio.Task[None] | None = None
-
     async def ticker() -> None:
         while True:
             await asyncio.sleep(TICK_S)
             with service.lock:
                 graph.tick(service.clock())
 
-    async def start() -> None:
-        nonlocal task
-        task = asyncio.create_task(ticker())
-
-    async def stop() -> None:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    service.on_startup.append(start)
-    service.on_shutdown.append(stop)
+    service.run_in_background(ticker)
     return graph

@@ -12,12 +12,10 @@ it. A target's service is its topology name, else a ``service`` / ``service_name
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -212,18 +210,5 @@ def install(service: CollectorService, config: CollectorConfig) -> Scraper | Non
         return None
     scraper = Scraper(config.scrape, named, config.scrape_interval_s, clock=service.clock)
     service.parts["scraper"] = scraper
-    task: asyncio.Task[Any] | None = None
-
-    async def start() -> None:
-        nonlocal task
-        task = asyncio.create_task(scraper.run())
-
-    async def stop() -> None:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    service.on_startup.append(start)
-    service.on_shutdown.append(stop)
+    service.run_in_background(scraper.run)
     return scraper

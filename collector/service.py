@@ -7,9 +7,11 @@ pipeline order. Nothing here knows a wire format or a concern's internals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +58,27 @@ class CollectorService:
     # Concerns publish objects other concerns or routes need by name (e.g. "graph", "catalog").
     parts: dict[str, Any] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def run_in_background(self, work: Callable[[], Coroutine[Any, Any, None]],
+                          after: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run ``work()`` as a task from start-up; at shutdown cancel it, wait for it to end,
+        then await ``after()`` (a final save, closing a store) if given."""
+        task: asyncio.Task[None] | None = None
+
+        async def start() -> None:
+            nonlocal task
+            task = asyncio.create_task(work())
+
+        async def stop() -> None:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if after is not None:
+                await after()
+
+        self.on_startup.append(start)
+        self.on_shutdown.append(stop)
 
     def ingest(self, spans: Sequence[SpanRecord], now: float | None = None) -> None:
         t = self.clock() if now is None else now

@@ -32,9 +32,8 @@ samples; 1 s with no baseline yet); blast radius in ``blast.BlastConfig``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,6 @@ class Diagnosis:
     traces: TraceDiagnosis
     manager: IncidentManager
     evaluate_interval_s: float
-    task: asyncio.Task[None] | None = field(default=None)
 
     def counters(self) -> dict[str, float]:
         """What the named limits refused or dropped, what head sampling left out, and the
@@ -80,20 +78,13 @@ class Diagnosis:
         """Run the incident lifecycle on a fresh default-window snapshot."""
         self.manager.evaluate(self.service.snapshot())
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """Evaluate every ``evaluate_interval_s`` (a background task of the service)."""
         while True:
             await asyncio.sleep(self.evaluate_interval_s)
             await asyncio.to_thread(self.evaluate)
 
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+    async def close(self) -> None:
         self.manager.store.close()
 
 
@@ -146,8 +137,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
     ])
     part = Diagnosis(service, traces, manager, opts["evaluate_interval_s"] or 1.0)
     service.routes.append(incidents_route(manager, part.evaluate))
-    service.on_startup.append(part.start)
-    service.on_shutdown.append(part.stop)
+    service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part
     return part
 

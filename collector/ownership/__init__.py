@@ -18,7 +18,7 @@ from collector.ownership.api import routes
 from collector.ownership.catalog import CatalogError, CatalogInvalid, load_catalog
 from collector.ownership.part import Ownership, OwnershipAppender
 from collector.ownership.resolve import Owner, ResourceTeams
-from collector.ownership.watch import POLL_INTERVAL_S, Watcher
+from collector.ownership.watch import POLL_INTERVAL_S
 from collector.service import CollectorConfig, CollectorService
 
 __all__ = [
@@ -38,12 +38,10 @@ def install(service: CollectorService, config: CollectorConfig) -> None:
     configured catalog cannot be used."""
     ownership = Ownership(config.catalog, service.clock)
     ownership.store.load_initial()
-    watcher = Watcher(
-        ownership.store, float(config.extra.get("catalog_poll_s", POLL_INTERVAL_S))
-    )
+    poll_s = float(config.extra.get("catalog_poll_s", POLL_INTERVAL_S))
     service.consumers.append(ownership.attrs)
     service.appenders.append(ownership.appender)
     service.routes.extend(routes(service, ownership))
-    service.on_startup.append(watcher.start)
-    service.on_shutdown.append(watcher.stop)
+    if ownership.store.path is not None:
+        service.run_in_background(lambda: ownership.store.watch(poll_s))
     service.parts["ownership"] = ownership

@@ -106,25 +106,3 @@ class CatalogStore:
                     await asyncio.to_thread(self.reload)
             except Exception:  # a watcher that dies silently would freeze ownership
                 log.exception("catalog watcher failed; retrying at the next poll")
-
-
-class Watcher:
-    """Starts and stops ``CatalogStore.watch`` as a service startup/shutdown hook pair."""
-
-    def __init__(self, store: CatalogStore, interval_s: float = POLL_INTERVAL_S) -> None:
-        self.store = store
-        self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self.store.path is not None and self._task is None:
-            self._task = asyncio.create_task(self.store.watch(self.interval_s))
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
