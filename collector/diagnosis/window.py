@@ -153,17 +153,18 @@ class ServiceWindows:
         self.max_services = max_services
         self._buckets: dict[int, dict[str, Cell]] = {}
         self._fine: dict[int, dict[str, Cell]] = {}
-        self._fine_current: dict[str, Cell] | None = None
         self._max_fine = int(FINE_RETENTION_S // FINE_BUCKET_S) + 1
         self._services: set[str] = set()
         self.dropped_services = 0
 
-    def _cell(self, bucket: dict[str, Cell], service: str) -> Cell | None:
+    def _cell(self, bucket: dict[str, Cell], service: str, count: bool = True) -> Cell | None:
+        """``service``'s cell in ``bucket``, None past ``max_services`` (counted when
+        ``count``: once per visit, in the main ring only)."""
         cell = bucket.get(service)
         if cell is None:
             if service not in self._services:
                 if len(self._services) >= self.max_services:
-                    if bucket is not self._fine_current:  # counted once, in the main ring
+                    if count:
                         self.dropped_services += 1
                     return None
                 self._services.add(service)
@@ -178,23 +179,22 @@ class ServiceWindows:
         if bucket is None:
             bucket = self._buckets[idx] = {}
             self._expire(idx)
-        self._record(bucket, facts, w)
+        self._record(bucket, facts, w, True)
         idx = int(t // FINE_BUCKET_S)
         fine = self._fine.get(idx)
         if fine is None:
             fine = self._fine[idx] = {}
             for old in [i for i in self._fine if i <= idx - self._max_fine]:
                 del self._fine[old]
-        self._fine_current = fine
-        self._record(fine, facts, w)
+        self._record(fine, facts, w, False)
 
-    def _record(self, bucket: dict[str, Cell], facts: TraceFacts, w: int) -> None:
+    def _record(self, bucket: dict[str, Cell], facts: TraceFacts, w: int, main: bool) -> None:
         # Runs for every visit of every finished trace: `Hist.add` and `_bin` written out.
         top = HIST_BINS - 1
         for v in facts.visits:
             cell = bucket.get(v.service)
             if cell is None:
-                cell = self._cell(bucket, v.service)
+                cell = self._cell(bucket, v.service, main)
                 if cell is None:
                     continue
             cell.requests += w
@@ -226,7 +226,7 @@ class ServiceWindows:
                     cell.slow_traces.sort(reverse=True)
                     del cell.slow_traces[MAX_SAMPLES:]
         for o in facts.origins:
-            cell = self._cell(bucket, o.service)
+            cell = self._cell(bucket, o.service, main)
             if cell is not None and o.timeout:
                 cell.timeouts += w
             elif cell is not None:
@@ -236,11 +236,11 @@ class ServiceWindows:
                         and facts.trace_id not in cell.origin_traces:
                     cell.origin_traces.append(facts.trace_id)
             for victim in o.victims:
-                vc = self._cell(bucket, victim)
+                vc = self._cell(bucket, victim, main)
                 if vc is not None:
                     vc.victim_of[o.service] = vc.victim_of.get(o.service, 0) + w
             if o.absorbed_by is not None:
-                ac = self._cell(bucket, o.absorbed_by)
+                ac = self._cell(bucket, o.absorbed_by, main)
                 if ac is not None:
                     ac.absorbed += w
                     ac.absorbed_from[o.service] = ac.absorbed_from.get(o.service, 0) + w

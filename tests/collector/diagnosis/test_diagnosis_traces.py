@@ -127,3 +127,18 @@ def test_a_lost_client_span_does_not_count_as_the_callers_own_time() -> None:
     self_ms = {v.service: v.self_ns / MS for v in facts.visits}
     assert self_ms == {"a": 20.0, "b": 80.0}
     assert [(o.service, o.victims) for o in facts.origins] == [("b", ["a"])]
+
+
+def test_service_windows_cap_counts_each_dropped_visit_once_and_fills_the_recent_ring() -> None:
+    from collector.diagnosis.traces import TraceFacts, Visit
+    from collector.diagnosis.window import ServiceWindows
+
+    windows = ServiceWindows(max_services=1)
+    facts = TraceFacts(b"\x01" * 16, [Visit("a", False, 1_000_000, 1_000_000),
+                                      Visit("b", True, 2_000_000, 2_000_000)], [])
+    windows.record(facts, 1_000.5)
+    assert windows.dropped_services == 1  # "b": once, not once per ring
+    assert windows.aggregate("a", 1_000.0, 1_001.0).requests == 1
+    recent = windows.recent("a", 1_000.0, 1_001.0)
+    assert recent.requests == 1 and recent.self_hist.samples == 1
+    assert windows.recent("b", 1_000.0, 1_001.0).requests == 0
