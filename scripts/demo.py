@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collector-port", type=int, default=4318)
     p.add_argument("--dashboard-port", type=int, default=8050)
     p.add_argument("--admin-port", type=int, default=8100)
+    p.add_argument("--base-port", type=int, default=None,
+                   help="first demo-service port (default: the topology's, 8101..)")
     p.add_argument("--rate", type=float, default=10.0, help="user journeys per second")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     args = p.parse_args(argv)
@@ -75,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
          f"{collector_url}/healthz", 20.0),
         ("demo shop", [py, "-m", "demo_services", "up", "--topology", str(topology),
                        "--collector", collector_url, "--admin-port", str(args.admin_port),
-                       "--admin-token", token, "--rate", str(args.rate)],
+                       # The admin token reaches the shop through CONWAY_ADMIN_TOKEN (set
+                       # above), never as an argument: a token may begin with "-", which
+                       # argparse would read as an option (and argv shows in `ps`).
+                       "--rate", str(args.rate),
+                       *([f"--base-port={args.base_port}"] if args.base_port else [])],
          f"{admin_url}/services", 30.0),
         ("dashboard", [py, "-m", "dashboard", "--collector", collector_url,
                        "--port", str(args.dashboard_port), "--demo-admin", admin_url],

@@ -249,7 +249,7 @@ def start_shop(
     if topology is not None:
         cmd += ["--topology", str(topology)]
     if token:
-        cmd += ["--admin-token", token]
+        cmd.append(f"--admin-token={token}")  # `=`: a token may begin with "-"
     env = dict(os.environ)
     env.pop("CONWAY_ADMIN_TOKEN", None)
     with log.open("wb") as out:

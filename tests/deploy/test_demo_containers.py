@@ -76,7 +76,7 @@ def test_serve_control_and_load_as_separate_processes(
 
     frontend, payment = serve("frontend"), serve("payment")
     control = Proc([PYTHON, "-m", "demo_services", "control", "--host", "127.0.0.1",
-                    "--port", str(admin), "--admin-token", TOKEN, *common],
+                    "--port", str(admin), f"--admin-token={TOKEN}", *common],
                    tmp_path / "control.log")
     processes.append(control)
     frontend.wait_http(f"http://127.0.0.1:{front}/healthz")
