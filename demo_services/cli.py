@@ -23,7 +23,7 @@ from demo_services.defaults import (
     TOKEN_ENV,
     check_peer_template,
 )
-from demo_services.faults import MAX_LATENCY_MS
+from demo_services.faults import MAX_CPU_HOG, MAX_LATENCY_MS
 from demo_services.scenarios import SCENARIOS, run_scenario
 from demo_services.topology import TopologyError
 
@@ -44,6 +44,18 @@ def _latency(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be between 0 and {MAX_LATENCY_MS:g} milliseconds, got {text}"
         )
+    return value
+
+
+def _cpu_hog(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of threads, got {text!r}") from None
+    if not 0 <= value <= MAX_CPU_HOG:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 (off) and {MAX_CPU_HOG} threads, got {value}")
     return value
 
 
@@ -132,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("--error-rate", type=_error_rate, metavar="R",
                        help="share of requests that fail with 500 (0..1)")
     fault.add_argument("--latency-ms", type=_latency, metavar="MS", help="added latency")
+    fault.add_argument("--cpu-hog", type=_cpu_hog, metavar="N",
+                       help=f"noisy neighbour (services only): N threads burning CPU in the "
+                       f"service's process, slowing every service on the host "
+                       f"(0..{MAX_CPU_HOG}, 0 = off)")
     fault.add_argument("--down", action="store_true",
                        help="stop the process: callers get connection refused")
     fault.add_argument("--version", metavar="V",
@@ -257,13 +273,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             update["error_rate"] = args.error_rate
         if args.latency_ms is not None:
             update["latency_ms"] = args.latency_ms
+        if args.cpu_hog is not None:
+            update["cpu_hog"] = args.cpu_hog
         if args.down:
             update["down"] = True
         if args.version is not None:
             update["version"] = args.version
         if not update:
-            parser.error("fault: nothing to inject; give --error-rate, --latency-ms, --down "
-                         "or --version")
+            parser.error("fault: nothing to inject; give --error-rate, --latency-ms, "
+                         "--cpu-hog, --down or --version")
         state = client.fault(args.target, update)
         print(f"{args.target}: {_describe(state['fault'])}")
         return 0

@@ -3,8 +3,9 @@ for services in their own containers (``demo_services.remote``).
 
   GET    /services          the services (name, port, url, state, fault, dependencies, version,
                             pid) and the virtual dependencies
-  POST   /faults/{target}   JSON {"error_rate"?, "latency_ms"?, "down"?, "version"?}; merged into
-                            the target's current fault; answers the target's new state
+  POST   /faults/{target}   JSON {"error_rate"?, "latency_ms"?, "down"?, "version"?,
+                            "cpu_hog"?}; merged into the target's current fault; answers the
+                            target's new state
   DELETE /faults/{target}   clear one target;  DELETE /faults  clear all
   GET    /healthz
 

@@ -64,4 +64,6 @@ def describe_fault(fault: dict[str, Any]) -> str:
         parts.append(f"latency_ms={fault['latency_ms']:g}")
     if fault.get("version"):
         parts.append(f"version={fault['version']}")
+    if fault.get("cpu_hog"):
+        parts.append(f"cpu_hog={fault['cpu_hog']}")
     return " ".join(parts) or "no fault"

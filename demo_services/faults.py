@@ -5,7 +5,8 @@ present replaces the field, a key that is absent keeps it (so ``--error-rate`` t
 ``--latency-ms`` accumulate). ``parse_update`` checks a JSON body and says what was wrong,
 ``apply_update`` merges it. A ``version`` on a service is a bad deploy: the service reports the
 new ``service.version`` and, unless the update gives ``error_rate`` itself, fails
-``BAD_DEPLOY_ERROR_RATE`` of its requests.
+``BAD_DEPLOY_ERROR_RATE`` of its requests. ``cpu_hog`` (services only) is a noisy neighbour:
+that many threads burning CPU in the service's process (``demo_services.cpuhog``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ BAD_DEPLOY_ERROR_RATE = 0.5
 # Bounded so a typo cannot park a request for an hour; far above every call timeout anyway.
 MAX_LATENCY_MS = 60_000.0
 MAX_VERSION_CHARS = 64
-FIELDS = ("error_rate", "latency_ms", "down", "version")
+# Burner threads of a noisy neighbour; a handful saturates any laptop, more only hurts.
+MAX_CPU_HOG = 4
+FIELDS = ("error_rate", "latency_ms", "down", "version", "cpu_hog")
 
 
 class FaultError(ValueError):
@@ -31,6 +34,7 @@ class Fault:
     latency_ms: float = 0.0
     down: bool = False
     version: str | None = None
+    cpu_hog: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +42,7 @@ class Fault:
             "latency_ms": self.latency_ms,
             "down": self.down,
             "version": self.version,
+            "cpu_hog": self.cpu_hog,
         }
 
     @property
@@ -83,6 +88,21 @@ def parse_update(body: object, *, virtual: bool = False) -> dict[str, Any]:
                 f" (or null to roll back), got {version!r}"
             )
         update["version"] = version.strip() if isinstance(version, str) else None
+    if "cpu_hog" in body:
+        threads = body["cpu_hog"]
+        # 0 is accepted everywhere: it is how a clear reaches a virtual dependency's callers.
+        if virtual and threads != 0:
+            raise FaultError("cpu_hog applies to services only, not to a virtual dependency")
+        if (
+            not isinstance(threads, int)
+            or isinstance(threads, bool)
+            or not 0 <= threads <= MAX_CPU_HOG
+        ):
+            raise FaultError(
+                f"cpu_hog must be a whole number of CPU-burning threads between 0 (off) and "
+                f"{MAX_CPU_HOG}, got {threads!r}"
+            )
+        update["cpu_hog"] = threads
     return update
 
 

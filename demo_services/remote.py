@@ -86,7 +86,7 @@ class RemoteShop:
             raise FaultError(
                 f"down stops a process, and {target} runs in its own container: stop it with "
                 f"`docker compose stop {target}` (start it again with `docker compose start "
-                f"{target}`); error_rate, latency_ms and version work from here"
+                f"{target}`); error_rate, latency_ms, version and cpu_hog work from here"
             )
         async with self.lock:
             if target in self.virtual_faults:
@@ -100,7 +100,7 @@ class RemoteShop:
             return self.describe_target(target)
 
     async def clear(self, target: str | None = None) -> None:
-        everything = {"error_rate": 0.0, "latency_ms": 0.0, "down": False, "version": None}
+        everything = Fault().to_json()
         for name in [target] if target is not None else [*self.faults, *self.virtual_faults]:
             await self.set_fault(name, everything)
 

@@ -66,7 +66,10 @@ def run_service(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     server = uvicorn.Server(config)
-    asyncio.run(_serve(server, parent_pid, lifeline))
+    try:
+        asyncio.run(_serve(server, parent_pid, lifeline))
+    finally:
+        service.cpu_hog.stop()  # normally done at shutdown already; also if startup failed
     return 0 if server.started else 1
 
 

@@ -60,6 +60,18 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             "errors start with the version change; the frontend and recommendation are impacted",
         ),
+        Scenario(
+            "noisy-neighbour",
+            "ad burns CPU on the machine every service shares; they all get slower together",
+            (
+                Step(
+                    "ad",
+                    {"cpu_hog": 2},
+                    "ad runs 2 CPU-burning threads: a noisy neighbour on the shared host",
+                ),
+            ),
+            "one shared-host incident, not one per service",
+        ),
     )
 }
 

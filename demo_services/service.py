@@ -11,7 +11,9 @@ Besides its routes the service answers ``GET /healthz``, ``GET /metrics`` and th
 ``GET /admin/faults``, ``POST|DELETE /admin/faults/{target}``, ``DELETE /admin/faults``
 (target: the service itself or a virtual dependency it calls; mutating calls need
 ``Authorization: Bearer <token>`` when a token is configured). ``down`` is not handled here: the
-supervisor stops the process.
+supervisor stops the process. ``cpu_hog`` runs that many CPU-burning threads in this process
+(a noisy neighbour slowing the whole host, see ``demo_services.cpuhog``) until it is cleared or
+the service shuts down.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from demo_services.cpuhog import CpuHog
 from demo_services.defaults import HOST, peer_host
 from demo_services.faults import Fault, FaultError, apply_update, fault_from_json, parse_update
 from demo_services.telemetry import ServiceMetrics, Tracing
@@ -78,6 +81,7 @@ class DemoService:
         self.virtual_faults: dict[str, Fault] = {
             t: Fault() for t in spec.dependencies() if t in topology.virtual
         }
+        self.cpu_hog = CpuHog(f"{spec.name}-cpu-hog")
         self.tracing = Tracing(spec.name, spec.version, collector)
         self.metrics = ServiceMetrics(spec.name, spec.version)
         # trust_env=False: proxy variables must never reroute loopback calls between services.
@@ -95,6 +99,7 @@ class DemoService:
             version = fault.version or self.spec.version
             if self.tracing.set_version(version):
                 self.metrics.set_version(version)
+            self.cpu_hog.set(fault.cpu_hog)
         else:
             self.virtual_faults[target] = fault
 
@@ -280,6 +285,7 @@ class DemoService:
         }
 
     async def aclose(self) -> None:
+        self.cpu_hog.stop()  # first: the hog would compete with the final span export
         await self.client.aclose()
         await asyncio.to_thread(self.tracing.shutdown)
 

@@ -189,7 +189,7 @@ class Supervisor:
             return self.describe_target(target)
 
     async def clear(self, target: str | None = None) -> None:
-        everything = {"error_rate": 0.0, "latency_ms": 0.0, "down": False, "version": None}
+        everything = Fault().to_json()
         targets = [target] if target is not None else [*self.children, *self.virtual_faults]
         for name in targets:
             await self.set_fault(name, everything)

@@ -2,7 +2,10 @@
 
 Traces: an OpenTelemetry SDK TracerProvider per service version, exported over OTLP/HTTP
 (protobuf) in batches. A bad deploy swaps the provider (new ``service.version`` resource) and
-retires the old one, which keeps exporting what it already holds until shutdown.
+retires the old one, which keeps exporting what it already holds until shutdown. The resource
+names the host (``host.name``: the machine's hostname unless ``OTEL_RESOURCE_ATTRIBUTES`` sets
+one, which wins) and the process (``process.pid``), so that services slowed together by a busy
+shared host can be recognised as one incident (see ``demo_services.cpuhog``).
 
 Metrics: a per-process ``CollectorRegistry`` with Prometheus-named families:
 ``http_server_requests_total`` and ``http_server_request_duration_seconds`` by ``method``,
@@ -14,6 +17,8 @@ for a database call that succeeded, otherwise the span's ``error.type`` such as 
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -39,17 +44,26 @@ def traces_endpoint(collector: str) -> str:
     return collector.rstrip("/") + "/v1/traces"
 
 
+def process_resource() -> Resource:
+    """``host.name`` and ``process.pid`` of this process, as defaults: merged *under*
+    ``Resource.create`` (whose attributes include ``OTEL_RESOURCE_ATTRIBUTES``), so a
+    ``host.name`` set in the environment wins over the hostname."""
+    return Resource({"host.name": socket.gethostname(), "process.pid": os.getpid()})
+
+
 def make_tracer_provider(
     service: str, version: str, instance_id: str, collector: str
 ) -> TracerProvider:
-    resource = Resource.create(
-        {
-            "service.name": service,
-            "service.version": version,
-            "service.namespace": NAMESPACE,
-            "service.instance.id": instance_id,
-            "deployment.environment.name": ENVIRONMENT,
-        }
+    resource = process_resource().merge(
+        Resource.create(
+            {
+                "service.name": service,
+                "service.version": version,
+                "service.namespace": NAMESPACE,
+                "service.instance.id": instance_id,
+                "deployment.environment.name": ENVIRONMENT,
+            }
+        )
     )
     provider = TracerProvider(resource=resource)
     exporter = OTLPSpanExporter(endpoint=traces_endpoint(collector), timeout=EXPORT_TIMEOUT_S)

@@ -16,6 +16,7 @@ from dash.development.base_component import Component
 from dashboard import views
 from dashboard.app import settings
 from dashboard.client import ApiError, DemoClient
+from demo_services.faults import MAX_CPU_HOG
 
 dash.register_page(__name__, path="/demo", name="Demo", title="Conway · demo controls")
 
@@ -57,7 +58,11 @@ def layout(**_query: Any) -> html.Div:
 
 
 def fault_body(
-    error_rate: float | None, latency_ms: Any, down: list[str] | None, version: str | None
+    error_rate: float | None,
+    latency_ms: Any,
+    down: list[str] | None,
+    version: str | None,
+    cpu_hog: Any = None,
 ) -> dict[str, Any]:
     """The POST /faults body from the form; values are passed on, the API validates them."""
     body: dict[str, Any] = {
@@ -67,12 +72,30 @@ def fault_body(
     }
     if version and version.strip():
         body["version"] = version.strip()
+    if cpu_hog not in (None, ""):
+        body["cpu_hog"] = cpu_hog
     return body
 
 
 def target_card(name: str, info: dict[str, Any] | None) -> html.Div:
     fault = (info or {}).get("fault") or {}
     state = (info or {}).get("state", "virtual dependency" if info is None else "?")
+    # cpu_hog applies to services only: a virtual dependency's card keeps the input (the
+    # callback reads it for every card) but hidden, at 0.
+    cpu_hog = html.Div(
+        [
+            html.Label(f"noisy neighbour: CPU-burning threads (0-{MAX_CPU_HOG})"),
+            dcc.Input(
+                id={"type": "demo-hog", "index": name},
+                type="number",
+                min=0,
+                max=MAX_CPU_HOG,
+                step=1,
+                value=fault.get("cpu_hog") or 0,
+            ),
+        ],
+        hidden=info is None,
+    )
     return html.Div(
         [
             html.H3([name, html.Span(f" ({state})", className="muted")]),
@@ -104,6 +127,7 @@ def target_card(name: str, info: dict[str, Any] | None) -> html.Div:
                 value=fault.get("version") or "",
                 placeholder="e.g. 2.0.0-bad",
             ),
+            cpu_hog,
             html.Div(
                 [
                     html.Button("Apply", id={"type": "demo-apply", "index": name}, n_clicks=0),
@@ -147,6 +171,7 @@ def load(_n: int | None) -> Any:
     State({"type": "demo-lat", "index": MATCH}, "value"),
     State({"type": "demo-down", "index": MATCH}, "value"),
     State({"type": "demo-ver", "index": MATCH}, "value"),
+    State({"type": "demo-hog", "index": MATCH}, "value"),
     prevent_initial_call=True,
 )
 def apply_fault(
@@ -156,6 +181,7 @@ def apply_fault(
     latency_ms: Any,
     down: list[str] | None,
     version: str | None,
+    cpu_hog: Any,
 ) -> Any:
     trigger = ctx.triggered_id
     if not isinstance(trigger, dict) or not ctx.triggered or not ctx.triggered[0].get("value"):
@@ -169,7 +195,7 @@ def apply_fault(
             if trigger["type"] == "demo-clear":
                 client.clear(target)
                 return f"cleared faults on {target}"
-            body = fault_body(error_rate, latency_ms, down, version)
+            body = fault_body(error_rate, latency_ms, down, version, cpu_hog)
             client.set_fault(target, body)
             shown = ", ".join(f"{k} {v}" for k, v in body.items())
             return f"applied to {target}: {shown}"

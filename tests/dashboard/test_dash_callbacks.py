@@ -193,6 +193,7 @@ def test_demo_fault_body(dash_app: Dash) -> None:
         "error_rate": 0.3, "latency_ms": 200, "down": True, "version": "2.0-bad"}
     assert demo.fault_body(None, None, [], "") == {
         "error_rate": 0.0, "latency_ms": 0, "down": False}
+    assert demo.fault_body(None, None, [], "", 2)["cpu_hog"] == 2
     cards = demo.demo_cards({"services": [{"name": "cart", "state": "up", "fault": {}}],
                              "virtual": ["redis"]})
     assert "cart" in text(cards) and "redis" in text(cards)

@@ -3,7 +3,10 @@ clearing them restores the shop."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -125,7 +128,8 @@ def test_version_alone_is_a_bad_deploy(shop: Shop) -> None:
     response = shop.fault("product-catalog", version="3.1.0-rc1")
     assert response.status_code == 200
     assert response.json()["fault"] == {
-        "error_rate": 0.5, "latency_ms": 0.0, "down": False, "version": "3.1.0-rc1"
+        "error_rate": 0.5, "latency_ms": 0.0, "down": False, "version": "3.1.0-rc1",
+        "cpu_hog": 0,
     }
     assert _get(shop.url("product-catalog") + "/healthz").json()["version"] == "3.1.0-rc1"
 
@@ -196,6 +200,12 @@ def test_control_api_and_cli_reject_bad_input(shop: Shop) -> None:
     assert response.status_code == 400 and "error_rate" in response.json()["error"]
     response = shop.fault("orders", version="2")
     assert response.status_code == 400 and "services only" in response.json()["error"]
+    result = shop.cli("fault", "ad", "--cpu-hog", "5")
+    assert result.returncode != 0 and "between 0 (off) and 4" in result.stderr
+    response = shop.fault("ad", cpu_hog=1.5)
+    assert response.status_code == 400 and "cpu_hog must be" in response.json()["error"]
+    response = shop.fault("redis", cpu_hog=1)
+    assert response.status_code == 400 and "services only" in response.json()["error"]
     response = httpx.post(f"{shop.admin}/faults/payment", json={"error_rate": 1}, trust_env=False)
     assert response.status_code == 401
     response = httpx.delete(f"{shop.admin}/faults", trust_env=False,
@@ -205,7 +215,8 @@ def test_control_api_and_cli_reject_bad_input(shop: Shop) -> None:
     response = httpx.post(shop.url("payment") + "/admin/faults/payment", json={"error_rate": 1},
                           trust_env=False)
     assert response.status_code == 401
-    assert all(s["fault"]["error_rate"] == 0 for s in shop.services()["services"])
+    assert all(s["fault"]["error_rate"] == 0 and s["fault"]["cpu_hog"] == 0
+               for s in shop.services()["services"])
 
 
 def test_scenario_applies_its_fault_and_restores_the_shop(shop: Shop) -> None:
@@ -214,3 +225,43 @@ def test_scenario_applies_its_fault_and_restores_the_shop(shop: Shop) -> None:
     assert "step 1" in result.stdout and "restored" in result.stdout
     payment = next(s for s in shop.services()["services"] if s["name"] == "payment")
     assert payment["fault"]["error_rate"] == 0
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process (every thread), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_rate(pid: int, seconds: float) -> float:
+    """CPU seconds the process used per second of wall time over ``seconds``."""
+    cpu0, t0 = _cpu_s(pid), time.monotonic()
+    time.sleep(seconds)
+    return (_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+
+
+def test_cpu_hog_burns_cpu_in_the_service_process_until_cleared(shop: Shop) -> None:
+    entry = next(s for s in shop.services()["services"] if s["name"] == "ad")
+    pid = entry["pid"]
+    response = shop.fault("ad", cpu_hog=1)
+    assert response.status_code == 200 and response.json()["fault"]["cpu_hog"] == 1
+    admin = _get(shop.url("ad") + "/admin/faults").json()
+    assert admin["fault"]["cpu_hog"] == 1
+    burning = _cpu_rate(pid, 1.5)
+    assert burning >= 0.3, burning
+    assert _get(shop.url("frontend") + "/").status_code == 200  # ad still serves
+    result = shop.cli("clear", "ad")
+    assert result.returncode == 0, result.stderr
+    idle = _cpu_rate(pid, 1.0)
+    assert idle < 0.1, (burning, idle)
+    assert next(s for s in shop.services()["services"] if s["name"] == "ad")["pid"] == pid
+
+
+def test_noisy_neighbour_scenario_runs_a_cpu_hog_and_restores(shop: Shop) -> None:
+    result = shop.cli("scenario", "noisy-neighbour", "--duration", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "ad: cpu_hog=2" in result.stdout
+    assert "one shared-host incident, not one per service" in result.stdout
+    assert "restored" in result.stdout
+    ad = next(s for s in shop.services()["services"] if s["name"] == "ad")
+    assert ad["fault"]["cpu_hog"] == 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
+import pytest
 from demo_harness import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_SERVER,
@@ -13,6 +16,8 @@ from demo_harness import (
     trace_id_of,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+from demo_services.telemetry import make_tracer_provider
 
 HOME_SERVICES = {"frontend", "product-catalog", "currency", "cart", "recommendation", "ad"}
 CHECKOUT_SERVICES = {"frontend", "checkout", "cart", "currency", "payment", "fraud-detection",
@@ -55,6 +60,11 @@ def test_home_page_is_one_trace_across_services(shop: Shop, receiver: OtlpReceiv
     assert root.resource["deployment.environment.name"] == "demo"
     assert root.resource["service.version"] == "2.3.1"
     assert root.resource["service.instance.id"]
+    # Every span names its host and its service's process (the pid the control API reports).
+    pids = {s["name"]: s["pid"] for s in shop.services()["services"]}
+    for span in spans:
+        assert span.resource["host.name"] == socket.gethostname(), span.service
+        assert span.resource["process.pid"] == pids[span.service], span.service
     client = next(s for s in spans if s.kind == SPAN_KIND_CLIENT and s.attrs.get("peer.service")
                   == "currency")
     assert client.attrs["url.full"].endswith("/convert")
@@ -111,3 +121,21 @@ def test_every_service_exposes_prometheus_metrics(shop: Shop) -> None:
     )
     peers = {s.labels["peer"] for s in families["http_client_requests"].samples}
     assert {"product-catalog", "currency", "cart"} <= peers
+
+
+def test_host_name_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=node-7,service.name=other")
+    provider = make_tracer_provider("cart", "1.0", "cart-1", "http://127.0.0.1:9")
+    try:
+        attributes = provider.resource.attributes
+        assert attributes["host.name"] == "node-7"
+        assert attributes["service.name"] == "cart"  # the service's own name still wins
+        assert isinstance(attributes["process.pid"], int)
+    finally:
+        provider.shutdown()
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    provider = make_tracer_provider("cart", "1.0", "cart-1", "http://127.0.0.1:9")
+    try:
+        assert provider.resource.attributes["host.name"] == socket.gethostname()
+    finally:
+        provider.shutdown()

@@ -82,3 +82,19 @@ def test_fault_updates_validate_and_merge() -> None:
             parse_update(body)
     with pytest.raises(FaultError, match="services only"):
         parse_update({"version": "1"}, virtual=True)
+
+
+def test_cpu_hog_is_a_whole_number_of_threads_on_a_service() -> None:
+    for threads in (0, 1, 4):
+        assert parse_update({"cpu_hog": threads}) == {"cpu_hog": threads}
+    fault = apply_update(Fault(error_rate=0.1), parse_update({"cpu_hog": 2}))
+    assert fault == Fault(error_rate=0.1, cpu_hog=2) and not fault.is_clear
+    assert fault.to_json()["cpu_hog"] == 2
+    assert apply_update(fault, parse_update({"cpu_hog": 0})).cpu_hog == 0
+    for bad in (True, False, -1, 5, 1.5, 2.0, "2", None):
+        with pytest.raises(FaultError, match=r"cpu_hog must be .*between 0 \(off\) and 4"):
+            parse_update({"cpu_hog": bad})
+    with pytest.raises(FaultError, match="cpu_hog applies to services only"):
+        parse_update({"cpu_hog": 1}, virtual=True)
+    # How a clear reaches a virtual dependency's callers: the whole fault, cpu_hog 0 included.
+    assert parse_update(Fault().to_json(), virtual=True)["cpu_hog"] == 0
