@@ -253,8 +253,10 @@ def run_scenario(seed: int, n_faults: int, options: dict[str, float] | None = No
             for i in range(RPS):
                 service.ingest(sim.request(clock.t + i / RPS), now=clock.t)
             clock.t += 1.0
+            # As live: the collector evaluates every second (its clock tick).
+            service.parts["graph"].tick(clock.t)
+            service.parts["diagnosis"].evaluate()
             if watch:
-                service.parts["graph"].tick(clock.t)
                 alarms.update(f"{c['service']}:{c['kind']}"
                               for c in service.snapshot().meta["root_causes"])
 
@@ -278,8 +280,10 @@ def run_scenario(seed: int, n_faults: int, options: dict[str, float] | None = No
                                    latency_ms=rng.uniform(60.0, 600.0))
     baseline_visits = dict(sim.visits)
     drive(FAULT_S, watch=not targets)
-    clock.t += 3.0
-    service.parts["graph"].tick(clock.t)
+    for _ in range(3):
+        clock.t += 1.0
+        service.parts["graph"].tick(clock.t)
+        service.parts["diagnosis"].evaluate()
     snap = service.snapshot()
     conway = [c["service"] for c in snap.meta["root_causes"]]
     kinds = {c["service"]: c["kind"] for c in snap.meta["root_causes"]}

@@ -456,8 +456,13 @@ class Api:
             window = parse_window(self.service, request.query_params.get("window"))
         except ValueError as exc:
             return _error(400, str(exc))
-        snap = await run_in_threadpool(self.service.snapshot, window)
-        return JSONResponse(graph_json(snap))
+        body = await run_in_threadpool(self._graph_body, window)
+        return Response(body, media_type="application/json")
+
+    def _graph_body(self, window: float) -> bytes:
+        service = self.service
+        return service.cached_json(("graph", window),
+                                   lambda: graph_json(service.read_snapshot(window)))
 
     async def service_api(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -465,14 +470,16 @@ class Api:
             window = parse_window(self.service, request.query_params.get("window"))
         except ValueError as exc:
             return _error(400, str(exc))
-        body = await run_in_threadpool(self._service_body, name, window)
-        if body is None:
+        body = await run_in_threadpool(
+            self.service.cached_json, ("service", name, window),
+            lambda: self._service_body(name, window))
+        if body == b"null":
             known = ", ".join(sorted(self.graph.kinds)[:50]) or "(none yet)"
             return _error(404, f"unknown service {name!r}; known services: {known}")
-        return JSONResponse(body)
+        return Response(body, media_type="application/json")
 
     def _service_body(self, name: str, window: float) -> dict[str, Any] | None:
-        snap = self.service.snapshot(window)
+        snap = self.service.read_snapshot(window)
         node = snap.nodes.get(name)
         if node is None:
             return None
@@ -513,10 +520,14 @@ class Api:
 
     async def metrics(self, request: Request) -> Response:
         def render() -> bytes:
+            # Only gathering the values needs the lock; formatting them (most of the time
+            # for a large graph) happens outside it, so ingest does not wait for the text.
             with self.service.lock:
-                return generate_latest(self.registry)
+                families = list(self.registry.collect())
+            return generate_latest(_Collected(families))
 
-        return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
+        body = await run_in_threadpool(self.service.cached, ("metrics",), render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -566,6 +577,16 @@ def create_app(
                     exception_handlers={HTTPException: http_error})
     app.state.service = service
     return RequestCounter(app, counters)
+
+
+class _Collected:
+    """Metric families already gathered, in the shape ``generate_latest`` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
 
 
 def dumps(obj: Any) -> str:

@@ -294,6 +294,15 @@ class ConwayCollector(Collector):
             yield GaugeMetricFamily("conway_diagnosis_keep_fraction",
                                     "Share of traces the diagnosis analyses now (1: all; below "
                                     "1 above its span budget)", value=d.get("keep_fraction", 1.0))
+            yield counter("conway_diagnosis_evaluations", "Evaluation ticks run",
+                          d.get("evaluations", 0))
+            yield GaugeMetricFamily("conway_diagnosis_evaluation_seconds",
+                                    "What the last evaluation tick took",
+                                    value=d.get("evaluation_seconds", 0.0))
+            yield GaugeMetricFamily("conway_diagnosis_evaluation_interval_seconds",
+                                    "Seconds between evaluation ticks now (longer than the "
+                                    "configured interval when a tick takes long)",
+                                    value=d.get("evaluation_interval_seconds", 0.0))
 
 
 def make_registry(collector: ConwayCollector) -> CollectorRegistry:

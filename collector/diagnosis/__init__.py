@@ -1,10 +1,17 @@
 """Diagnosis: health, root cause versus symptoms, blast radius, incidents and who to page.
 
-``install(service, config)`` adds, in this order after the traffic and ownership appenders:
-health -> root cause -> blast radius -> incidents (publishes the open incidents); a span
-consumer that assembles traces; ``GET /api/incidents``; a background task that runs the
-incident lifecycle every ``evaluate_interval_s`` on a default-window snapshot; and
-``service.parts["diagnosis"]`` (a ``Diagnosis``).
+Evaluation runs on a clock, reads never change state. ``Diagnosis.evaluate`` runs every
+``evaluate_interval_s`` (a background task), and is the only code that moves diagnosis
+state: it finishes due traces, builds a default-window snapshot from the appenders installed
+before it (traffic, ownership), judges health with hysteresis, finds root causes, groups a
+busy host's services into one ``shared-host`` cause (``hosts``), fills in each cause's blast
+radius from the traces (``blast``), marks the fault's buckets out of future baselines, sets
+the slow-visit thresholds, runs the incident lifecycle and its SQLite writes, and publishes
+the result as an immutable ``Assessment``. The one appender this installs in the read
+pipeline, ``AssessmentView``, copies the latest assessment onto a snapshot (health of the
+default window, ``root_causes``, ``impacted_by``, ``incidents``) and judges other windows'
+health statelessly; ``GET /api/incidents`` reads the incident list. So the same spans under
+the same clock give the same incidents however many readers there are.
 
 Options come from ``config.extra["diagnosis"]`` (all optional): ``trace_quiet_s`` (1.5),
 ``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0 judges the detection
@@ -26,36 +33,39 @@ and the gauge ``conway_diagnosis_keep_fraction``.
 Thresholds (defaults; see each module): health in ``health.HealthThresholds``; a root cause
 in ``compare.RatioRise`` (origin errors: >= 3, >= 2x the baseline ratio + 3 points, Poisson
 p < 1e-4) and ``compare.LatencyRise`` (self-time p95 >= 2x baseline and +20 ms, >= 10
-samples; 1 s with no baseline yet); blast radius in ``blast.BlastConfig``.
+samples; x10 with a short baseline of 5 samples, never with none); blast radius in
+``blast.BlastConfig``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from collector.diagnosis.api import incidents_route
-from collector.diagnosis.blast import BlastRadiusAppender
+from collector.diagnosis.assessment import Assessment
+from collector.diagnosis.blast import BlastRadius
 from collector.diagnosis.consumer import DIAGNOSIS_SPAN_BUDGET, TraceDiagnosis
-from collector.diagnosis.health import HealthAppender
-from collector.diagnosis.incidents import (
-    DB_NAME,
-    IncidentManager,
-    IncidentsAppender,
-    IncidentStore,
-)
-from collector.diagnosis.rootcause import RootCauseAppender, RootCauseConfig
+from collector.diagnosis.health import HealthJudge
+from collector.diagnosis.hosts import SharedHosts
+from collector.diagnosis.incidents import DB_NAME, IncidentManager, IncidentStore
+from collector.diagnosis.rootcause import RootCauseConfig, RootCauseFinder
+from collector.model import Snapshot
+from collector.pipeline import Appender, run_pipeline
 from collector.service import CollectorConfig, CollectorService
 
 OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0,
            "recent_window_s": 1.0, "baseline_s": 300.0,
            "incident_quiet_s": 30.0, "evaluate_interval_s": 1.0,
            "span_budget": DIAGNOSIS_SPAN_BUDGET}
+# An evaluation that takes long runs at most every this many times its duration.
+EVALUATION_COST_FACTOR = 3.0
 # What each option counts, for error messages (the others are seconds).
 UNITS = {"span_budget": "spans/s (0: no budget)"}
 
@@ -68,24 +78,116 @@ class Diagnosis:
     traces: TraceDiagnosis
     manager: IncidentManager
     evaluate_interval_s: float
+    window_s: float
+    health: HealthJudge
+    finder: RootCauseFinder
+    hosts: SharedHosts
+    blast: BlastRadius
+    # The appenders that run before the diagnosis (traffic, ownership): an evaluation builds
+    # its snapshot from these, never from the read pipeline that shows its own results.
+    base: list[Appender]
+    latest: Assessment = field(default_factory=Assessment)
+    took_s: float = 0.0  # what the last evaluation took (wall clock)
 
     def counters(self) -> dict[str, float]:
         """What the named limits refused or dropped, what head sampling left out, and the
         keep fraction in force, for ``/metrics`` or a status page."""
-        return {**self.traces.counters(), "incidents_pruned": self.manager.store.pruned}
+        return {**self.traces.counters(), "incidents_pruned": self.manager.store.pruned,
+                "evaluations": self.latest.seq, "evaluation_seconds": self.took_s,
+                "evaluation_interval_seconds": self.interval()}
 
-    def evaluate(self) -> None:
-        """Run the incident lifecycle on a fresh default-window snapshot."""
-        self.manager.evaluate(self.service.snapshot())
+    def evaluate(self, now: float | None = None) -> Assessment:
+        """One evaluation tick at ``now`` (default: the service clock); see the module doc."""
+        service = self.service
+        started = time.monotonic()
+        with service.lock:
+            t = service.clock() if now is None else now
+            self.traces.flush(t)
+            snap = run_pipeline(Snapshot(window_s=self.window_s, generated_at=t), self.base)
+            built_s = time.monotonic() - started
+            self.health.judge(snap, stateful=True)
+            found = self.finder.find(snap)
+            rc = self.finder.cfg
+            recent_start = t - self.traces.assembler.quiet_s - 3 * rc.recent_window_s
+            causes = self.hosts.group(snap, found.causes, found.window_start, recent_start,
+                                      rc.baseline_s)
+            causes = self.blast.apply(snap, causes, found.window_start)
+            windows = self.traces.windows
+            # Keep the fault and its victims out of their future baselines: they are compared
+            # with the last healthy period, however long the fault lasts.
+            marked = set(found.to_mark) & {c.service for c in causes}
+            marked.update(s for c in causes if c.host is not None
+                          for s in c.evidence.get("services", ()))
+            marked.update(i.service for c in causes for i in c.impacted)
+            if marked:
+                windows.mark(marked, found.window_start, t)
+            windows.slow_ms = found.slow_ms
+            self.manager.evaluate(causes, t)
+            impacted_by: dict[str, list[str]] = {}
+            for c in causes:
+                for i in c.impacted:
+                    impacted_by.setdefault(i.service, []).append(c.service)
+            self.latest = Assessment(
+                at=t, seq=self.latest.seq + 1,
+                node_health={n.id: n.health for n in snap.nodes.values()},
+                edge_health={k: e.health for k, e in snap.edges.items()},
+                root_causes=tuple(causes),
+                impacted_by={k: tuple(v) for k, v in impacted_by.items()},
+                incidents=tuple(self.manager.incidents_json("open")))
+            AssessmentView(self).append(snap)
+        # Readers of the default window may share this snapshot (as costly to build as
+        # theirs): a large graph's reads then cost no second build under the lock.
+        service.offer(("snapshot", self.window_s), snap, built_s)
+        self.took_s = time.monotonic() - started
+        return self.latest
+
+    def interval(self) -> float:
+        """Seconds until the next tick: ``evaluate_interval_s``, or ``EVALUATION_COST_FACTOR``
+        times what the last tick took when that is longer (a graph so large that evaluating
+        it takes a while holds the lock ingest needs a bounded share of the time; the cost
+        is detection that much later, shown by ``conway_diagnosis_evaluation_seconds``)."""
+        return max(self.evaluate_interval_s, EVALUATION_COST_FACTOR * self.took_s)
 
     async def run(self) -> None:
         """Evaluate every ``evaluate_interval_s`` (a background task of the service)."""
         while True:
-            await asyncio.sleep(self.evaluate_interval_s)
+            await asyncio.sleep(self.interval())
             await asyncio.to_thread(self.evaluate)
 
     async def close(self) -> None:
         self.manager.store.close()
+
+
+class AssessmentView:
+    """The read pipeline's diagnosis step: shows the latest assessment on a snapshot and
+    changes no state. The default window takes the health the last tick judged (with its
+    hysteresis); other windows, and nodes or edges newer than that tick, are judged
+    statelessly. Root causes, ``impacted_by`` and incidents are the last tick's."""
+
+    name = "assessment"
+
+    def __init__(self, diagnosis: Diagnosis) -> None:
+        self.diagnosis = diagnosis
+
+    def append(self, snap: Snapshot) -> None:
+        a = self.diagnosis.latest
+        if snap.window_s == self.diagnosis.window_s:
+            for node in snap.nodes.values():
+                node.health = a.node_health.get(node.id, "")
+            for key, edge in snap.edges.items():
+                edge.health = a.edge_health.get(key, "")
+            new = ({n.id for n in snap.nodes.values() if not n.health},
+                   {k for k, e in snap.edges.items() if not e.health})
+            if new[0] or new[1]:
+                self.diagnosis.health.judge(snap, only=new)
+        else:
+            self.diagnosis.health.judge(snap)
+        for name, roots in a.impacted_by.items():
+            hit = snap.nodes.get(name)
+            if hit is not None:
+                hit.meta["impacted_by"] = list(roots)
+        snap.meta["root_causes"] = [c.to_json() for c in a.root_causes]
+        snap.meta["incidents"] = [dict(i) for i in a.incidents]
 
 
 def options(config: CollectorConfig) -> dict[str, float]:
@@ -126,17 +228,18 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
                               now=service.clock())
     rc = RootCauseConfig(detect_window_s=opts["detect_window_s"], baseline_s=opts["baseline_s"],
                          recent_window_s=opts["recent_window_s"])
-    window = config.default_window_s
     service.consumers.append(traces)
-    service.appenders.extend([
-        HealthAppender(traces, window, baseline_s=opts["baseline_s"],
-                       detect_window_s=opts["detect_window_s"]),
-        RootCauseAppender(traces, window, rc, owner_of),
-        BlastRadiusAppender(traces, window, rc),
-        IncidentsAppender(manager),
-    ])
-    part = Diagnosis(service, traces, manager, opts["evaluate_interval_s"] or 1.0)
-    service.routes.append(incidents_route(manager, part.evaluate))
+    part = Diagnosis(
+        service, traces, manager, opts["evaluate_interval_s"] or 1.0,
+        window_s=config.default_window_s,
+        health=HealthJudge(traces, baseline_s=opts["baseline_s"],
+                           detect_window_s=opts["detect_window_s"]),
+        finder=RootCauseFinder(traces, rc, owner_of),
+        hosts=SharedHosts(traces.hosts, traces.windows, owner_of),
+        blast=BlastRadius(traces, rc),
+        base=list(service.appenders))
+    service.appenders.append(AssessmentView(part))
+    service.routes.append(incidents_route(manager))
     service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part
     return part

@@ -1,26 +1,39 @@
-"""Blast-radius appender: the services a root cause hurts, separate from the root cause.
+"""Blast radius: the services a root cause hurts, each with evidence, separate from it.
 
-From each root cause in ``snap.meta["root_causes"]``, walk the snapshot's edges backwards
-(callers of callers, a bounded loop). A caller is *impacted* when, compared with its own
-baseline, either its failures caused by that root cause rose (traces: its SERVER span failed
-because the error propagated up from the root cause's origin) or, for a latency root cause,
-its inclusive p95 rose. The
-walk continues only through impacted callers: a caller that fell back around an optional
-dependency is not impacted (it absorbed more of the root cause's failures than it passed
-on), and neither are its callers through it. Services the traces name
-as victims but the graph does not connect are added too. Virtual nodes (``user``) are never
-listed. Sets ``root_cause["impacted"] = [{"service", "team"}]`` and
-``node.meta["impacted_by"] = [root-cause services]``.
+From the traces first, with no baseline needed: a service is impacted by a root cause when
+its own requests failed with the root cause's error origin below them in the same trace
+(``Cell.victim_of``: the error propagated up through failed spans), or, for a latency root
+cause, were slowed by a slow visit of the root cause below them (``Cell.slowed_by``). Each
+impact says how many of its requests in the detection window that explains, out of how many
+failed (or were slow), with example trace ids. So the callers of a failing payment service
+are listed in the same evaluation that names payment, even on a collector seconds old.
+
+Only a service with no such traces falls back on a rise: its inclusive p95 rose (latency
+root causes), or, with no traces at all, the graph's health says it is degraded. The walk
+goes from the root cause up the graph's edges (callers of callers, a bounded loop) and on
+only through impacted callers: a caller that fell back around an optional dependency
+(absorbed more of the root cause's failures than it passed on) is not impacted, and neither
+are its callers through it. Services the traces name but the graph does not connect (yet)
+are added too. Virtual nodes (``user``) are never listed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
-from collector.diagnosis.compare import LatencyRise, RatioRise
+from collector.diagnosis.assessment import (
+    BY_RISE,
+    BY_TRACES,
+    LATENCY,
+    SHARED_HOST,
+    Impact,
+    RootCause,
+)
+from collector.diagnosis.compare import LatencyRise
 from collector.diagnosis.consumer import TraceDiagnosis
-from collector.diagnosis.rootcause import RootCauseConfig, periods
+from collector.diagnosis.rootcause import RootCauseConfig
+from collector.diagnosis.window import Cell
 from collector.model import Snapshot
 
 MAX_IMPACTED = 200
@@ -28,60 +41,46 @@ MAX_IMPACTED = 200
 
 @dataclass(frozen=True, slots=True)
 class BlastConfig:
-    victims: RatioRise = field(default_factory=lambda: RatioRise(
-        min_events=2, factor=2.0, min_abs_rise=0.01, alpha=1e-3))
+    # Requests with the root cause's origin below them that make a service impacted: one
+    # could be a coincidence of two faults in one request; two in the window are not.
+    min_explained: int = 2
     latency: LatencyRise = field(default_factory=lambda: LatencyRise(
         min_samples=5, factor=1.5, min_abs_ms=20.0, no_baseline_ms=1000.0))
     max_impacted: int = MAX_IMPACTED
 
 
-class BlastRadiusAppender:
-    name = "blast"
+class BlastRadius:
+    """The blast-radius step of an evaluation: reads the windows, changes nothing."""
 
-    def __init__(self, diag: TraceDiagnosis, default_window_s: float,
-                 rootcause: RootCauseConfig | None = None,
+    def __init__(self, diag: TraceDiagnosis, rootcause: RootCauseConfig | None = None,
                  config: BlastConfig | None = None) -> None:
         self.diag = diag
-        self.default_window_s = default_window_s
         self.rc = rootcause or RootCauseConfig()
         self.cfg = config or BlastConfig()
 
-    def append(self, snap: Snapshot) -> None:
-        causes: list[dict[str, Any]] = snap.meta.get("root_causes", [])
-        if not causes:
-            return
-        windows = self.diag.windows
-        t0, b0, b1 = periods(snap, self.rc, windows.bucket_s)
+    def apply(self, snap: Snapshot, causes: Sequence[RootCause],
+              t0: float) -> list[RootCause]:
+        """``causes`` with their ``impacted`` filled in, for the window from ``t0``."""
         callers: dict[str, list[str]] = {}
         for src, dst in snap.edges:
             callers.setdefault(dst, []).append(src)
-        cause_names = {c["service"] for c in causes}
-        all_impacted: set[str] = set()
+        cause_names = {c.service for c in causes}
+        out = []
         for cause in causes:
-            impacted = [n for n in self._walk(snap, cause, callers, t0, b0, b1)
-                        if n not in cause_names and not _is_virtual(snap, n)]
-            impacted = impacted[: self.cfg.max_impacted]
-            cause["impacted"] = [{"service": n, "team": _team(snap, n)} for n in impacted]
-            for n in impacted:
-                node = snap.nodes.get(n)
-                if node is not None:
-                    node.meta.setdefault("impacted_by", []).append(cause["service"])
-            all_impacted.update(impacted)
-        if snap.window_s == self.default_window_s and all_impacted:
-            windows.mark(all_impacted, t0, snap.generated_at)  # keep victims' baselines clean
+            if cause.kind == SHARED_HOST:  # its services are in its evidence, not victims
+                out.append(cause)
+                continue
+            impacts = [i for i in self._walk(snap, cause, callers, t0)
+                       if i.service not in cause_names and not _is_virtual(snap, i.service)]
+            out.append(replace(cause, impacted=tuple(impacts[: self.cfg.max_impacted])))
+        return out
 
-    def _walk(self, snap: Snapshot, cause: dict[str, Any], callers: dict[str, list[str]],
-              t0: float, b0: float, b1: float) -> list[str]:
-        root, kind = cause["service"], cause["kind"]
+    def _walk(self, snap: Snapshot, cause: RootCause, callers: dict[str, list[str]],
+              t0: float) -> list[Impact]:
+        root = cause.service
         windows = self.diag.windows
-        verdicts: dict[str, bool] = {}
-
-        def hurt(name: str) -> bool:
-            if name not in verdicts:
-                verdicts[name] = self._impacted(snap, name, root, kind, t0, b0, b1)
-            return verdicts[name]
-
-        impacted: list[str] = []
+        now = snap.generated_at
+        impacted: list[Impact] = []
         seen = {root}
         frontier = [root]
         for _ in range(len(snap.nodes) + 1):  # bounded walk upstream
@@ -93,38 +92,66 @@ class BlastRadiusAppender:
                     if src in seen:
                         continue
                     seen.add(src)
-                    if hurt(src):
-                        impacted.append(src)
+                    hit = self._impact(snap, src, cause, t0)
+                    if hit is not None:
+                        impacted.append(hit)
                         nxt.append(src)
             frontier = nxt
-        # Victims the traces name but the graph does not connect (yet).
-        for name in windows.services(t0, snap.generated_at):
-            if name not in seen and windows.aggregate(
-                    name, t0, snap.generated_at).victim_of.get(root) and hurt(name):
-                impacted.append(name)
+        # Services the traces name but the graph does not connect (yet).
+        for name in windows.services(t0, now):
+            if name in seen:
+                continue
+            win = windows.aggregate(name, t0, now)
+            if win.victim_of.get(root) or win.slowed_by.get(root):
+                hit = self._impact(snap, name, cause, t0, win)
+                if hit is not None:
+                    impacted.append(hit)
         return impacted
 
-    def _impacted(self, snap: Snapshot, name: str, root: str, kind: str, t0: float,
-                  b0: float, b1: float) -> bool:
+    def _impact(self, snap: Snapshot, name: str, cause: RootCause, t0: float,
+                win: Cell | None = None) -> Impact | None:
         windows = self.diag.windows
-        win = windows.aggregate(name, t0, snap.generated_at)
+        now = snap.generated_at
+        root, latency = cause.service, cause.kind == LATENCY
+        team = _team(snap, name)
+        if win is None:
+            win = windows.aggregate(name, t0, now)
         if win.requests == 0:
             node = snap.nodes.get(name)  # no traces: the graph's numbers decide
-            return node is not None and node.health in ("degraded", "failing", "down")
-        base = windows.baseline(name, b1, self.rc.baseline_s)
-        victim = win.victim_of.get(root, 0)
-        if win.absorbed_from.get(root, 0) > victim:
+            if node is None or node.health not in ("degraded", "failing", "down"):
+                return None
+            calls, errors = node.meta.get("calls", 0), node.meta.get("errors", 0)
+            return Impact(name, team, BY_RISE, int(calls or 0), int(errors or 0), 0, (),
+                          f"{name} is {node.health} (from metrics; no traces show {root} "
+                          f"below it)")
+        samples = tuple(t.hex() for t in win.blast_traces.get(root, ()))
+        base = windows.baseline(name, t0 - windows.bucket_s, self.rc.baseline_s)
+        if latency:
+            slowed = win.slowed_by.get(root, 0)
+            p95_b = base.incl_hist.quantile(0.95) if base.incl_hist.samples >= 5 else None
+            slow = win.incl_hist.count_above(p95_b) if p95_b is not None else slowed
+            if slowed >= self.cfg.min_explained:
+                return Impact(name, team, BY_TRACES, win.requests, max(slow, slowed), slowed,
+                              samples, f"{name}: {slowed} of {win.requests} requests were "
+                                       f"slowed by {root}'s own time below them")
+            rise = self.cfg.latency.rise(win.incl_hist, base.incl_hist)
+            if rise is None:
+                return None
+            was = f"{rise[1]:.0f} ms" if rise[1] is not None else "no baseline"
+            return Impact(name, team, BY_RISE, win.requests, slow, 0, (),
+                          f"{name}: its p95 rose to {rise[0]:.0f} ms (was {was}); no traces "
+                          f"show {root} below its slow requests")
+        failed = win.victim_of.get(root, 0)
+        if win.absorbed_from.get(root, 0) > failed:
             # It falls back around this root cause most of the time; the few failures that
             # did reach its callers had other causes in the same request.
-            return False
-        if self.cfg.victims.z(win.victim_of.get(root, 0), win.requests,
-                              base.victim_of.get(root, 0), base.requests, win.weight,
-                              base.weight) is not None:
-            return True
-        # Slower callers are impacted by a latency root cause only: with an error root cause
-        # their latency may have risen for another reason, and a fallback is not an impact.
-        return kind == "latency" and \
-            self.cfg.latency.rise(win.incl_hist, base.incl_hist) is not None
+            return None
+        if failed < self.cfg.min_explained:
+            return None
+        errors = max(win.errors, failed)
+        return Impact(name, team, BY_TRACES, win.requests, errors, failed, samples,
+                      f"{name}: {failed} of {win.requests} requests failed with {root}'s "
+                      f"error below them ({failed / errors:.0%} of its {errors} failures)")
 
 
 def _is_virtual(snap: Snapshot, name: str) -> bool:

@@ -88,16 +88,21 @@ class RatioRise:
 @dataclass(frozen=True, slots=True)
 class LatencyRise:
     """p95 rose when it is at least ``factor`` x the baseline's and ``min_abs_ms`` above it,
-    with ``min_samples`` in the window. With fewer than ``min_baseline_samples`` in the
-    baseline, only a p95 above ``no_baseline_ms`` counts. Samples are values actually seen
-    (``Hist.samples``), not weighted counts."""
+    with ``min_samples`` in the window. A short baseline (``short_baseline_samples`` to
+    ``min_baseline_samples``: a collector seconds old) says little about the tail, so then
+    only a rise of ``short_factor`` x counts; with less, only a p95 above ``no_baseline_ms``
+    (by default nothing: a service slow since its first request, as every process is while
+    it warms up, has not *become* slow).
+    Samples are values actually seen (``Hist.samples``), not weighted counts."""
 
     min_samples: int = 10
     factor: float = 2.0
     min_abs_ms: float = 20.0
     min_baseline_samples: int = 20
-    no_baseline_ms: float = 1000.0
+    no_baseline_ms: float = math.inf
     quantile: float = 0.95
+    short_baseline_samples: int = 5
+    short_factor: float = 10.0
 
     def rise(self, window: Hist, base: Hist) -> tuple[float, float | None] | None:
         """``(p95_window_ms, p95_baseline_ms | None)`` when the rise is significant."""
@@ -106,11 +111,14 @@ class LatencyRise:
         p_w = window.quantile(self.quantile)
         if p_w is None:
             return None
+        factor = self.factor
         if base.samples < self.min_baseline_samples:
-            return (p_w, None) if p_w >= self.no_baseline_ms else None
+            if base.samples < self.short_baseline_samples:
+                return (p_w, None) if p_w >= self.no_baseline_ms else None
+            factor = max(factor, self.short_factor)
         p_b = base.quantile(self.quantile)
         if p_b is None:
             return None
-        if p_w >= self.factor * p_b and p_w - p_b >= self.min_abs_ms:
+        if p_w >= factor * p_b and p_w - p_b >= self.min_abs_ms:
             return p_w, p_b
         return None

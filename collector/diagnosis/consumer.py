@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from collector.diagnosis.hosts import HostMap
 from collector.diagnosis.traces import (
     MAX_SPANS_PER_TRACE,
     MAX_TRACES,
@@ -45,7 +46,8 @@ _SERVER, _CONSUMER = int(SpanKind.SERVER), int(SpanKind.CONSUMER)
 
 
 class TraceDiagnosis:
-    """A ``SpanConsumer``. ``flush(now)`` finishes due traces (appenders call it first)."""
+    """A ``SpanConsumer``. ``flush(now)`` finishes due traces (each evaluation calls it
+    first)."""
 
     def __init__(self, quiet_s: float = QUIET_S, bucket_s: float = BUCKET_S,
                  retention_s: float = RETENTION_S, max_traces: int = MAX_TRACES,
@@ -56,6 +58,7 @@ class TraceDiagnosis:
                              f"got {span_budget}")
         self.ports = PortMap()
         self.versions = VersionTracker()
+        self.hosts = HostMap()
         self.windows = ServiceWindows(bucket_s, retention_s)
         self.assembler = TraceAssembler(self._on_trace, quiet_s, max_traces, max_spans_per_trace)
         self.spans_seen = 0
@@ -71,6 +74,7 @@ class TraceDiagnosis:
             if s.kind == _SERVER or s.kind == _CONSUMER:  # the only spans `learn` reads
                 learn(s)
         self.versions.observe(spans, now)
+        self.hosts.learn(spans)
         self.assembler.add(spans, now, self._offer(len(spans), now))
 
     def span_rate(self) -> float:
@@ -107,4 +111,5 @@ class TraceDiagnosis:
                 "traces_sampled_out": a.traces_sampled_out,
                 "keep_fraction": self.keep_fraction,
                 "services_dropped": self.windows.dropped_services,
-                "ports_dropped": self.ports.dropped, "versions_dropped": self.versions.dropped}
+                "ports_dropped": self.ports.dropped, "versions_dropped": self.versions.dropped,
+                "hosts_dropped": self.hosts.dropped}

@@ -1,4 +1,4 @@
-"""Health appender: ``node.health`` and ``edge.health`` from error ratio, latency and ``up``.
+"""Health: ``node.health`` and ``edge.health`` from error ratio, latency and ``up``.
 
 States (``collector.model.HEALTH_STATES``), defaults in ``HealthThresholds``:
 
@@ -18,8 +18,10 @@ States (``collector.model.HEALTH_STATES``), defaults in ``HealthThresholds``:
 Hysteresis, so a node near a threshold does not flap: a worse state is entered at once; a
 better one only when the metric is below the lower *exit* threshold (errors: 5 % to leave
 failing, 0.25 % to leave degraded; latency: 2 x baseline) for 3 consecutive evaluations.
-The state is kept per node and edge across snapshots of the default window only; other
-windows are judged statelessly with the entry thresholds.
+The state is kept per node and edge across evaluation ticks only (``judge(..., stateful=
+True)``, called by ``Diagnosis.evaluate`` once per tick); reads take the health the last tick
+concluded, and judge other windows (or nodes newer than that tick) statelessly with the
+entry thresholds, changing nothing.
 """
 
 from __future__ import annotations
@@ -96,31 +98,35 @@ def classify(m: _Metrics, th: HealthThresholds, exit_: bool = False) -> str:
     return level
 
 
-class HealthAppender:
-    name = "health"
+class HealthJudge:
+    """Judges a snapshot's nodes and edges; with ``stateful`` it also moves the hysteresis."""
 
-    def __init__(self, diag: TraceDiagnosis, default_window_s: float,
+    def __init__(self, diag: TraceDiagnosis,
                  thresholds: HealthThresholds | None = None, baseline_s: float = BASELINE_S,
                  detect_window_s: float = 20.0) -> None:
         self.diag = diag
-        self.default_window_s = default_window_s
         self.th = thresholds or HealthThresholds()
         self.baseline_s = baseline_s
         self.detect_window_s = detect_window_s
         self._nodes: dict[str, _State] = {}
         self._edges: dict[tuple[str, str], _State] = {}
 
-    def append(self, snap: Snapshot) -> None:
+    def judge(self, snap: Snapshot, stateful: bool = False,
+              only: tuple[set[str], set[tuple[str, str]]] | None = None) -> None:
+        """Set ``health`` on the snapshot's nodes and edges (only those named in ``only``,
+        when given). ``stateful``: one evaluation tick, which moves the hysteresis state."""
         now = snap.generated_at
-        self.diag.flush(now)
-        stateful = snap.window_s == self.default_window_s
         into: dict[str, list[Edge]] = {}
         for edge in snap.edges.values():
             into.setdefault(edge.target, []).append(edge)
         for node in snap.nodes.values():
+            if only is not None and node.id not in only[0]:
+                continue
             m = self._node_metrics(node, into.get(node.id, []), snap)
             node.health = self._judge(self._nodes, node.id, m, now, stateful)
         for key, edge in snap.edges.items():
+            if only is not None and key not in only[1]:
+                continue
             target = snap.nodes.get(edge.target)
             m = _edge_metrics(edge, target)
             edge.health = self._judge(self._edges, key, m, now, stateful)

@@ -1,13 +1,14 @@
 """Incidents: one per root-cause service, opened, updated, resolved; kept in SQLite.
 
-``IncidentManager.evaluate(snap)`` reads ``snap.meta["root_causes"]`` (with blast radius) of a
-default-window snapshot at ``snap.generated_at``:
+``IncidentManager.evaluate(causes, now)`` takes the root causes (with blast radius) one
+evaluation tick found at ``now``:
 
 - a root cause with no open incident for its service opens one: who to page comes
   from the ownership helper (``owner_of``), "what changed" from the service's nearest
   ``service.version`` change;
 - an open incident whose root cause is still there is updated (impacted services are merged,
-  evidence and confidence replaced, ``updated_at``). One service's fault often shows as more
+  the newest evidence for each replacing the older, evidence and confidence replaced,
+  ``updated_at``). One service's fault often shows as more
   than one kind over its life (a process that was down leaves refused calls in the window
   after it is back, which read as errors): that is one incident for the team to page, whose
   kind is the most severe seen (down, then errors, then latency), each change in its history;
@@ -27,13 +28,13 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
 from collector.diagnosis.versions import VersionTracker
-from collector.model import Snapshot
 
 QUIET_S = 30.0
 MAX_INCIDENTS = 1_000
@@ -41,6 +42,7 @@ MAX_HISTORY = 100
 MAX_IMPACTED = 200
 HISTORY_LISTED = 20  # events per incident in the JSON (the store keeps MAX_HISTORY)
 DB_NAME = "incidents.sqlite3"
+NO_HOST_OWNER = "no owner — platform"
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 
@@ -199,14 +201,18 @@ class IncidentManager:
         out.sort(key=lambda i: i.started_at, reverse=True)
         return out[:limit]
 
-    def evaluate(self, snap: Snapshot) -> None:
-        now = snap.generated_at
-        causes: list[dict[str, Any]] = snap.meta.get("root_causes", [])
+    def incidents_json(self, status: str | None = None,
+                       limit: int = MAX_INCIDENTS) -> list[dict[str, Any]]:
+        """``incidents`` as the API serves them, taken under the lifecycle's lock."""
+        with self.lock:
+            return [i.to_json() for i in self.incidents(status, limit)]
+
+    def evaluate(self, causes: Sequence[RootCause], now: float) -> None:
         with self.lock:
             open_by_key = {i.key: i for i in self.open()}
             present: set[str] = set()
             for cause in causes:
-                key = cause["service"]
+                key = cause.service
                 if key in present:
                     continue
                 present.add(key)
@@ -223,40 +229,48 @@ class IncidentManager:
                 dropped = set(self.store.prune())
                 self._all = [i for i in self._all if i.id not in dropped]
 
-    def _open(self, cause: dict[str, Any], now: float) -> None:
-        service = cause["service"]
+    def _open(self, cause: RootCause, now: float) -> None:
+        service = cause.service
         owner = self.owner_of(service) if self.owner_of else None
-        team = cause.get("team") or (owner or {}).get("team")
+        team = cause.team or (owner or {}).get("team")
         page = {"team": team,
                 "on_call": (owner or {}).get("on_call"),
                 "channel": (owner or {}).get("channel"),
                 "runbook": (owner or {}).get("runbook")}
-        change = self.versions.change_near(service, now) if self.versions else None
+        if cause.kind == SHARED_HOST and team is None:
+            # No Resource in the catalog owns the host: the platform's, named as unowned.
+            page["fallback"] = NO_HOST_OWNER
+        change = None
+        if self.versions and cause.kind != SHARED_HOST:
+            change = self.versions.change_near(service, now)
         inc = Incident(uuid.uuid4().hex[:16], "open", now, now, None, now,
-                       _root(cause, team), list(cause.get("impacted", []))[:MAX_IMPACTED],
-                       page, float(cause.get("confidence", 0.0)), change)
+                       _root(cause, team), [i.to_json() for i in cause.impacted[:MAX_IMPACTED]],
+                       page, cause.confidence, change)
         self._all.append(inc)
-        self._log(inc, "opened", cause["evidence"]["summary"])
+        self._log(inc, "opened", cause.evidence["summary"])
 
-    def _update(self, inc: Incident, cause: dict[str, Any], now: float) -> None:
-        before = {d["service"] for d in inc.impacted}
-        for d in cause.get("impacted", []):
-            if d["service"] not in before and len(inc.impacted) < MAX_IMPACTED:
+    def _update(self, inc: Incident, cause: RootCause, now: float) -> None:
+        before = {d["service"]: n for n, d in enumerate(inc.impacted)}
+        for impact in cause.impacted:
+            d = impact.to_json()
+            if impact.service in before:
+                inc.impacted[before[impact.service]] = d  # the newest evidence
+            elif len(inc.impacted) < MAX_IMPACTED:
                 inc.impacted.append(d)
-        added = {d["service"] for d in inc.impacted} - before
-        team = inc.root_cause.get("team") or cause.get("team")
+        added = {d["service"] for d in inc.impacted} - set(before)
+        team = inc.root_cause.get("team") or cause.team
         old_kind = inc.root_cause["kind"]
         inc.root_cause = _root(cause, team)
-        if KIND_SEVERITY.get(old_kind, 9) < KIND_SEVERITY.get(cause["kind"], 9):
+        if KIND_SEVERITY.get(old_kind, 9) < KIND_SEVERITY.get(cause.kind, 9):
             inc.root_cause["kind"] = old_kind
-        elif old_kind != cause["kind"]:
-            self._log(inc, "updated", f"now {cause['kind']} (was {old_kind})")
+        elif old_kind != cause.kind:
+            self._log(inc, "updated", f"now {cause.kind} (was {old_kind})")
         if inc.page.get("team") is None and team:
             inc.page["team"] = team
         if inc.version_change is None and self.versions is not None:
             inc.version_change = self.versions.change_near(inc.root_cause["service"],
                                                            inc.started_at)
-        old_conf, inc.confidence = inc.confidence, float(cause.get("confidence", 0.0))
+        old_conf, inc.confidence = inc.confidence, cause.confidence
         inc.last_seen = inc.updated_at = now
         if added:
             self._log(inc, "updated", f"now also impacts {', '.join(sorted(added))}")
@@ -271,22 +285,9 @@ class IncidentManager:
         self.store.save(inc, event, {"summary": summary})
 
 
-# The kind an incident keeps when its root cause shows several: the most severe.
-KIND_SEVERITY = {"down": 0, "errors": 1, "latency": 2}
-
-
-def _root(cause: dict[str, Any], team: str | None) -> dict[str, Any]:
-    return {"service": cause["service"], "team": team, "kind": cause["kind"],
-            "evidence": cause["evidence"]}
-
-
-class IncidentsAppender:
-    """Publishes the open incidents in ``snap.meta["incidents"]`` (reads, never changes them)."""
-
-    name = "incidents"
-
-    def __init__(self, manager: IncidentManager) -> None:
-        self.manager = manager
-
-    def append(self, snap: Snapshot) -> None:
-        snap.meta["incidents"] = [i.to_json() for i in self.manager.incidents("open")]
+def _root(cause: RootCause, team: str | None) -> dict[str, Any]:
+    out = {"service": cause.service, "team": team, "kind": cause.kind,
+           "evidence": dict(cause.evidence)}
+    if cause.host is not None:
+        out["host"] = cause.host
+    return out

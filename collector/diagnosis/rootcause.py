@@ -1,11 +1,11 @@
-"""Root-cause appender: which services (or databases, external peers) a failure starts at.
+"""Root cause: which services (or databases, external peers) a failure starts at.
 
 Traces first. For every service seen in the detection window (the last ``detect_window_s``
 seconds of the snapshot's window), compare it with its own baseline — the last ``baseline_s``
 seconds before the window in which it was not itself a root cause ("the last healthy
-period", ``ServiceWindows.baseline``), so a long fault does not become "normal". Buckets are
-marked only on default-window snapshots, and only once a baseline exists (a fresh collector
-learns a steady noisy service as normal rather than freezing it as a fault):
+period", ``ServiceWindows.baseline``), so a long fault does not become "normal". The
+evaluation marks a candidate's buckets (``Found.to_mark``) only once a baseline exists (a
+fresh collector learns a steady noisy service as normal rather than freezing it as a fault):
 
 - ``errors``: the count of error *origins* blamed on it (see ``traces``) rose significantly
   (``compare.RatioRise``). Callers that only passed an error on are victims, not origins; a
@@ -35,10 +35,10 @@ traffic is a ``down`` candidate; a ``failing`` node with no trace data, at least
 ``min_events`` errors, and not upstream of another candidate is an ``errors`` candidate, with
 lower confidence (one failed call of ten is noise, not a root cause).
 
-Each candidate: ``{"service", "kind", "team", "virtual", "confidence", "evidence": {"summary",
-"trace_ids", "counts", "before", "after"}}``, ranked by confidence, in
-``snap.meta["root_causes"]``. One entry per service; when several kinds apply the strongest
-is reported (down, then errors, then latency). Independent faults stay separate entries.
+Each candidate is a ``RootCause`` (``assessment``) with evidence ``{"summary", "trace_ids",
+"counts", "before", "after"}``, ranked by confidence. One entry per service; when several
+kinds apply the strongest is reported (down, then errors, then latency). Independent faults
+stay separate entries.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from collector.diagnosis.assessment import DOWN, ERRORS, KIND_SEVERITY, LATENCY, RootCause
 from collector.diagnosis.compare import LatencyRise, RatioRise
 from collector.diagnosis.consumer import TraceDiagnosis
 from collector.diagnosis.window import Cell
@@ -56,7 +57,6 @@ DETECT_WINDOW_S = 20.0
 RECENT_WINDOW_S = 1.0
 BASELINE_S = 300.0
 MAX_ROOT_CAUSES = 20
-KIND_ORDER = {"down": 0, "errors": 1, "latency": 2}
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 
@@ -73,37 +73,54 @@ class RootCauseConfig:
     max_root_causes: int = MAX_ROOT_CAUSES
 
 
-def periods(snap: Snapshot, cfg: RootCauseConfig, bucket_s: float) -> tuple[float, float, float]:
-    """``(window_start, baseline_start, baseline_end)`` for this snapshot."""
-    t0 = snap.generated_at - min(snap.window_s, cfg.detect_window_s)
+def periods(now: float, window_s: float, cfg: RootCauseConfig,
+            bucket_s: float) -> tuple[float, float, float]:
+    """``(window_start, baseline_start, baseline_end)`` for a snapshot at ``now``."""
+    t0 = now - min(window_s, cfg.detect_window_s)
     return t0, t0 - cfg.baseline_s, t0 - bucket_s
 
 
-class RootCauseAppender:
-    name = "rootcause"
+@dataclass(slots=True)
+class Found:
+    """What one evaluation's root-cause step found: the candidates, ranked, and the services
+    whose window buckets should be kept out of future baselines (judged against a real one)."""
 
-    def __init__(self, diag: TraceDiagnosis, default_window_s: float,
-                 config: RootCauseConfig | None = None,
+    causes: list[RootCause]
+    to_mark: list[str]
+    window_start: float
+    # Per service, the self time (ms) a visit must exceed to count as slow for the requests
+    # above it (``ServiceWindows.slow_ms``): the latency rule's threshold on its baseline.
+    slow_ms: dict[str, float]
+
+
+class RootCauseFinder:
+    """The root-cause step of an evaluation: reads the trace windows and a snapshot, changes
+    nothing (the caller marks ``Found.to_mark``)."""
+
+    def __init__(self, diag: TraceDiagnosis, config: RootCauseConfig | None = None,
                  owner_of: OwnerLookup | None = None) -> None:
         self.diag = diag
-        self.default_window_s = default_window_s
         self.cfg = config or RootCauseConfig()
         self.owner_of = owner_of
 
-    def append(self, snap: Snapshot) -> None:
+    def find(self, snap: Snapshot) -> Found:
         now = snap.generated_at
-        self.diag.flush(now)
         windows = self.diag.windows
-        t0, b0, b1 = periods(snap, self.cfg, windows.bucket_s)
+        t0, b0, b1 = periods(now, snap.window_s, self.cfg, windows.bucket_s)
         names = set(windows.services(t0, now)) | set(snap.nodes)
-        found: list[dict[str, Any]] = []
+        found: list[RootCause] = []
         quiet: list[str] = []
         established: set[str] = set()  # candidates judged against a real baseline
         served_before: set[str] = set()  # quiet now, but served requests in their baseline
+        slow_ms: dict[str, float] = {}
+        lat = self.cfg.latency
         for name in sorted(names):
             win = windows.aggregate(name, t0, now)
             base = windows.baseline(name, b1, self.cfg.baseline_s)
             node = snap.nodes.get(name)
+            if base.self_hist.samples >= lat.short_baseline_samples:
+                p95 = base.self_hist.quantile(0.95) or 0.0
+                slow_ms[name] = max(lat.factor * p95, p95 + lat.min_abs_ms)
             if win.requests == 0:
                 quiet.append(name)
                 if base.requests > 0:
@@ -111,32 +128,37 @@ class RootCauseAppender:
                 continue
             cands = self._trace_candidates(name, win, base, node)
             if not cands and 0 < self.cfg.recent_window_s < now - t0:
-                # Traces are recorded when they finish, ``quiet_s`` after their last span.
-                newest = now - self.diag.assembler.quiet_s
-                for span_s in (self.cfg.recent_window_s, 3 * self.cfg.recent_window_s):
-                    recent = windows.recent(name, newest - span_s, now)
-                    if recent.requests:
-                        cands = self._trace_candidates(name, recent, base, node, recent=True)
-                    if cands:
-                        break
+                cands = self._recent_candidates(name, node, now, base)
             if cands:
-                best = min(cands, key=lambda c: KIND_ORDER[c["kind"]])
-                found.append(best)
+                found.append(min(cands, key=lambda c: KIND_SEVERITY[c.kind]))
                 if base.requests / base.weight >= self.cfg.min_baseline_requests:
                     established.add(name)
         found.extend(self._metric_candidates(snap, quiet, found, served_before))
-        found.sort(key=lambda c: (-c["confidence"], -c["evidence"]["counts"].get("excess", 0),
-                                  c["service"]))
-        found = found[: self.cfg.max_root_causes]
-        for c in found:
-            c["team"] = self._team(c["service"], snap.nodes.get(c["service"]))
-        snap.meta["root_causes"] = found
-        marked = [c["service"] for c in found if c["service"] in established]
-        if snap.window_s == self.default_window_s and marked:
-            # Keep the fault out of the service's future baseline: it is compared with the
-            # last healthy period, however long the fault lasts. Not without a baseline yet
-            # (a fresh collector): a steady noisy service would otherwise never become normal.
-            windows.mark(marked, t0, now)
+        found.sort(key=lambda c: (-c.confidence, -c.evidence["counts"].get("excess", 0),
+                                  c.service))
+        found = [replace(c, team=self._team(c.service, snap.nodes.get(c.service)))
+                 for c in found[: self.cfg.max_root_causes]]
+        return Found(found, [c.service for c in found if c.service in established], t0, slow_ms)
+
+    def _recent_candidates(self, name: str, node: Node | None, now: float,
+                           base: Cell) -> list[RootCause]:
+        """Judge the last few seconds of finished traces (traces are recorded when they
+        finish, ``quiet_s`` after their last span) against the baseline ``base``; when that
+        is thin (a collector only seconds old has none before its detection window), against
+        everything before the recent window instead."""
+        windows = self.diag.windows
+        newest = now - self.diag.assembler.quiet_s
+        for span_s in (self.cfg.recent_window_s, 3 * self.cfg.recent_window_s):
+            start = newest - span_s
+            recent = windows.recent(name, start, now)
+            if not recent.requests:
+                continue
+            if base.requests / base.weight < self.cfg.min_baseline_requests:
+                base = windows.baseline(name, start - windows.bucket_s, self.cfg.baseline_s)
+            cands = self._trace_candidates(name, recent, base, node, recent=True)
+            if cands:
+                return cands
+        return []
 
     def _team(self, name: str, node: Node | None) -> str | None:
         if node is not None and node.team:
@@ -146,12 +168,12 @@ class RootCauseAppender:
         return team if isinstance(team, str) else None
 
     def _trace_candidates(self, name: str, win: Cell, base: Cell, node: Node | None,
-                          recent: bool = False) -> list[dict[str, Any]]:
+                          recent: bool = False) -> list[RootCause]:
         """Candidates for ``name`` judged on ``win`` against ``base``; ``recent`` when ``win``
         is the short recent window (latency then also needs a significant count of slow
         visits, and the summary says which window)."""
         cfg = self.cfg
-        out: list[dict[str, Any]] = []
+        out: list[RootCause] = []
         served_w = win.requests - win.client_only
         served_b = base.requests - base.client_only
         virtual = node.kind == "virtual" if node is not None else (served_w + served_b == 0)
@@ -189,7 +211,7 @@ class RootCauseAppender:
             summary = (f"{name} is down: {why}{no_answer} calls from {callers} got no answer "
                        f"(connection refused or timed out, no server span)")
             conf = 0.97 if up is False else 0.9
-            out.append(_cand(name, "down", virtual, conf, summary, win.origin_traces,
+            out.append(_cand(name, DOWN, virtual, conf, summary, win.origin_traces,
                              counts, before, after))
         elif z is not None:
             where = "calls to it" if virtual else "requests"
@@ -204,7 +226,7 @@ class RootCauseAppender:
                 summary += f" (estimated from about 1 in {mean_w:.1f} traces, sampled under load)"
             conf = (0.5 + 0.25 * min(1.0, max(0.0, z - 3.0) / 10.0)
                     + 0.24 * min(1.0, max(0.0, p_w - p_b) / 0.3))
-            out.append(_cand(name, "errors", virtual, conf, summary, win.origin_traces,
+            out.append(_cand(name, ERRORS, virtual, conf, summary, win.origin_traces,
                              counts, before, after))
         rule = replace(cfg.latency, quantile=0.5) if recent else cfg.latency
         stat = "median" if recent else "p95"
@@ -225,18 +247,19 @@ class RootCauseAppender:
                 summary += f"; {win.timeouts} calls timed out waiting for it"
             lat_counts = dict(counts, excess=round(win.self_hist.count * 0.05, 1),
                               timeouts=win.timeouts)
-            out.append(_cand(name, "latency", virtual, conf, summary,
+            out.append(_cand(name, LATENCY, virtual, conf, summary,
                              [t for _, t in win.slow_traces], lat_counts, before, after))
         if recent:
-            for c in out:
-                c["evidence"]["summary"] += " (in the last few seconds)"
-                c["evidence"]["window"] = "recent"
+            out = [replace(c, evidence={**c.evidence, "window": "recent",
+                                        "summary": c.evidence["summary"]
+                                        + " (in the last few seconds)"})
+                   for c in out]
         return out
 
-    def _metric_candidates(self, snap: Snapshot, quiet: list[str], found: list[dict[str, Any]],
-                           served_before: set[str]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        blamed = {c["service"] for c in found}
+    def _metric_candidates(self, snap: Snapshot, quiet: list[str], found: list[RootCause],
+                           served_before: set[str]) -> list[RootCause]:
+        out: list[RootCause] = []
+        blamed = {c.service for c in found}
         upstream = _upstream_of(snap, blamed)
         for name in quiet:
             node = snap.nodes.get(name)
@@ -261,7 +284,7 @@ class RootCauseAppender:
                 else:
                     summary = f"{name} is down: the scrape fails and it serves no traffic"
                     conf = 0.6
-                out.append(_cand(name, "down", node.kind == "virtual", conf, summary, [],
+                out.append(_cand(name, DOWN, node.kind == "virtual", conf, summary, [],
                                  counts, {}, after))
             elif node.health == "failing" and counts["errors"] >= self.cfg.errors.min_events \
                     and not any(
@@ -270,7 +293,7 @@ class RootCauseAppender:
                     if e.source == name and e.target in snap.nodes):
                 summary = (f"{name}: {node.error_ratio:.1%} of its requests fail (from metrics; "
                            f"no traces explain it)")
-                out.append(_cand(name, "errors", node.kind == "virtual", 0.4, summary, [],
+                out.append(_cand(name, ERRORS, node.kind == "virtual", 0.4, summary, [],
                                  counts, {}, after))
         return out
 
@@ -303,8 +326,7 @@ def _period(c: Cell) -> dict[str, Any]:
 
 def _cand(name: str, kind: str, virtual: bool, conf: float, summary: str,
           traces: list[bytes], counts: dict[str, Any], before: dict[str, Any],
-          after: dict[str, Any]) -> dict[str, Any]:
-    return {"service": name, "kind": kind, "team": None, "virtual": virtual,
-            "confidence": round(max(0.0, min(0.99, conf)), 3),
-            "evidence": {"summary": summary, "trace_ids": [t.hex() for t in traces[:5]],
-                         "counts": counts, "before": before, "after": after}}
+          after: dict[str, Any]) -> RootCause:
+    return RootCause(name, kind, None, virtual, round(max(0.0, min(0.99, conf)), 3),
+                     {"summary": summary, "trace_ids": [t.hex() for t in traces[:5]],
+                      "counts": counts, "before": before, "after": after})

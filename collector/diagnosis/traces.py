@@ -128,6 +128,7 @@ class Visit:
     incl_ns: int
     client_only: bool = False  # seen only from the caller's CLIENT span
     caller: str | None = None
+    parent: int = -1  # index of the caller's visit in ``TraceFacts.visits`` (-1: none)
 
 
 @dataclass(slots=True)
@@ -320,7 +321,8 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
             if callee is None:
                 name = peer_name(s, ports)
                 if name is not None and name != s.service:
-                    visits.append(Visit(name, error, excl, dur, True, s.service))
+                    visits.append(Visit(name, error, excl, dur, True, s.service,
+                                        visit_of.get(pid, -1) if pid is not None else -1))
                     continue
             # The client's own time (network, queueing) belongs to the callee's visit,
             # which is created when the SERVER child is reached; park it on the client span.
@@ -332,7 +334,8 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
             continue
         if kind == _SERVER or kind == _CONSUMER or parent is None or parent.service != s.service:
             visits.append(Visit(s.service, error, excl + net.pop(sid, 0) if net else excl,
-                                dur, False, parent.service if parent else None))
+                                dur, False, parent.service if parent else None,
+                                visit_of.get(pid, -1) if pid is not None else -1))
             visit_of[sid] = len(visits) - 1
         else:  # same service as its parent: joins the parent's visit when it has one
             joined = visit_of.get(parent.span_id)
@@ -403,7 +406,8 @@ def _caller_visit(s: SpanRecord, parent: SpanRecord | None, visit_of: dict[bytes
         if idx is not None and visits[idx].service == s.service:
             return idx
     visits.append(Visit(s.service, s.error and s.kind not in _CLIENTISH, 0, s.duration_ns,
-                        False, parent.service if parent else None))
+                        False, parent.service if parent else None,
+                        visit_of.get(parent.span_id, -1) if parent is not None else -1))
     return len(visits) - 1
 
 

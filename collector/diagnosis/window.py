@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from collector.diagnosis.traces import TraceFacts
+from collector.diagnosis.traces import TraceFacts, Visit
 
 BUCKET_S = 5.0
 RETENTION_S = 900.0
@@ -31,6 +31,7 @@ FINE_BUCKET_S = 1.0
 FINE_RETENTION_S = 10.0
 MAX_SERVICES = 2_000
 MAX_SAMPLES = 5
+MAX_BLAST_SAMPLES = 3  # example trace ids per (service, root cause) for the blast radius
 # Histogram bins: 2**(1/4) apart from 10 us, so a quantile is within ~19% of the truth.
 HIST_MIN_MS = 0.01
 HIST_STEP = 2 ** 0.25
@@ -85,6 +86,10 @@ class Hist:
                 return _bin_upper_ms(b) / math.sqrt(HIST_STEP) if b else HIST_MIN_MS
         return _bin_upper_ms(max(self.bins))
 
+    def count_above(self, ms: float) -> int:
+        """Weighted count of values in bins entirely above ``ms`` (a lower bound)."""
+        return sum(n for b, n in self.bins.items() if b and _bin_upper_ms(b - 1) >= ms)
+
 
 @dataclass(slots=True)
 class Cell:
@@ -101,6 +106,11 @@ class Cell:
     self_hist: Hist = field(default_factory=Hist)
     incl_hist: Hist = field(default_factory=Hist)
     victim_of: dict[str, int] = field(default_factory=dict)
+    # Requests of this service that had a slow visit of another service below them (slower
+    # than ``ServiceWindows.slow_ms`` of that service), by that service.
+    slowed_by: dict[str, int] = field(default_factory=dict)
+    # Example traces for ``victim_of`` and ``slowed_by``, by root service.
+    blast_traces: dict[str, list[bytes]] = field(default_factory=dict)
     absorbed_from: dict[str, int] = field(default_factory=dict)
     callers: dict[str, int] = field(default_factory=dict)
     origin_traces: list[bytes] = field(default_factory=list)
@@ -120,6 +130,10 @@ class Cell:
         self.incl_hist.merge(o.incl_hist)
         for k, n in o.victim_of.items():
             self.victim_of[k] = self.victim_of.get(k, 0) + n
+        for k, n in o.slowed_by.items():
+            self.slowed_by[k] = self.slowed_by.get(k, 0) + n
+        for k, ts in o.blast_traces.items():
+            _sample(self.blast_traces.setdefault(k, []), ts)
         for k, n in o.absorbed_from.items():
             self.absorbed_from[k] = self.absorbed_from.get(k, 0) + n
         for k, n in o.callers.items():
@@ -141,6 +155,14 @@ class Cell:
         return self.requests / seen if seen and self.requests > seen else 1.0
 
 
+def _sample(into: list[bytes], traces: Iterable[bytes]) -> None:
+    for t in traces:
+        if len(into) >= MAX_BLAST_SAMPLES:
+            return
+        if t not in into:
+            into.append(t)
+
+
 class ServiceWindows:
     """The ring of buckets: ``record`` trace facts, ``aggregate`` a service over a time range."""
 
@@ -156,6 +178,9 @@ class ServiceWindows:
         self._max_fine = int(FINE_RETENTION_S // FINE_BUCKET_S) + 1
         self._services: set[str] = set()
         self.dropped_services = 0
+        # Self time (ms) above which a visit of a service counts as slow for the requests
+        # above it (``Cell.slowed_by``); set by each evaluation from the service's baseline.
+        self.slow_ms: dict[str, float] = {}
 
     def _cell(self, bucket: dict[str, Cell], service: str, count: bool = True) -> Cell | None:
         """``service``'s cell in ``bucket``, None past ``max_services`` (counted when
@@ -191,7 +216,9 @@ class ServiceWindows:
     def _record(self, bucket: dict[str, Cell], facts: TraceFacts, w: int, main: bool) -> None:
         # Runs for every visit of every finished trace: `Hist.add` and `_bin` written out.
         top = HIST_BINS - 1
-        for v in facts.visits:
+        slow_ms = self.slow_ms
+        visits = facts.visits
+        for v in visits:
             cell = bucket.get(v.service)
             if cell is None:
                 cell = self._cell(bucket, v.service, main)
@@ -225,6 +252,9 @@ class ServiceWindows:
                     cell.slow_traces.append((self_ms, facts.trace_id))
                     cell.slow_traces.sort(reverse=True)
                     del cell.slow_traces[MAX_SAMPLES:]
+            slow = slow_ms.get(v.service)
+            if slow is not None and self_ms > slow and v.parent >= 0:
+                self._slowed(bucket, visits, v, facts.trace_id, w, main)
         for o in facts.origins:
             cell = self._cell(bucket, o.service, main)
             if cell is not None and o.timeout:
@@ -239,11 +269,29 @@ class ServiceWindows:
                 vc = self._cell(bucket, victim, main)
                 if vc is not None:
                     vc.victim_of[o.service] = vc.victim_of.get(o.service, 0) + w
+                    _sample(vc.blast_traces.setdefault(o.service, []), (facts.trace_id,))
             if o.absorbed_by is not None:
                 ac = self._cell(bucket, o.absorbed_by, main)
                 if ac is not None:
                     ac.absorbed += w
                     ac.absorbed_from[o.service] = ac.absorbed_from.get(o.service, 0) + w
+
+    def _slowed(self, bucket: dict[str, Cell], visits: list[Visit], slow: Visit,
+                trace_id: bytes, w: int, main: bool) -> None:
+        """Count a slow visit against every service above it in the trace, once each."""
+        seen = {slow.service}
+        j = slow.parent
+        for _ in range(len(visits)):  # bounded walk up the callers
+            if j < 0:
+                break
+            above = visits[j]
+            if above.service not in seen:
+                seen.add(above.service)
+                cell = self._cell(bucket, above.service, main)
+                if cell is not None:
+                    cell.slowed_by[slow.service] = cell.slowed_by.get(slow.service, 0) + w
+                    _sample(cell.blast_traces.setdefault(slow.service, []), (trace_id,))
+            j = above.parent
 
     def _expire(self, newest: int) -> None:
         oldest = newest - self.max_buckets

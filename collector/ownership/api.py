@@ -1,4 +1,5 @@
-"""HTTP routes of the ownership concern; each computes from ``service.snapshot(window)``.
+"""HTTP routes of the ownership concern; each computes, in a worker thread, from the shared
+read snapshot ``service.read_snapshot(window)`` (never on the event loop).
 
 - ``GET /api/teams[?window=S]`` -> ``{"teams": [{"name","display_name","on_call","channel",
   "runbook","email","services","resources"}], "orphans": [...], "catalog": {"path",
@@ -12,7 +13,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -47,7 +50,10 @@ def routes(service: CollectorService, ownership: Ownership) -> list[BaseRoute]:
             window = parse_window(request, service)
         except BadWindow as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(ownership.teams_payload(service.snapshot(window)))
+        body = await run_in_threadpool(service.cached_json, ("teams", window),
+                                       lambda: ownership.teams_payload(
+                                           service.read_snapshot(window)))
+        return Response(body, media_type="application/json")
 
     async def team(request: Request) -> Response:
         try:
@@ -55,21 +61,28 @@ def routes(service: CollectorService, ownership: Ownership) -> list[BaseRoute]:
         except BadWindow as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         name = request.path_params["name"]
-        snap = service.snapshot(window)
-        row = ownership.find_team(snap, name)
-        if row is None:
-            known = ", ".join(ownership.teams(snap)) or "none"
-            return JSONResponse(
-                {"error": f"unknown team {name!r}; known teams: {known}"}, status_code=404
-            )
-        return JSONResponse(ownership.team_payload(snap, row))
+
+        def body() -> dict[str, Any]:
+            snap = service.read_snapshot(window)
+            row = ownership.find_team(snap, name)
+            if row is None:
+                known = ", ".join(ownership.teams(snap)) or "none"
+                return {"error": f"unknown team {name!r}; known teams: {known}"}
+            return ownership.team_payload(snap, row)
+
+        payload = await run_in_threadpool(service.cached_json, ("team", name, window), body)
+        return Response(payload, media_type="application/json",
+                        status_code=404 if payload.startswith(b'{"error"') else 200)
 
     async def teammap(request: Request) -> Response:
         try:
             window = parse_window(request, service)
         except BadWindow as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(ownership.teammap_payload(service.snapshot(window)))
+        body = await run_in_threadpool(service.cached_json, ("teammap", window),
+                                       lambda: ownership.teammap_payload(
+                                           service.read_snapshot(window)))
+        return Response(body, media_type="application/json")
 
     return [
         Route("/api/teams", teams, methods=["GET"]),

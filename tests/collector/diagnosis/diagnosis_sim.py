@@ -9,8 +9,15 @@ caller; an optional one is absorbed (fallback). Background noise fails a service
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import uvicorn
 
 from collector.model import SpanKind, SpanRecord
 from collector.service import CollectorConfig, CollectorService
@@ -155,7 +162,7 @@ def make_service(t0: float, data_dir: object = None, baseline_s: float = 60.0,
 
 
 def drive(service: CollectorService, clock: Clock, shop: Shop, seconds: int, rps: int = 5,
-          evaluate: bool = False) -> None:
+          evaluate: bool = True) -> None:
     """Feed ``rps`` requests per simulated second for ``seconds``, advancing the clock."""
     for _ in range(seconds):
         for i in range(rps):
@@ -167,6 +174,35 @@ def drive(service: CollectorService, clock: Clock, shop: Shop, seconds: int, rps
 
 
 def settle(service: CollectorService, clock: Clock, seconds: float = 3.0) -> None:
-    """Let pending traces finish and pending halves expire, with no new traffic."""
-    clock.t += seconds
-    service.parts["graph"].tick(clock.t)
+    """Let pending traces finish and pending halves expire, with no new traffic; the
+    collector evaluates every second meanwhile, as it does live."""
+    end = clock.t + seconds
+    while clock.t < end:
+        clock.t = min(end, clock.t + 1.0)
+        service.parts["graph"].tick(clock.t)
+        service.parts["diagnosis"].evaluate()
+
+
+@contextlib.contextmanager
+def serve(service: CollectorService) -> Iterator[str]:
+    """The service's real HTTP app on a free loopback port, in a thread of this process (so
+    its clock stays injectable); yields the base URL."""
+    from collector import wiring
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(wiring.build_app(service), host="127.0.0.1",
+                                           port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:  # readiness, not a timed assertion
+            if not thread.is_alive():
+                raise RuntimeError("collector server did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+

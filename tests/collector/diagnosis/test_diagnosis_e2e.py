@@ -2,27 +2,26 @@
 loopback, end as an incident on ``GET /api/incidents`` naming the failing callee.
 
 The server runs in this process so its clock can be injected: simulated seconds pass between
-exports, with no sleeping on the diagnosis' account.
+exports, with no sleeping on the diagnosis' account, and the test runs the evaluation tick
+each simulated second (the server's own evaluation task waits an hour).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
-import uvicorn
+from diagnosis_sim import serve
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from collector import diagnosis, wiring
-from collector.service import CollectorConfig
+from collector import wiring
+from collector.service import CollectorConfig, CollectorService
 
 
 class Clock:
@@ -33,32 +32,13 @@ class Clock:
         return self.t
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
-def collector(clock: Clock) -> Iterator[str]:
-    port = free_port()
-    config = CollectorConfig(port=port, extra={"diagnosis": {"baseline_s": 60.0}})
+def collector(clock: Clock) -> Iterator[tuple[str, CollectorService]]:
+    config = CollectorConfig(extra={"diagnosis": {"baseline_s": 60.0,
+                                                  "evaluate_interval_s": 3600}})
     service = wiring.build_service(config, clock)
-    if "diagnosis" not in service.parts:  # until the lead wires it in build_service
-        diagnosis.install(service, config)
-    server = uvicorn.Server(uvicorn.Config(wiring.build_app(service), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:  # readiness, not a timed assertion
-            if not thread.is_alive():
-                raise RuntimeError("collector server did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
+    with serve(service) as url:
+        yield url, service
 
 
 def provider(url: str, service: str) -> TracerProvider:
@@ -72,7 +52,7 @@ def test_sdk_spans_to_an_incident_blaming_the_failing_callee() -> None:
     # Start at the real time: the receiver refuses spans far from its clock (the SDK stamps
     # real times); the simulated 93 s stay well inside its window.
     clock = Clock(time.time())
-    with collector(clock) as url:
+    with collector(clock) as (url, service):
         providers = {name: provider(url, name) for name in ("checkout", "payment", "email")}
         tracers = {name: p.get_tracer("conway-test") for name, p in providers.items()}
 
@@ -104,11 +84,14 @@ def test_sdk_spans_to_an_incident_blaming_the_failing_callee() -> None:
                 for p in providers.values():
                     p.force_flush()
                 clock.t += 1.0
+                service.parts["diagnosis"].evaluate()
 
         try:
             run(70, payment_fails=False)
             run(20, payment_fails=True)
-            clock.t += 3.0
+            for _ in range(3):
+                clock.t += 1.0
+                service.parts["diagnosis"].evaluate()
             body = httpx.get(url + "/api/incidents?status=open", timeout=10).json()
         finally:
             for p in providers.values():
@@ -116,5 +99,9 @@ def test_sdk_spans_to_an_incident_blaming_the_failing_callee() -> None:
     (incident,) = body["incidents"]
     assert incident["root_cause"]["service"] == "payment"
     assert incident["root_cause"]["kind"] == "errors"
-    assert [d["service"] for d in incident["impacted"]] == ["checkout"]
+    (checkout,) = incident["impacted"]
+    assert checkout["service"] == "checkout" and checkout["how"] == "traces"
+    # Every failed checkout had payment's error below it: the share is checkable.
+    assert checkout["explained"] == checkout["affected"] > 0 and checkout["share"] == 1.0
+    assert checkout["trace_ids"]
     assert len(incident["root_cause"]["evidence"]["trace_ids"]) >= 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collector.diagnosis.consumer import TraceDiagnosis
-from collector.diagnosis.health import HealthAppender
+from collector.diagnosis.health import HealthJudge
 from collector.model import Edge, Node, Snapshot
 
 WINDOW = 60.0
@@ -21,32 +21,32 @@ def snap(t: float, ratio: float, calls: int = 1000, up: bool | None = None,
     return s
 
 
-def health_series(appender: HealthAppender, ratios: list[float], t0: float = 0.0) -> list[str]:
+def health_series(appender: HealthJudge, ratios: list[float], t0: float = 0.0) -> list[str]:
     out = []
     for i, r in enumerate(ratios):
         s = snap(t0 + i, r)
-        appender.append(s)
+        appender.judge(s, stateful=True)
         out.append(s.nodes["api"].health)
     return out
 
 
 def test_thresholds() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     assert health_series(app, [0.0]) == ["healthy"]
-    fresh = HealthAppender(TraceDiagnosis(), WINDOW)
+    fresh = HealthJudge(TraceDiagnosis())
     assert health_series(fresh, [0.01]) == ["degraded"]
-    fresh = HealthAppender(TraceDiagnosis(), WINDOW)
+    fresh = HealthJudge(TraceDiagnosis())
     assert health_series(fresh, [0.2]) == ["failing"]
 
 
 def test_no_flapping_around_the_failing_threshold() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     states = health_series(app, [0.101, 0.099, 0.102, 0.098, 0.097, 0.103, 0.099])
     assert states == ["failing"] * 7
 
 
 def test_recovery_needs_the_exit_threshold_for_several_evaluations() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     states = health_series(app, [0.2, 0.03, 0.03, 0.03, 0.0, 0.0, 0.0, 0.0])
     # Below 5 % for three evaluations leaves failing; 3 % still holds degraded; then healthy.
     assert states == ["failing", "failing", "failing", "degraded", "degraded", "degraded",
@@ -54,43 +54,43 @@ def test_recovery_needs_the_exit_threshold_for_several_evaluations() -> None:
 
 
 def test_a_spike_back_up_resets_recovery() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     states = health_series(app, [0.2, 0.0, 0.0, 0.07, 0.0, 0.0, 0.0])
     assert states[:6] == ["failing"] * 6
     assert states[6] == "healthy"
 
 
 def test_other_windows_are_judged_without_state() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     health_series(app, [0.2])
     s = snap(1.0, 0.0, window=300.0)
-    app.append(s)
+    app.judge(s)
     assert s.nodes["api"].health == "healthy"
     assert health_series(app, [0.0], t0=2.0) == ["failing"]  # default window state kept
 
 
 def test_down_when_scrape_fails_and_callers_get_no_answer() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     s = snap(0.0, 0.0, calls=0, up=False, client_only=40)
-    app.append(s)
+    app.judge(s)
     assert s.nodes["api"].health == "down"
     assert s.edges[("web", "api")].health == "down"
 
 
 def test_down_without_scrape_when_every_call_gets_no_answer() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     s = snap(0.0, 0.0, calls=0, client_only=40)
-    app.append(s)
+    app.judge(s)
     assert s.nodes["api"].health == "down"
 
 
 def test_unknown_without_data_and_healthy_when_only_the_scrape_answers() -> None:
-    app = HealthAppender(TraceDiagnosis(), WINDOW)
+    app = HealthJudge(TraceDiagnosis())
     s = snap(0.0, 0.0, calls=0)
     s.edges.clear()
-    app.append(s)
+    app.judge(s)
     assert s.nodes["api"].health == "unknown"
     s = snap(1.0, 0.0, calls=0, up=True)
     s.edges.clear()
-    app.append(s)
+    app.judge(s)
     assert s.nodes["api"].health == "healthy"

@@ -146,7 +146,10 @@ def test_api_shape_filter_and_bad_status() -> None:
             assert set(inc["root_cause"]["evidence"]) == {"summary", "trace_ids", "counts",
                                                           "before", "after"}
             assert set(inc["page"]) == {"team", "on_call", "channel", "runbook"}
-            assert all(set(d) == {"service", "team"} for d in inc["impacted"])
+            # The contract's keys, and the evidence a person can check (issue 12).
+            assert all(set(d) == {"service", "team", "how", "requests", "affected",
+                                  "explained", "share", "trace_ids", "summary"}
+                       for d in inc["impacted"])
         starts = [i["started_at"] for i in listed]
         assert starts == sorted(starts, reverse=True)
         by = {i["root_cause"]["service"]: i for i in listed}

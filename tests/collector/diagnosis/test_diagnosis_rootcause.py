@@ -122,7 +122,7 @@ def test_long_fault_stays_a_root_cause_after_the_baseline_period() -> None:
 
 def test_metrics_second_a_scrape_down_service_with_no_spans_is_a_root_cause() -> None:
     from collector.diagnosis.consumer import TraceDiagnosis
-    from collector.diagnosis.rootcause import RootCauseAppender
+    from collector.diagnosis.rootcause import RootCauseFinder
     from collector.model import Edge, Node, Snapshot
 
     snap = Snapshot(window_s=60.0, generated_at=1_000.0)
@@ -131,30 +131,28 @@ def test_metrics_second_a_scrape_down_service_with_no_spans_is_a_root_cause() ->
     snap.nodes["email"] = Node("email", "service", meta={"up": True})
     snap.edges[("checkout", "payment")] = Edge("checkout", "payment", meta={
         "calls": 30, "errors": 30, "client_only_errors": 30})
-    RootCauseAppender(TraceDiagnosis(), 60.0).append(snap)
-    (cause,) = snap.meta["root_causes"]
-    assert (cause["service"], cause["kind"], cause["team"]) == ("payment", "down", "payments")
-    assert "scrape fails" in cause["evidence"]["summary"]
+    (cause,) = RootCauseFinder(TraceDiagnosis()).find(snap).causes
+    assert (cause.service, cause.kind, cause.team) == ("payment", "down", "payments")
+    assert "scrape fails" in cause.evidence["summary"]
 
 
 def test_metrics_second_a_failing_service_needs_more_than_one_error() -> None:
+    from collector.diagnosis.assessment import RootCause
     from collector.diagnosis.consumer import TraceDiagnosis
-    from collector.diagnosis.rootcause import RootCauseAppender
+    from collector.diagnosis.rootcause import RootCauseFinder
     from collector.model import Node, Snapshot
 
-    def causes(calls: int, errors: int) -> list[dict[str, Any]]:
+    def causes(calls: int, errors: int) -> list[RootCause]:
         snap = Snapshot(window_s=60.0, generated_at=1_000.0)
         snap.nodes["email"] = Node("email", "service", team="comms", health="failing",
                                    error_ratio=errors / calls,
                                    meta={"up": True, "calls": calls, "errors": errors})
-        RootCauseAppender(TraceDiagnosis(), 60.0).append(snap)
-        found: list[dict[str, Any]] = snap.meta["root_causes"]
-        return found
+        return RootCauseFinder(TraceDiagnosis()).find(snap).causes
 
     assert causes(10, 1) == []  # one failed call of ten: "failing", but no evidence of a fault
     (cause,) = causes(30, 12)
-    assert (cause["service"], cause["kind"]) == ("email", "errors")
-    assert "from metrics" in cause["evidence"]["summary"]
+    assert (cause.service, cause.kind) == ("email", "errors")
+    assert "from metrics" in cause.evidence["summary"]
 
 
 def test_noisy_service_seen_from_a_fresh_start_becomes_normal() -> None:
@@ -208,6 +206,7 @@ def fresh_fault(fault: Fault | None, recent_window_s: float | None = None,
         service.ingest(shop.request(clock.t + i / 40), now=clock.t + i / 40)
     clock.t += requests / 40 + 1.6  # the default trace_quiet_s is 1.5
     service.parts["graph"].tick(clock.t)
+    service.parts["diagnosis"].evaluate()
     return [c for c in service.snapshot().meta["root_causes"] if c["service"] == "currency"]
 
 

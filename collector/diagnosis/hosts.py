@@ -1,0 +1,193 @@
+"""Common cause: one busy host slowing many services is one incident, not one per service.
+
+``HostMap`` learns which host each service runs on from its spans' resource attributes, as
+the SDKs and resource detectors set them (``host.name``, else ``k8s.node.name``), bounded by
+``MAX_SERVICES`` (further services are counted in ``dropped``).
+
+``SharedHosts.group`` runs on each evaluation after the root-cause step. For every host with
+at least ``min_services`` services seen, it measures how much the self time of *all* of them
+rose at the same moment (the host's factor: the median over its services of window over
+baseline, for the p95 over the detection window and for the median over the last few
+seconds). A latency candidate on that host stands out when its own rise is at least
+``standout`` times the host's: a genuine fault at one service, named as usual. The others rose
+with their neighbours; they are not root causes of their own:
+
+- when ``min_shared`` or more of them rose together, the host's factor is at least
+  ``host_factor`` and no call path links them (each is not a caller or callee of the others,
+  so one is not just passing on another's slowness), they become **one** candidate of kind
+  ``shared-host`` named after the host, whose evidence lists the services, paged to the
+  host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
+- otherwise they are dropped: a small shared slowdown (a page opened in a browser on the
+  same machine, a GC storm) is nobody's incident.
+
+Services with no host attribute, or alone on their host, are never grouped.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.diagnosis.assessment import LATENCY, SHARED_HOST, RootCause
+from collector.diagnosis.window import Cell, ServiceWindows
+from collector.model import Attributes, Snapshot, SpanRecord
+
+HOST_KEYS = ("host.name", "k8s.node.name")
+MAX_SERVICES = 2_000
+
+OwnerLookup = Callable[[str], dict[str, Any] | None]
+
+
+class HostMap:
+    """service -> host, from resource attributes (the last one seen wins)."""
+
+    def __init__(self, max_services: int = MAX_SERVICES) -> None:
+        self.max_services = max_services
+        self.host_of: dict[str, str] = {}
+        self.dropped = 0
+        self._last: Attributes | None = None
+
+    def learn(self, spans: Sequence[SpanRecord]) -> None:
+        for s in spans:
+            res = s.resource
+            if res is self._last:  # one resource dict per ResourceSpans: look once
+                continue
+            self._last = res
+            for key in HOST_KEYS:
+                host = res.get(key)
+                if isinstance(host, str) and host:
+                    if self.host_of.get(s.service) != host:
+                        if s.service not in self.host_of \
+                                and len(self.host_of) >= self.max_services:
+                            self.dropped += 1
+                            break
+                        self.host_of[s.service] = host
+                    break
+
+    def services_on(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for service, host in self.host_of.items():
+            out.setdefault(host, []).append(service)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    min_services: int = 3  # services seen on a host before its factor means anything
+    standout: float = 3.0  # a candidate's rise over the host's that names it on its own
+    min_shared: int = 3  # candidates rising together that make a shared-host incident
+    host_factor: float = 2.0  # the host's median rise that makes it a shared-host incident
+    min_samples: int = 3  # visits in a period for a service to count in the host's factor
+
+
+@dataclass(frozen=True, slots=True)
+class Rise:
+    """One service's self-time rise: window over baseline, for the p95 over the detection
+    window and for the median over the recent seconds (None: too few samples)."""
+
+    p95: float | None
+    recent: float | None
+
+
+class SharedHosts:
+    """The common-cause step of an evaluation: reads the windows, changes nothing."""
+
+    def __init__(self, hosts: HostMap, windows: ServiceWindows, owner_of: OwnerLookup | None,
+                 config: HostConfig | None = None) -> None:
+        self.hosts = hosts
+        self.windows = windows
+        self.owner_of = owner_of
+        self.cfg = config or HostConfig()
+
+    def group(self, snap: Snapshot, causes: list[RootCause], t0: float, recent_start: float,
+              baseline_s: float) -> list[RootCause]:
+        by_host = self.hosts.services_on()
+        latency = [c for c in causes if c.kind == LATENCY and not c.virtual
+                   and c.service in self.hosts.host_of]
+        if not latency:
+            return causes
+        rises: dict[str, dict[str, Rise]] = {}
+        for c in latency:
+            host = self.hosts.host_of[c.service]
+            if host not in rises and len(by_host.get(host, ())) >= self.cfg.min_services:
+                rises[host] = {s: self._rise(s, snap.generated_at, t0, recent_start,
+                                             baseline_s) for s in by_host[host]}
+        shared: dict[str, list[RootCause]] = {}
+        for c in latency:
+            host = self.hosts.host_of[c.service]
+            if host in rises and not self._stands_out(c, rises[host]):
+                shared.setdefault(host, []).append(c)
+        if not shared:
+            return causes
+        grouped = {c.service for cs in shared.values() for c in cs}
+        out = [c for c in causes if c.service not in grouped]
+        for host, members in sorted(shared.items()):
+            cause = self._shared_cause(snap, host, members, rises[host])
+            if cause is not None:
+                out.append(cause)
+        return out
+
+    def _rise(self, service: str, now: float, t0: float, recent_start: float,
+              baseline_s: float) -> Rise:
+        w = self.windows
+        base = w.baseline(service, t0 - w.bucket_s, baseline_s)
+        win = w.aggregate(service, t0, now)
+        recent = w.recent(service, recent_start, now)
+        return Rise(self._ratio(win, base, 0.95), self._ratio(recent, base, 0.5))
+
+    def _ratio(self, win: Cell, base: Cell, q: float) -> float | None:
+        if win.self_hist.samples < self.cfg.min_samples \
+                or base.self_hist.samples < self.cfg.min_samples:
+            return None
+        p_w, p_b = win.self_hist.quantile(q), base.self_hist.quantile(q)
+        if p_w is None or p_b is None:
+            return None
+        return p_w / max(p_b, 1e-3)
+
+    def _host_factor(self, rises: dict[str, Rise], recent: bool) -> float:
+        vals = [r.recent if recent else r.p95 for r in rises.values()]
+        known = [v for v in vals if v is not None]
+        return statistics.median(known) if len(known) >= self.cfg.min_services else 1.0
+
+    def _stands_out(self, c: RootCause, rises: dict[str, Rise]) -> bool:
+        recent = c.evidence.get("window") == "recent"
+        own = rises.get(c.service)
+        mine = (own.recent if recent else own.p95) if own is not None else None
+        host = self._host_factor(rises, recent)
+        return mine is None or host <= 1.0 or mine >= self.cfg.standout * host
+
+    def _shared_cause(self, snap: Snapshot, host: str, members: list[RootCause],
+                      rises: dict[str, Rise]) -> RootCause | None:
+        names = sorted(c.service for c in members)
+        linked = {(a, b) for a, b in snap.edges if a in names and b in names}
+        independent = [n for n in names if not any(n in pair for pair in linked)]
+        factor = max(self._host_factor(rises, False), self._host_factor(rises, True))
+        if len(names) < self.cfg.min_shared or factor < self.cfg.host_factor \
+                or len(independent) < 2:
+            return None
+        slowed = sorted((s for s, r in rises.items()
+                         if max(r.p95 or 0.0, r.recent or 0.0) >= 2.0), key=lambda s: (
+            -max(rises[s].p95 or 0.0, rises[s].recent or 0.0), s))
+        owner = self.owner_of(host) if self.owner_of else None
+        team = owner.get("team") if owner else None
+        shown = ", ".join(slowed[:8]) + (f" and {len(slowed) - 8} more" if len(slowed) > 8
+                                         else "")
+        summary = (f"host {host}: the own time of {len(slowed)} of its {len(rises)} services "
+                   f"rose together (median x{factor:.1f}) with no call path linking them: "
+                   f"{shown}. One busy host, not {len(slowed)} faults")
+        confidence = round(min(0.95, 0.5 + 0.05 * len(slowed)), 3)
+        evidence = {"summary": summary, "services": slowed, "host": host,
+                    "trace_ids": [t for c in members for t in c.evidence["trace_ids"]][:5],
+                    "counts": {"services": len(rises), "slowed": len(slowed),
+                               "host_factor": round(factor, 2), "excess": 0},
+                    "before": {}, "after": {s: {"p95_rise": _r(r.p95),
+                                                "recent_median_rise": _r(r.recent)}
+                                            for s, r in sorted(rises.items()) if s in slowed}}
+        return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
+                         confidence, evidence, host=host)
+
+
+def _r(v: float | None) -> float | None:
+    return round(v, 2) if v is not None else None
