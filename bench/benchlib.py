@@ -47,12 +47,13 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0,
     raise SystemExit(f"{url} not ready after {timeout_s:g} s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a child this benchmark started, by its PID, and wait for it."""
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """End a child this benchmark started, by its PID, and wait for it (SIGKILL after
+    ``timeout_s``; give a parent of other processes time to stop them)."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
