@@ -8,23 +8,30 @@ the SDKs and resource detectors set them (``host.name``, else ``k8s.node.name``)
 at least ``min_services`` services seen, it measures how much the self time of *all* of them
 rose at the same moment (the host's factor: the median over its services of window over
 baseline, for the p95 over the detection window and for the median over the last few
-seconds). A latency candidate on that host stands out when its own rise is at least
-``standout`` times the host's: a genuine fault at one service, named as usual. The others rose
+seconds). A latency candidate on that host (a database's, on its callers' host) stands out when its
+own rise is at least ``standout`` times the host's (and, on a busy host, times the upper
+quartile of its neighbours' rises): a genuine fault at one service, named as usual. The others rose
 with their neighbours; they are not root causes of their own:
 
 - when ``min_shared`` or more of them rose together, the host's factor is at least
-  ``host_factor`` and no call path links them (each is not a caller or callee of the others,
-  so one is not just passing on another's slowness), they become **one** candidate of kind
+  ``host_factor`` and at least two of them have no call between them (self time excludes
+  callees, so a slow callee does not raise its caller's own time), they become **one**
+  candidate of kind
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
   host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
 - otherwise they are dropped: a small shared slowdown (a page opened in a browser on the
   same machine, a GC storm) is nobody's incident.
 
-Services with no host attribute, or alone on their host, are never grouped.
+For ``aftermath_s`` after a host was a shared-host cause, every latency candidate on it is
+grouped into it (a caller working off its backlog, windows still full of the slowdown): the
+same incident, kept open, not a new fault at each service. This is the only state the step
+keeps, moved by evaluation ticks only. Services with no host attribute, or alone on their
+host, are never grouped.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,7 +86,9 @@ class HostConfig:
     standout: float = 3.0  # a candidate's rise over the host's that names it on its own
     min_shared: int = 3  # candidates rising together that make a shared-host incident
     host_factor: float = 2.0  # the host's median rise that makes it a shared-host incident
+    busy_factor: float = 1.5  # the host's median rise past which others' spread counts too
     min_samples: int = 3  # visits in a period for a service to count in the host's factor
+    aftermath_s: float = 20.0  # after a shared-host cause, its host's slow services stay its
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +109,28 @@ class SharedHosts:
         self.windows = windows
         self.owner_of = owner_of
         self.cfg = config or HostConfig()
+        self._last_shared: dict[str, float] = {}  # host -> when it last was a shared cause
 
     def group(self, snap: Snapshot, causes: list[RootCause], t0: float, recent_start: float,
               baseline_s: float) -> list[RootCause]:
         by_host = self.hosts.services_on()
-        latency = [c for c in causes if c.kind == LATENCY and not c.virtual
-                   and c.service in self.hosts.host_of]
+        latency = [(c, h) for c in causes if c.kind == LATENCY
+                   for h in (self._host(snap, c),) if h is not None]
         if not latency:
             return causes
+        now = snap.generated_at
         rises: dict[str, dict[str, Rise]] = {}
-        for c in latency:
-            host = self.hosts.host_of[c.service]
+        for _, host in latency:
             if host not in rises and len(by_host.get(host, ())) >= self.cfg.min_services:
-                rises[host] = {s: self._rise(s, snap.generated_at, t0, recent_start,
-                                             baseline_s) for s in by_host[host]}
+                rises[host] = {s: self._rise(s, now, t0, recent_start, baseline_s)
+                               for s in by_host[host]}
         shared: dict[str, list[RootCause]] = {}
-        for c in latency:
-            host = self.hosts.host_of[c.service]
-            if host in rises and not self._stands_out(c, rises[host]):
+        for c, host in latency:
+            if host not in rises:
+                continue
+            own = rises[host].get(c.service) or self._rise(c.service, now, t0, recent_start,
+                                                          baseline_s)
+            if self._aftermath(host, now) or not self._stands_out(c, own, rises[host]):
                 shared.setdefault(host, []).append(c)
         if not shared:
             return causes
@@ -126,8 +139,27 @@ class SharedHosts:
         for host, members in sorted(shared.items()):
             cause = self._shared_cause(snap, host, members, rises[host])
             if cause is not None:
+                self._last_shared[host] = now
+            elif self._aftermath(host, now):
+                cause = self._shared_cause(snap, host, members, rises[host], aftermath=True)
+            if cause is not None:
                 out.append(cause)
         return out
+
+    def _aftermath(self, host: str, now: float) -> bool:
+        """Whether ``host`` was a shared-host cause within ``aftermath_s``: its services'
+        queues and windows are still full of the slowdown (a caller working off a backlog),
+        which is the same incident, not a new fault at each of them."""
+        return now - self._last_shared.get(host, -math.inf) <= self.cfg.aftermath_s
+
+    def _host(self, snap: Snapshot, c: RootCause) -> str | None:
+        """The host a candidate's time was measured on: its own, or for a virtual node (a
+        database, seen only in its callers' CLIENT spans) its callers' when they share one."""
+        host = self.hosts.host_of.get(c.service)
+        if host is not None or not c.virtual:
+            return host
+        callers = {self.hosts.host_of.get(src) for src, dst in snap.edges if dst == c.service}
+        return callers.pop() if len(callers) == 1 else None
 
     def _rise(self, service: str, now: float, t0: float, recent_start: float,
               baseline_s: float) -> Rise:
@@ -151,25 +183,41 @@ class SharedHosts:
         known = [v for v in vals if v is not None]
         return statistics.median(known) if len(known) >= self.cfg.min_services else 1.0
 
-    def _stands_out(self, c: RootCause, rises: dict[str, Rise]) -> bool:
+    def _stands_out(self, c: RootCause, own: Rise, rises: dict[str, Rise]) -> bool:
+        """Whether ``c`` rose clearly more than the rest of its host at the same moment:
+        ``standout`` times the host's median rise; when the host as a whole slowed (a starved
+        CPU slows some processes far more than others), times the upper quartile of the
+        other services' rises too, and on a host slowed as much as a shared-host incident
+        needs, times the largest of them."""
         recent = c.evidence.get("window") == "recent"
-        own = rises.get(c.service)
-        mine = (own.recent if recent else own.p95) if own is not None else None
+        mine = own.recent if recent else own.p95
         host = self._host_factor(rises, recent)
-        return mine is None or host <= 1.0 or mine >= self.cfg.standout * host
+        if mine is None or host <= 1.0:
+            return True
+        ref = host
+        others = sorted(v for s, r in rises.items() if s != c.service
+                        for v in (r.recent if recent else r.p95,) if v is not None)
+        if others and host >= self.cfg.host_factor:
+            ref = max(ref, others[-1])  # starved: it must outdo the worst of the others
+        elif others and host >= self.cfg.busy_factor:
+            ref = max(ref, others[(3 * len(others)) // 4])
+        return mine >= self.cfg.standout * ref
 
     def _shared_cause(self, snap: Snapshot, host: str, members: list[RootCause],
-                      rises: dict[str, Rise]) -> RootCause | None:
+                      rises: dict[str, Rise], aftermath: bool = False) -> RootCause | None:
         names = sorted(c.service for c in members)
-        linked = {(a, b) for a, b in snap.edges if a in names and b in names}
-        independent = [n for n in names if not any(n in pair for pair in linked)]
+        # Self time excludes callees, so one slow service does not raise its callers' own
+        # time; still, at least two of them must have no call between them.
+        unlinked = any((a, b) not in snap.edges and (b, a) not in snap.edges
+                       for i, a in enumerate(names) for b in names[i + 1:])
         factor = max(self._host_factor(rises, False), self._host_factor(rises, True))
-        if len(names) < self.cfg.min_shared or factor < self.cfg.host_factor \
-                or len(independent) < 2:
+        if not aftermath and (len(names) < self.cfg.min_shared or factor < self.cfg.host_factor
+                              or not unlinked):
             return None
-        slowed = sorted((s for s, r in rises.items()
-                         if max(r.p95 or 0.0, r.recent or 0.0) >= 2.0), key=lambda s: (
-            -max(rises[s].p95 or 0.0, rises[s].recent or 0.0), s))
+        slowed = sorted({s for s, r in rises.items()
+                         if max(r.p95 or 0.0, r.recent or 0.0) >= 2.0} | set(names),
+                        key=lambda s: (-max(rises[s].p95 or 0.0, rises[s].recent or 0.0)
+                                       if s in rises else 0.0, s))
         owner = self.owner_of(host) if self.owner_of else None
         team = owner.get("team") if owner else None
         shown = ", ".join(slowed[:8]) + (f" and {len(slowed) - 8} more" if len(slowed) > 8

@@ -94,14 +94,17 @@ class Found:
 
 
 class RootCauseFinder:
-    """The root-cause step of an evaluation: reads the trace windows and a snapshot, changes
-    nothing (the caller marks ``Found.to_mark``)."""
+    """The root-cause step of an evaluation: reads the trace windows and a snapshot (the
+    caller marks ``Found.to_mark``). Its one state, moved by evaluation ticks only: which
+    services had a latency candidate in the recent window against a thin baseline last tick
+    (such a candidate needs two ticks running)."""
 
     def __init__(self, diag: TraceDiagnosis, config: RootCauseConfig | None = None,
                  owner_of: OwnerLookup | None = None) -> None:
         self.diag = diag
         self.cfg = config or RootCauseConfig()
         self.owner_of = owner_of
+        self._recent_latency: set[str] = set()
 
     def find(self, snap: Snapshot) -> Found:
         now = snap.generated_at
@@ -113,6 +116,7 @@ class RootCauseFinder:
         established: set[str] = set()  # candidates judged against a real baseline
         served_before: set[str] = set()  # quiet now, but served requests in their baseline
         slow_ms: dict[str, float] = {}
+        recent_latency: set[str] = set()
         lat = self.cfg.latency
         for name in sorted(names):
             win = windows.aggregate(name, t0, now)
@@ -129,6 +133,14 @@ class RootCauseFinder:
             cands = self._trace_candidates(name, win, base, node)
             if not cands and 0 < self.cfg.recent_window_s < now - t0:
                 cands = self._recent_candidates(name, node, now, base)
+                if cands and all(c.kind == LATENCY for c in cands) \
+                        and base.requests / base.weight < self.cfg.min_baseline_requests:
+                    # Against a thin baseline (a collector or demo starting, when processes
+                    # warm up and the host is busy) a second of slow medians is as often a
+                    # busy moment as a fault: it must still be there next tick.
+                    recent_latency.add(name)
+                    if name not in self._recent_latency:
+                        cands = []
             if cands:
                 found.append(min(cands, key=lambda c: KIND_SEVERITY[c.kind]))
                 if base.requests / base.weight >= self.cfg.min_baseline_requests:
@@ -138,6 +150,7 @@ class RootCauseFinder:
                                   c.service))
         found = [replace(c, team=self._team(c.service, snap.nodes.get(c.service)))
                  for c in found[: self.cfg.max_root_causes]]
+        self._recent_latency = recent_latency
         return Found(found, [c.service for c in found if c.service in established], t0, slow_ms)
 
     def _recent_candidates(self, name: str, node: Node | None, now: float,
