@@ -120,7 +120,7 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
                 html.Span("Page ", className="banner-verb"),
                 html.Strong(
                     str(names.get(str(team), team) if team
-                        else "nobody: the root cause has no owning team"),
+                        else page.get("fallback") or "nobody: the root cause has no owning team"),
                     className="page-team",
                 ),
                 html.Span(" · on-call "),
@@ -165,6 +165,14 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
         )
     if summary:
         parts.append(html.Div(str(summary), className="banner-detail"))
+    slowed = evidence.get("services") if isinstance(evidence, Mapping) else None
+    if rc.get("kind") == "shared-host" and isinstance(slowed, list) and slowed:
+        items_h: list[Component] = [html.Span("Slowed on this host: ")]
+        for k, name in enumerate(slowed[:12]):
+            if k:
+                items_h.append(html.Span(", "))
+            items_h.append(service_link(name))
+        parts.append(html.Div(items_h, className="banner-line shared-host"))
     if impacted:
         items: list[Component] = [html.Span("Impacted: ")]
         for k, x in enumerate(impacted[:12]):
@@ -173,7 +181,12 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
             items.append(service_link(x.get("service")))
             team_id = x.get("team")
             shown = names.get(str(team_id), team_id) if team_id else "no team"
-            items.append(html.Span(f" ({shown})"))
+            # What share of its failed (or slowed) requests the root cause explains.
+            explained, affected = x.get("explained"), x.get("affected")
+            if isinstance(explained, int) and isinstance(affected, int) and affected:
+                how = "slowed" if rc.get("kind") == "latency" else "failed"
+                shown += f"; {explained} of {affected} {how} with {root} below"
+            items.append(html.Span(f" ({shown})", title=str(x.get("summary") or "")))
         if len(impacted) > 12:
             items.append(html.Span(f" and {len(impacted) - 12} more"))
         parts.append(html.Div(items, className="banner-line impacted"))

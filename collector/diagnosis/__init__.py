@@ -108,9 +108,10 @@ class Diagnosis:
             self.health.judge(snap, stateful=True)
             found = self.finder.find(snap)
             rc = self.finder.cfg
-            recent_start = t - self.traces.assembler.quiet_s - 3 * rc.recent_window_s
-            causes = self.hosts.group(snap, found.causes, found.window_start, recent_start,
-                                      rc.baseline_s)
+            newest = t - self.traces.assembler.quiet_s
+            causes = self.hosts.group(snap, found.causes, found.window_start,
+                                      (newest - rc.recent_window_s,
+                                       newest - 3 * rc.recent_window_s), rc.baseline_s)
             causes = self.blast.apply(snap, causes, found.window_start)
             windows = self.traces.windows
             # Keep the fault and its victims out of their future baselines: they are compared

@@ -8,12 +8,14 @@ the SDKs and resource detectors set them (``host.name``, else ``k8s.node.name``)
 at least ``min_services`` services seen, it measures how much the self time of *all* of them
 rose at the same moment (the host's factor: the median over its services of window over
 baseline, for the p95 over the detection window and for the median over the last few
-seconds). A latency candidate on that host (a database's, on its callers' host) stands out when its
-own rise is at least ``standout`` times the host's (and, on a busy host, times the upper
-quartile of its neighbours' rises): a genuine fault at one service, named as usual. The others rose
-with their neighbours; they are not root causes of their own:
+seconds, each service's larger rise over the two recent windows). A latency candidate on
+that host (a database's, on its callers' host) stands out when its own rise is at least
+``standout`` times the host's (on a busy host, times the upper quartile of its neighbours'
+rises; on a starved one, times the largest): a genuine fault at one service, named as
+usual. The others rose with their neighbours; they are not root causes of their own:
 
-- when ``min_shared`` or more of them rose together, the host's factor is at least
+- when ``min_shared`` or more of them rose together on ``min_ticks`` ticks running (a page
+  load slows a host for a second or two), the host's factor is at least
   ``host_factor`` and at least two of them have no call between them (self time excludes
   callees, so a slow callee does not raise its caller's own time), they become **one**
   candidate of kind
@@ -89,6 +91,7 @@ class HostConfig:
     busy_factor: float = 1.5  # the host's median rise past which others' spread counts too
     min_samples: int = 3  # visits in a period for a service to count in the host's factor
     aftermath_s: float = 20.0  # after a shared-host cause, its host's slow services stay its
+    min_ticks: int = 3  # evaluation ticks running a host must qualify before it is a cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +113,13 @@ class SharedHosts:
         self.owner_of = owner_of
         self.cfg = config or HostConfig()
         self._last_shared: dict[str, float] = {}  # host -> when it last was a shared cause
+        self._streak: dict[str, int] = {}  # host -> ticks running it qualified as one
 
-    def group(self, snap: Snapshot, causes: list[RootCause], t0: float, recent_start: float,
-              baseline_s: float) -> list[RootCause]:
+    def group(self, snap: Snapshot, causes: list[RootCause], t0: float,
+              recent_starts: tuple[float, ...], baseline_s: float) -> list[RootCause]:
+        """``causes`` with the latency candidates that rose with their host replaced by one
+        ``shared-host`` cause per host (or dropped). ``recent_starts``: where the recent
+        windows the root-cause step judged begin."""
         by_host = self.hosts.services_on()
         latency = [(c, h) for c in causes if c.kind == LATENCY
                    for h in (self._host(snap, c),) if h is not None]
@@ -122,28 +129,33 @@ class SharedHosts:
         rises: dict[str, dict[str, Rise]] = {}
         for _, host in latency:
             if host not in rises and len(by_host.get(host, ())) >= self.cfg.min_services:
-                rises[host] = {s: self._rise(s, now, t0, recent_start, baseline_s)
+                rises[host] = {s: self._rise(s, now, t0, recent_starts, baseline_s)
                                for s in by_host[host]}
         shared: dict[str, list[RootCause]] = {}
         for c, host in latency:
             if host not in rises:
                 continue
-            own = rises[host].get(c.service) or self._rise(c.service, now, t0, recent_start,
+            own = rises[host].get(c.service) or self._rise(c.service, now, t0, recent_starts,
                                                           baseline_s)
             if self._aftermath(host, now) or not self._stands_out(c, own, rises[host]):
                 shared.setdefault(host, []).append(c)
-        if not shared:
-            return causes
+        streaks = {}
         grouped = {c.service for cs in shared.values() for c in cs}
         out = [c for c in causes if c.service not in grouped]
         for host, members in sorted(shared.items()):
             cause = self._shared_cause(snap, host, members, rises[host])
             if cause is not None:
+                # A page load or a process starting slows a host for a second or two: a
+                # shared-host incident needs the slowdown on min_ticks ticks running.
+                streaks[host] = self._streak.get(host, 0) + 1
+                if streaks[host] < self.cfg.min_ticks:
+                    continue
                 self._last_shared[host] = now
             elif self._aftermath(host, now):
                 cause = self._shared_cause(snap, host, members, rises[host], aftermath=True)
             if cause is not None:
                 out.append(cause)
+        self._streak = streaks
         return out
 
     def _aftermath(self, host: str, now: float) -> bool:
@@ -161,13 +173,15 @@ class SharedHosts:
         callers = {self.hosts.host_of.get(src) for src, dst in snap.edges if dst == c.service}
         return callers.pop() if len(callers) == 1 else None
 
-    def _rise(self, service: str, now: float, t0: float, recent_start: float,
+    def _rise(self, service: str, now: float, t0: float, recent_starts: tuple[float, ...],
               baseline_s: float) -> Rise:
         w = self.windows
         base = w.baseline(service, t0 - w.bucket_s, baseline_s)
         win = w.aggregate(service, t0, now)
-        recent = w.recent(service, recent_start, now)
-        return Rise(self._ratio(win, base, 0.95), self._ratio(recent, base, 0.5))
+        recent = [r for start in recent_starts
+                  for r in (self._ratio(w.recent(service, start, now), base, 0.5),)
+                  if r is not None]
+        return Rise(self._ratio(win, base, 0.95), max(recent) if recent else None)
 
     def _ratio(self, win: Cell, base: Cell, q: float) -> float | None:
         if win.self_hist.samples < self.cfg.min_samples \
@@ -222,9 +236,13 @@ class SharedHosts:
         team = owner.get("team") if owner else None
         shown = ", ".join(slowed[:8]) + (f" and {len(slowed) - 8} more" if len(slowed) > 8
                                          else "")
-        summary = (f"host {host}: the own time of {len(slowed)} of its {len(rises)} services "
-                   f"rose together (median x{factor:.1f}) with no call path linking them: "
-                   f"{shown}. One busy host, not {len(slowed)} faults")
+        if aftermath:
+            summary = (f"host {host}: {shown} still slow after the host's shared slowdown "
+                       f"(median x{factor:.1f} over its {len(rises)} services)")
+        else:
+            summary = (f"host {host}: the own time of {len(slowed)} of its {len(rises)} "
+                       f"services rose together (median x{factor:.1f}), not through calls "
+                       f"between them: {shown}. One busy host, not {len(slowed)} faults")
         confidence = round(min(0.95, 0.5 + 0.05 * len(slowed)), 3)
         evidence = {"summary": summary, "services": slowed, "host": host,
                     "trace_ids": [t for c in members for t in c.evidence["trace_ids"]][:5],
