@@ -73,6 +73,8 @@ def test_fresh_start_names_payment_with_its_blast_radius_from_the_traces(
     t_named, _ = wait_for("payment incident", named, url)
     t_blast, listed = wait_for("blast radius", complete, url)
     print(f"\npayment named after {t_named:.1f} s, blast radius complete {t_blast:.1f} s")
+    assert len(listed) == 1, [(i["root_cause"]["service"], i["root_cause"]["kind"],
+                               i["root_cause"]["evidence"]["summary"]) for i in listed]
     (incident,) = listed  # nothing else named
     rc = incident["root_cause"]
     assert (rc["service"], rc["kind"], incident["page"]["team"]) == ("payment", "errors",
