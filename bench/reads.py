@@ -47,16 +47,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from benchlib import free_port, stop, wait_http
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 READ_PATHS = ("/api/graph", "/api/incidents", "/api/teams", "/api/teammap",
               "/api/services/svc-1", "/metrics")
@@ -181,15 +182,14 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def send_loop(base: str, traffic: Traffic, rate: float, stop_at: float,
-              out: list[tuple[float, int]]) -> None:
-    """POST a batch every 1/``rate`` s until ``stop_at`` (a late POST delays the next one; no
-    catching up in bursts): (latency s, status or 0) per POST."""
-    interval = 1.0 / rate
+def paced(every_s: float, stop_at: float, prepare: Callable[[], T],
+          request: Callable[[httpx.Client, T], int], out: list[tuple[float, int]]) -> None:
+    """``request`` every ``every_s`` until ``stop_at`` (a late one delays the next; no
+    catching up in bursts), ``prepare`` run before each wait: (latency s, status or 0) each."""
     with httpx.Client(trust_env=False, timeout=READ_TIMEOUT_S) as client:
         due = time.monotonic()
         while True:
-            body = traffic.batch()
+            item = prepare()
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -197,31 +197,25 @@ def send_loop(base: str, traffic: Traffic, rate: float, stop_at: float,
             if t >= stop_at:
                 return
             try:
-                status = client.post(f"{base}/v1/traces", content=body,
-                                     headers=PROTOBUF).status_code
+                status = request(client, item)
             except httpx.HTTPError:
                 status = 0
             out.append((time.monotonic() - t, status))
-            due = max(due + interval, time.monotonic())
+            due = max(due + every_s, time.monotonic())
+
+
+def send_loop(base: str, traffic: Traffic, rate: float, stop_at: float,
+              out: list[tuple[float, int]]) -> None:
+    """POST a batch ``rate`` times a second until ``stop_at``."""
+    paced(1.0 / rate, stop_at, traffic.batch,
+          lambda c, body: c.post(f"{base}/v1/traces", content=body,
+                                 headers=PROTOBUF).status_code, out)
 
 
 def probe_loop(base: str, stop_at: float, out: list[tuple[float, int]]) -> None:
-    """GET /healthz every PROBE_EVERY_S until ``stop_at``: (latency s, status or 0) each."""
-    with httpx.Client(trust_env=False, timeout=READ_TIMEOUT_S) as client:
-        due = time.monotonic()
-        while True:
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            t = time.monotonic()
-            if t >= stop_at:
-                return
-            try:
-                status = client.get(f"{base}/healthz").status_code
-            except httpx.HTTPError:
-                status = 0
-            out.append((time.monotonic() - t, status))
-            due = max(due + PROBE_EVERY_S, time.monotonic())
+    """GET /healthz every PROBE_EVERY_S until ``stop_at``."""
+    paced(PROBE_EVERY_S, stop_at, lambda: None,
+          lambda c, _: c.get(f"{base}/healthz").status_code, out)
 
 
 def read_loop(base: str, path: str, halt: threading.Event, out: list[ReadRow],

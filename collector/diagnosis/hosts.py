@@ -21,14 +21,17 @@ usual. The others rose with their neighbours; they are not root causes of their 
   candidate of kind
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
   host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
-- otherwise they are dropped: a small shared slowdown (a page opened in a browser on the
+- while a service on the host has a latency fault of its own (it stands out), the others'
+  rise is its effect (requests pile up on every process of the host) and they are dropped;
+- otherwise they are dropped too: a small shared slowdown (a page opened in a browser on the
   same machine, a GC storm) is nobody's incident.
 
-For ``aftermath_s`` after a host was a shared-host cause, every latency candidate on it is
-grouped into it (a caller working off its backlog, windows still full of the slowdown): the
-same incident, kept open, not a new fault at each service. This is the only state the step
-keeps, moved by evaluation ticks only. Services with no host attribute, or alone on their
-host, are never grouped.
+While a host that was a shared-host cause is busy, and for ``aftermath_s`` after its recent
+medians last rose, every latency candidate on it is grouped into it (a caller working off
+its backlog): the same incident, kept open, not a new fault at each service. A fault that
+starts once the host's medians are back is named as usual, though the 20 s windows still
+hold the slowdown. This state is moved by evaluation ticks only. Services with no host
+attribute, or alone on their host, are never grouped.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from collector.diagnosis.window import Cell, ServiceWindows
 from collector.model import Attributes, Snapshot, SpanRecord
 
 HOST_KEYS = ("host.name", "k8s.node.name")
+# How long a host that was a shared-host cause may keep absorbing its services' slowness.
+SHARED_MEMORY_S = 60.0
 MAX_SERVICES = 2_000
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
@@ -90,7 +95,7 @@ class HostConfig:
     host_factor: float = 2.0  # the host's median rise that makes it a shared-host incident
     busy_factor: float = 1.5  # the host's median rise past which others' spread counts too
     min_samples: int = 3  # visits in a period for a service to count in the host's factor
-    aftermath_s: float = 20.0  # after a shared-host cause, its host's slow services stay its
+    aftermath_s: float = 10.0  # after its host was last busy, a shared cause keeps its services
     min_ticks: int = 3  # evaluation ticks running a host must qualify before it is a cause
 
 
@@ -104,7 +109,9 @@ class Rise:
 
 
 class SharedHosts:
-    """The common-cause step of an evaluation: reads the windows, changes nothing."""
+    """The common-cause step of an evaluation. It reads the windows; its own state (when
+    each host last was a shared cause, and for how many ticks running it has qualified) is
+    moved by evaluation ticks only."""
 
     def __init__(self, hosts: HostMap, windows: ServiceWindows, owner_of: OwnerLookup | None,
                  config: HostConfig | None = None) -> None:
@@ -114,6 +121,7 @@ class SharedHosts:
         self.cfg = config or HostConfig()
         self._last_shared: dict[str, float] = {}  # host -> when it last was a shared cause
         self._streak: dict[str, int] = {}  # host -> ticks running it qualified as one
+        self._last_busy: dict[str, float] = {}  # host -> when its recent medians last rose
 
     def group(self, snap: Snapshot, causes: list[RootCause], t0: float,
               recent_starts: tuple[float, ...], baseline_s: float) -> list[RootCause]:
@@ -124,6 +132,7 @@ class SharedHosts:
         latency = [(c, h) for c in causes if c.kind == LATENCY
                    for h in (self._host(snap, c),) if h is not None]
         if not latency:
+            self._streak = {}
             return causes
         now = snap.generated_at
         rises: dict[str, dict[str, Rise]] = {}
@@ -131,7 +140,10 @@ class SharedHosts:
             if host not in rises and len(by_host.get(host, ())) >= self.cfg.min_services:
                 rises[host] = {s: self._rise(s, now, t0, recent_starts, baseline_s)
                                for s in by_host[host]}
+                if self._host_factor(rises[host], recent=True) >= self.cfg.busy_factor:
+                    self._last_busy[host] = now
         shared: dict[str, list[RootCause]] = {}
+        standouts: set[str] = set()  # hosts with a latency fault of their own
         for c, host in latency:
             if host not in rises:
                 continue
@@ -139,10 +151,17 @@ class SharedHosts:
                                                           baseline_s)
             if self._aftermath(host, now) or not self._stands_out(c, own, rises[host]):
                 shared.setdefault(host, []).append(c)
-        streaks = {}
+            else:
+                standouts.add(host)
+        streaks: dict[str, int] = {}
         grouped = {c.service for cs in shared.values() for c in cs}
         out = [c for c in causes if c.service not in grouped]
         for host, members in sorted(shared.items()):
+            if host in standouts and not self._aftermath(host, now):
+                # One service's own slowness piles requests up on every process of its host
+                # (callers wait, concurrency rises): the neighbours' rise is its effect,
+                # paged with it, not a second incident.
+                continue
             cause = self._shared_cause(snap, host, members, rises[host])
             if cause is not None:
                 # A page load or a process starting slows a host for a second or two: a
@@ -159,10 +178,13 @@ class SharedHosts:
         return out
 
     def _aftermath(self, host: str, now: float) -> bool:
-        """Whether ``host`` was a shared-host cause within ``aftermath_s``: its services'
-        queues and windows are still full of the slowdown (a caller working off a backlog),
-        which is the same incident, not a new fault at each of them."""
-        return now - self._last_shared.get(host, -math.inf) <= self.cfg.aftermath_s
+        """Whether ``host`` is a shared-host cause that was busy (in the last few seconds'
+        medians) within ``aftermath_s``: its services are still working off the slowdown (a
+        caller's backlog), the same incident, not a new fault at each of them. Its 20 s
+        windows stay full of the slowdown longer; a fault that starts once its medians are
+        back is named as usual."""
+        return now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S \
+            and now - self._last_busy.get(host, -math.inf) <= self.cfg.aftermath_s
 
     def _host(self, snap: Snapshot, c: RootCause) -> str | None:
         """The host a candidate's time was measured on: its own, or for a virtual node (a

@@ -4,7 +4,6 @@ token as an option, so the shop starts, faults go through and the collector acce
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,22 +11,9 @@ from pathlib import Path
 
 import httpx
 from demo_harness import free_port_block
-from procs import REPO, free_port
+from procs import REPO, Proc, free_port
 
 from demo_services.control_client import ControlClient
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"demo exited early:\n{log.read_text()[-4000:]}"
-        try:
-            if httpx.get(url, timeout=1.0, trust_env=False).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready:\n{log.read_text()[-4000:]}")
 
 
 def _spans_accepted(collector: str) -> tuple[float, float]:
@@ -50,19 +36,16 @@ def test_demo_starts_with_tokens_that_begin_with_a_dash(tmp_path: Path) -> None:
     admin_token, ingest_token = "-admin-abc", "-ingest-abc"
     collector_port, dashboard_port, admin_port = free_port(), free_port(), free_port()
     base = free_port_block(12)
-    env = {**os.environ, "CONWAY_ADMIN_TOKEN": admin_token, "CONWAY_INGEST_TOKEN": ingest_token,
+    env = {"CONWAY_ADMIN_TOKEN": admin_token, "CONWAY_INGEST_TOKEN": ingest_token,
            "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "scripts/demo.py", "--collector-port", str(collector_port),
-             "--dashboard-port", str(dashboard_port), "--admin-port", str(admin_port),
-             "--base-port", str(base), "--rate", "5", "--data-dir", str(tmp_path / "data")],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    demo = Proc([sys.executable, "scripts/demo.py", "--collector-port", str(collector_port),
+                 "--dashboard-port", str(dashboard_port), "--admin-port", str(admin_port),
+                 "--base-port", str(base), "--rate", "5", "--data-dir", str(tmp_path / "data")],
+                tmp_path / "demo.log", env=env)
     collector = f"http://127.0.0.1:{collector_port}"
     admin = f"http://127.0.0.1:{admin_port}"
     try:
-        _wait(f"http://127.0.0.1:{dashboard_port}/", proc, log)
+        demo.wait_http(f"http://127.0.0.1:{dashboard_port}/", timeout_s=60)
         assert (tmp_path / "data" / "admin-token").read_text().strip() == admin_token
         # The control API wants the dashed token and refuses others.
         client = ControlClient(admin, token=admin_token)
@@ -73,7 +56,8 @@ def test_demo_starts_with_tokens_that_begin_with_a_dash(tmp_path: Path) -> None:
         assert refused.status_code in (401, 403)
         # The CLI a person uses finds the token in the environment and clears the fault.
         cli = subprocess.run([sys.executable, "-m", "demo_services", "clear", "--admin", admin],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+                             cwd=REPO, env={**os.environ, **env}, capture_output=True,
+                             text=True, timeout=30)
         assert cli.returncode == 0, cli.stderr
         assert _fault(client, "payment")["error_rate"] == 0
         # The shop's exporters send the dashed ingest token and the collector accepts it.
@@ -82,9 +66,7 @@ def test_demo_starts_with_tokens_that_begin_with_a_dash(tmp_path: Path) -> None:
         while received == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
             received, unauthorized = _spans_accepted(collector)
-        assert received > 0, log.read_text()[-4000:]
+        assert received > 0, demo.log()
         assert unauthorized == 0
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        demo.stop()  # SIGTERM: the launcher stops and waits on everything it started

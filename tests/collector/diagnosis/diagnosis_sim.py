@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import uvicorn
+import procs
 
 from collector.model import SpanKind, SpanRecord
 from collector.service import CollectorConfig, CollectorService
@@ -183,26 +179,9 @@ def settle(service: CollectorService, clock: Clock, seconds: float = 3.0) -> Non
         service.parts["diagnosis"].evaluate()
 
 
-@contextlib.contextmanager
-def serve(service: CollectorService) -> Iterator[str]:
+def serve(service: CollectorService) -> contextlib.AbstractContextManager[str]:
     """The service's real HTTP app on a free loopback port, in a thread of this process (so
-    its clock stays injectable); yields the base URL."""
+    its clock stays injectable); a context manager giving the base URL."""
     from collector import wiring
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(wiring.build_app(service), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:  # readiness, not a timed assertion
-            if not thread.is_alive():
-                raise RuntimeError("collector server did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
-
+    return procs.serve(wiring.build_app(service))

@@ -241,3 +241,27 @@ def test_a_busy_service_going_down_is_named_down_before_the_scrape_notices() -> 
     (cause,) = fresh_fault(Fault(down=True), requests=80, lead=40)
     assert cause["kind"] == "down"
     assert "got no answer" in cause["evidence"]["summary"]
+
+
+def test_short_history_still_finds_a_tenfold_self_time_rise_and_nothing_else() -> None:
+    # A collector six seconds old: a baseline of a few visits per service. A x10 rise of
+    # shipping's own time (2 ms -> 300 ms) is named; the others, merely noisy, are not.
+    service, clock = make_service(1_000_000.0)
+    shop = Shop()
+    drive(service, clock, shop, 6)
+    shop.faults = {"shipping": Fault(latency_ms=300.0)}
+    named: set[tuple[str, str]] = set()
+    for _ in range(8):
+        drive(service, clock, shop, 1)
+        named.update((c["service"], c["kind"]) for c in service.snapshot().meta["root_causes"])
+    assert named == {("shipping", "latency")}
+
+
+def test_short_history_names_nothing_on_a_healthy_start() -> None:
+    service, clock = make_service(1_000_000.0)
+    shop = Shop(noise={"cart": 0.02})
+    named: set[str] = set()
+    for _ in range(30):
+        drive(service, clock, shop, 1)
+        named.update(c["service"] for c in service.snapshot().meta["root_causes"])
+    assert named == set()

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import uvicorn
-from procs import free_port
-from starlette.types import ASGIApp
 
 from collector.model import Attributes, Edge, Node, Snapshot, SpanKind, SpanRecord
 
@@ -109,20 +101,3 @@ def demo_snapshot(window_s: float = 60.0) -> Snapshot:
 
 
 
-@contextlib.contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ownership_helpers import DEMO_CATALOG, demo_snapshot, serve, span
+from ownership_helpers import DEMO_CATALOG, demo_snapshot, span
+from procs import serve
 from starlette.applications import Starlette
 
 from collector.model import Snapshot
