@@ -21,6 +21,8 @@ usual. The others rose with their neighbours; they are not root causes of their 
   candidate of kind
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
   host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
+- errors that are nearly all calls timing out on a service that still answers most of them
+  join the group while the host is busy (starvation), and are never a standout;
 - while a service on the host has a latency fault of its own (it stands out), the others'
   rise is its effect (requests pile up on every process of the host) and they are dropped;
 - otherwise they are dropped too: a small shared slowdown (a page opened in a browser on the
@@ -42,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collector.diagnosis.assessment import LATENCY, SHARED_HOST, RootCause
+from collector.diagnosis.assessment import DOWN, ERRORS, LATENCY, SHARED_HOST, RootCause
 from collector.diagnosis.window import Cell, ServiceWindows
 from collector.model import Attributes, Snapshot, SpanRecord
 
@@ -129,7 +131,7 @@ class SharedHosts:
         ``shared-host`` cause per host (or dropped). ``recent_starts``: where the recent
         windows the root-cause step judged begin."""
         by_host = self.hosts.services_on()
-        latency = [(c, h) for c in causes if c.kind == LATENCY
+        latency = [(c, h) for c in causes if c.kind == LATENCY or _unanswered(c)
                    for h in (self._host(snap, c),) if h is not None]
         if not latency:
             self._streak = {}
@@ -149,7 +151,14 @@ class SharedHosts:
                 continue
             own = rises[host].get(c.service) or self._rise(c.service, now, t0, recent_starts,
                                                           baseline_s)
-            if self._aftermath(host, now) or not self._stands_out(c, own, rises[host]):
+            if c.kind != LATENCY:
+                # Calls that time out on a service that still answers most of them: on a
+                # busy host, starvation, part of the shared slowdown; else its own fault.
+                if self._aftermath(host, now) or max(
+                        self._host_factor(rises[host], False),
+                        self._host_factor(rises[host], True)) >= self.cfg.busy_factor:
+                    shared.setdefault(host, []).append(c)
+            elif self._aftermath(host, now) or not self._stands_out(c, own, rises[host]):
                 shared.setdefault(host, []).append(c)
             else:
                 standouts.add(host)
@@ -275,6 +284,18 @@ class SharedHosts:
                                             for s, r in sorted(rises.items()) if s in slowed}}
         return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
                          confidence, evidence, host=host)
+
+
+def _unanswered(c: RootCause) -> bool:
+    """An errors (or down) candidate whose failures are nearly all calls that got no answer
+    while the service still served more than that: callers timing out on it."""
+    if c.kind not in (ERRORS, DOWN) or c.virtual:
+        return False
+    counts = c.evidence.get("counts", {})
+    no_answer = float(counts.get("no_answer_errors", 0) or 0)
+    origins = float(counts.get("origin_errors", 0) or 0)
+    served = float(counts.get("requests", 0) or 0) - no_answer
+    return no_answer > 0 and no_answer >= 0.8 * origins and served > no_answer
 
 
 def _r(v: float | None) -> float | None:

@@ -131,6 +131,13 @@ class RootCauseFinder:
                     served_before.add(name)
                 continue
             cands = self._trace_candidates(name, win, base, node)
+            unanswered = win.client_only_errors >= self.cfg.down_share * max(1, win.origins)
+            if cands and unanswered and all(c.kind == ERRORS for c in cands) \
+                    and 0 < self.cfg.recent_window_s < now - t0:
+                # Its new failures are calls that got no answer, while the detection window
+                # still holds what it served before: the last seconds say whether it is down.
+                recent = self._recent_candidates(name, node, now, base)
+                cands = [c for c in recent if c.kind == DOWN] or cands
             if not cands and 0 < self.cfg.recent_window_s < now - t0:
                 cands = self._recent_candidates(name, node, now, base)
                 if cands and all(c.kind == LATENCY for c in cands) \
@@ -208,9 +215,10 @@ class RootCauseFinder:
             is_down = True
         # Failures that rose and are nearly all unanswered calls (refused, no server span) are
         # a service going down, seen before the scrape notices or its served requests age out
-        # of the window.
+        # of the window (the recent window then shows it serving nothing). One that answers
+        # more calls than it leaves unanswered is not down: its callers time out on it.
         if not virtual and z is not None and no_answer / mean_w >= cfg.errors.min_events \
-                and no_answer >= cfg.down_share * win.origins:
+                and no_answer >= cfg.down_share * win.origins and served_w <= no_answer:
             is_down = True
         p_b = base.origins / base.requests if base.requests else 0.0
         p_w = win.origin_ratio
