@@ -117,8 +117,8 @@ class Diagnosis:
             # Keep the fault and its victims out of their future baselines: they are compared
             # with the last healthy period, however long the fault lasts.
             marked = set(found.to_mark) & {c.service for c in causes}
-            marked.update(s for c in causes if c.host is not None
-                          for s in c.evidence.get("services", ()))
+            # Not a shared host's services: a host busy for good (a new neighbour) becomes
+            # their normal once it fills their baseline.
             marked.update(i.service for c in causes for i in c.impacted)
             if marked:
                 windows.mark(marked, found.window_start, t)

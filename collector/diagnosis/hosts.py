@@ -29,8 +29,9 @@ usual. The others rose with their neighbours; they are not root causes of their 
   same machine, a GC storm) is nobody's incident.
 
 While a host that was a shared-host cause is busy, and for ``aftermath_s`` after its recent
-medians last rose, every latency candidate on it is grouped into it (a caller working off
-its backlog): the same incident, kept open, not a new fault at each service. A fault that
+medians last rose, a latency candidate on it must outdo the largest of its neighbours'
+rises to stand out (a caller working off its backlog is the same incident, not a new fault),
+and stays in the shared cause otherwise. A fault that
 starts once the host's medians are back is named as usual, though the 20 s windows still
 hold the slowdown. This state is moved by evaluation ticks only. Services with no host
 attribute, or alone on their host, are never grouped.
@@ -158,7 +159,7 @@ class SharedHosts:
                         self._host_factor(rises[host], False),
                         self._host_factor(rises[host], True)) >= self.cfg.busy_factor:
                     shared.setdefault(host, []).append(c)
-            elif self._aftermath(host, now) or not self._stands_out(c, own, rises[host]):
+            elif not self._stands_out(c, own, rises[host], starved=self._aftermath(host, now)):
                 shared.setdefault(host, []).append(c)
             else:
                 standouts.add(host)
@@ -228,7 +229,8 @@ class SharedHosts:
         known = [v for v in vals if v is not None]
         return statistics.median(known) if len(known) >= self.cfg.min_services else 1.0
 
-    def _stands_out(self, c: RootCause, own: Rise, rises: dict[str, Rise]) -> bool:
+    def _stands_out(self, c: RootCause, own: Rise, rises: dict[str, Rise],
+                    starved: bool = False) -> bool:
         """Whether ``c`` rose clearly more than the rest of its host at the same moment:
         ``standout`` times the host's median rise; when the host as a whole slowed (a starved
         CPU slows some processes far more than others), times the upper quartile of the
@@ -242,7 +244,7 @@ class SharedHosts:
         ref = host
         others = sorted(v for s, r in rises.items() if s != c.service
                         for v in (r.recent if recent else r.p95,) if v is not None)
-        if others and host >= self.cfg.host_factor:
+        if others and (starved or host >= self.cfg.host_factor):
             ref = max(ref, others[-1])  # starved: it must outdo the worst of the others
         elif others and host >= self.cfg.busy_factor:
             ref = max(ref, others[(3 * len(others)) // 4])
