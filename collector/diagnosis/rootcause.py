@@ -205,11 +205,17 @@ class RootCauseFinder:
         z = cfg.errors.z(win.origins, win.requests, base.origins, base.requests, win.weight,
                          base.weight)
         no_answer = win.client_only_errors
+        # Refused calls say nothing listens; timed-out ones only that nothing answered in
+        # time, which a starved or hung process does too (and its server spans may simply
+        # arrive late). Without the scrape saying so, timeouts alone mean down only when the
+        # whole detection window saw it serve nothing: never from the last few seconds.
+        refused = max(0, no_answer - win.no_answer_timeouts)
+        unanswered = no_answer if not recent and served_w == 0 else refused
         mean_w = win.weight  # minimum counts are of calls seen, not sampling-weighted ones
         is_down = (not virtual and no_answer > 0
                    and (up is False
-                        or (served_w == 0 and no_answer >= cfg.down_share * win.client_only
-                            and no_answer / mean_w >= cfg.errors.min_events)))
+                        or (served_w == 0 and unanswered >= cfg.down_share * win.client_only
+                            and unanswered / mean_w >= cfg.errors.min_events)))
         if virtual and win.client_only / mean_w >= cfg.errors.min_events and z is not None \
                 and no_answer >= 0.95 * win.client_only:
             is_down = True
@@ -217,20 +223,25 @@ class RootCauseFinder:
         # a service going down, seen before the scrape notices or its served requests age out
         # of the window (the recent window then shows it serving nothing). One that answers
         # more calls than it leaves unanswered is not down: its callers time out on it.
-        if not virtual and z is not None and no_answer / mean_w >= cfg.errors.min_events \
-                and no_answer >= cfg.down_share * win.origins and served_w <= no_answer:
+        if not virtual and z is not None and refused / mean_w >= cfg.errors.min_events \
+                and refused >= cfg.down_share * win.origins and served_w <= refused:
             is_down = True
         p_b = base.origins / base.requests if base.requests else 0.0
         p_w = win.origin_ratio
         excess = max(0.0, win.origins - win.requests * cfg.errors.baseline(base.origins,
                                                                         base.requests))
         counts = {"requests": win.requests, "origin_errors": win.origins,
-                  "no_answer_errors": no_answer, "failed": win.errors,
+                  "no_answer_errors": no_answer, "no_answer_timeouts": win.no_answer_timeouts,
+                  "failed": win.errors,
                   "absorbed_by_callers": win.origins_absorbed, "excess": round(excess, 1)}
         if is_down:
             why = "the scrape fails and " if up is False else ""
+            how = ("connection refused" if not win.no_answer_timeouts else
+                   "timed out" if win.no_answer_timeouts >= no_answer else
+                   f"{no_answer - win.no_answer_timeouts} refused, "
+                   f"{win.no_answer_timeouts} timed out")
             summary = (f"{name} is down: {why}{no_answer} calls from {callers} got no answer "
-                       f"(connection refused or timed out, no server span)")
+                       f"({how}, no server span)")
             conf = 0.97 if up is False else 0.9
             out.append(_cand(name, DOWN, virtual, conf, summary, win.origin_traces,
                              counts, before, after))

@@ -141,6 +141,9 @@ class Origin:
     victims: list[str] = field(default_factory=list)
     absorbed_by: str | None = None
     timeout: bool = False  # the callee answered OK, too late: slowness, blamed where it was
+    # A call with no answer (no SERVER span) that timed out rather than being refused: a
+    # starved or hung callee, not necessarily a stopped one (see ``timed_out``).
+    no_answer_timeout: bool = False
 
 
 @dataclass(slots=True)
@@ -352,6 +355,7 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
         if not s.error or any(c.error for c in children.get(s.span_id, ())):
             continue
         blamed, client_only, caller, timeout = s.service, False, None, False
+        no_answer_timeout = False
         if s.kind in _CLIENTISH:
             callee = _server_child(children.get(s.span_id))
             if callee is not None:
@@ -364,9 +368,11 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
                 timeout = True
             else:
                 name = peer_name(s, ports)
+                no_answer_timeout = timed_out(s)
             if name is not None and name != s.service:
                 blamed, client_only, caller = name, callee is None, s.service
-        origin = Origin(blamed, client_only, caller, timeout=timeout)
+        origin = Origin(blamed, client_only, caller, timeout=timeout,
+                        no_answer_timeout=client_only and no_answer_timeout)
         cur = s
         for _ in range(len(by_id)):  # bounded walk up the failed ancestors
             pid = parent_of.get(cur.span_id)
@@ -382,6 +388,26 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
             cur = parent
         origins.append(origin)
     return TraceFacts(trace_id, visits, origins)
+
+
+# A CLIENT span that failed after this long without an answer waited for one: a refused
+# connection fails in milliseconds, even on a busy host.
+NO_ANSWER_TIMEOUT_MS = 250.0
+_TIMEOUT_WORDS = ("timeout", "timed out", "timedout", "deadline")
+
+
+def timed_out(s: SpanRecord) -> bool:
+    """Whether a failed call with no answer timed out (the callee is hung, starved or slow)
+    rather than being refused (nothing listens): ``error.type`` or the status message says
+    so (``timeout``, ``ReadTimeout``, ``DEADLINE_EXCEEDED``...), or, when neither names a
+    refusal, the call waited ``NO_ANSWER_TIMEOUT_MS`` or longer."""
+    what = s.attributes.get("error.type")
+    text = f"{what if isinstance(what, str) else ''} {s.status_message}".lower()
+    if any(w in text for w in _TIMEOUT_WORDS):
+        return True
+    if "refused" in text or "connect" in text or "unavailable" in text:
+        return False
+    return s.duration_ns >= NO_ANSWER_TIMEOUT_MS * 1e6
 
 
 def _slowest(span: SpanRecord, children: dict[bytes, list[SpanRecord]]) -> SpanRecord:

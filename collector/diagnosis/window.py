@@ -101,6 +101,7 @@ class Cell:
     timeouts: int = 0  # callers timed out waiting for it
     client_only: int = 0
     client_only_errors: int = 0
+    no_answer_timeouts: int = 0  # of ``client_only_errors``: calls that timed out, not refused
     absorbed: int = 0  # errors of its dependencies it absorbed (fallback, retry)
     origins_absorbed: int = 0  # of its own origins, how many a caller absorbed
     self_hist: Hist = field(default_factory=Hist)
@@ -124,6 +125,7 @@ class Cell:
         self.timeouts += o.timeouts
         self.client_only += o.client_only
         self.client_only_errors += o.client_only_errors
+        self.no_answer_timeouts += o.no_answer_timeouts
         self.absorbed += o.absorbed
         self.origins_absorbed += o.origins_absorbed
         self.self_hist.merge(o.self_hist)
@@ -261,6 +263,8 @@ class ServiceWindows:
                 cell.timeouts += w
             elif cell is not None:
                 cell.origins += w
+                if o.no_answer_timeout:
+                    cell.no_answer_timeouts += w
                 cell.origins_absorbed += w if o.absorbed_by is not None else 0
                 if len(cell.origin_traces) < MAX_SAMPLES \
                         and facts.trace_id not in cell.origin_traces:

@@ -243,6 +243,30 @@ def test_a_busy_service_going_down_is_named_down_before_the_scrape_notices() -> 
     assert "got no answer" in cause["evidence"]["summary"]
 
 
+def test_calls_timing_out_for_a_second_are_not_down() -> None:
+    # The same second of unanswered calls, but each waited half a second and timed out: a
+    # starved or hung process (whose server spans may yet arrive), not a stopped one. The
+    # last few seconds alone never make that "down"; refused connections do (test above).
+    causes = fresh_fault(Fault(down=True, timeout=True), requests=80, lead=40)
+    assert all(c["kind"] != "down" for c in causes), causes
+
+
+def test_a_failed_call_with_no_answer_is_a_timeout_by_its_error_type_or_its_wait() -> None:
+    from collector.diagnosis.traces import timed_out
+    from collector.model import SpanKind, SpanRecord
+
+    def call(ms: float, error_type: str | None = None, message: str = "") -> SpanRecord:
+        attrs = {"error.type": error_type} if error_type else {}
+        return SpanRecord(b"t" * 16, b"s" * 8, b"", "checkout", "POST", int(SpanKind.CLIENT),
+                          0, int(ms * 1e6), True, attrs, {}, message)
+
+    assert timed_out(call(5, "httpx.ReadTimeout"))
+    assert timed_out(call(5, message="DEADLINE_EXCEEDED"))
+    assert not timed_out(call(900, "connection_refused"))  # refused, however slowly
+    assert not timed_out(call(3))  # nothing said, failed at once: refused
+    assert timed_out(call(600))  # nothing said, waited: timed out
+
+
 def test_short_history_still_finds_a_tenfold_self_time_rise_and_nothing_else() -> None:
     # A collector six seconds old: a baseline of a few visits per service. A x10 rise of
     # shipping's own time (2 ms -> 300 ms) is named; the others, merely noisy, are not.
