@@ -7,7 +7,8 @@ team's compound node; orphans inside a dashed "(no team)" box; virtual nodes (da
 
 Above ``COLLAPSE_THRESHOLD`` nodes every group is drawn as one node (with counts and its worst
 health) unless the user expanded it; a search focus shows one service and its neighbours only.
-Cytoscape renders labels on a canvas, so telemetry text never reaches the DOM from here.
+Cytoscape renders labels on a canvas, so telemetry text never reaches the DOM from here; a
+canvas still obeys bidi controls, so every label is built with ``display_text``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dashboard import positions as P
-from dashboard.text import fmt_ms, fmt_pct, fmt_rate
+from dashboard.text import display_text, fmt_ms, fmt_pct, fmt_rate
 
 Element = dict[str, Any]
 
@@ -191,7 +192,7 @@ def build_elements(
             classes = ["team"] + (["orphans"] if is_orphans else [])
             if collapse:
                 classes.append("expanded")
-            label = title + (" (tap the box to fold)" if collapse else "")
+            label = display_text(title) + (" (tap the box to fold)" if collapse else "")
             out_nodes.append(
                 {
                     "data": {"id": gid, "label": label, "group": group, "kind": "group"},
@@ -235,7 +236,7 @@ def _service_node(
             classes.append("orphan")
     el_id = node_el_id(name)
     classes += _emphasis(el_id, selected)
-    label = name + ("\n" + _metrics_line(n) if detailed else "")
+    label = display_text(name) + ("\n" + _metrics_line(n) if detailed else "")
     return {
         "data": {
             "id": el_id,
@@ -264,7 +265,8 @@ def _collapsed_node(
     healths = [str(n.get("health", "unknown")) for n in group_nodes]
     health = worst_health(healths)
     bad = sum(1 for h in healths if h in ("failing", "down"))
-    label = f"{title}\n{len(group_nodes)} services" + (f" · {bad} failing" if bad else "")
+    label = f"{display_text(title)}\n{len(group_nodes)} services" + (
+        f" · {bad} failing" if bad else "")
     classes = ["collapsed", health]
     if group.startswith(P.ORPHAN_GROUP):
         classes.append("orphan")
@@ -529,7 +531,7 @@ def build_teammap_elements(teammap: Mapping[str, Any] | None) -> list[Element]:
         services = t.get("services") or []
         n_services = len(services) if isinstance(services, list) else int(services or 0)
         health = str(t.get("health", "unknown"))
-        title = str(t.get("display_name") or team_id)
+        title = display_text(t.get("display_name") or team_id)
         out.append(
             {
                 "data": {

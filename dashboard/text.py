@@ -3,6 +3,13 @@
 Everything from telemetry or the catalog is shown as plain text (Dash escapes component
 children); the only place a telemetry string becomes an attribute is a link ``href``, and
 ``safe_url`` allows only http and https there.
+
+Escaping HTML is not enough for text: a Unicode bidi control (``BIDI_CONTROLS``) in a service
+name or version reorders what is drawn around it: "invoice\\u202efdp.exe" (with a real
+U+202E) is drawn as "invoiceexe.pdf" in the incident banner. ``display_text`` is the one helper
+every builder passes telemetry and catalog text through before it is drawn (components, graph
+labels, tooltips, Plotly text): it shows each bidi control as visible ``\\u202e`` text instead.
+Ids, hrefs and API calls keep the raw name.
 """
 
 from __future__ import annotations
@@ -12,6 +19,19 @@ import time
 from urllib.parse import quote, urlsplit
 
 SAFE_SCHEMES = ("http", "https")
+
+# Bidi marks (ALM, LRM, RLM), embeddings and overrides (LRE, RLE, PDF, LRO, RLO) and isolates
+# (LRI, RLI, FSI, PDI).
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_BIDI_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in BIDI_CONTROLS}
+
+
+def display_text(value: object) -> str:
+    """``str(value)`` ready to draw: each bidi control shown as visible text (``\\u202e``),
+    so a name cannot reorder itself or the text around it."""
+    return str(value).translate(_BIDI_ESCAPES)
 
 
 def safe_url(url: object) -> str | None:
@@ -38,7 +58,7 @@ def path_for_team(name: str) -> str:
 
 def plotly_text(value: object) -> str:
     """Plotly renders a subset of HTML in titles and annotations: escape telemetry text."""
-    return html.escape(str(value), quote=True)
+    return html.escape(display_text(value), quote=True)
 
 
 def fmt_rate(rps: object) -> str:

@@ -1,7 +1,9 @@
 """HTML pieces built from collector JSON: banners, legend, cards, tables (pure builders).
 
 Telemetry and catalog strings only ever become component children (text, escaped by React)
-or, for links, an ``href`` checked by ``safe_url``; nothing here interprets them as HTML.
+or, for links, an ``href`` checked by ``safe_url``; nothing here interprets them as HTML. Each
+one is drawn through ``display_text`` (bidi controls shown escaped, so a name cannot reorder
+the banner); ids and hrefs keep the raw name.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dashboard.state import State, is_stale
 from dashboard.text import (
     ago,
     clock,
+    display_text,
     fmt_ms,
     fmt_pct,
     fmt_rate,
@@ -32,7 +35,7 @@ MAX_BANNER_INCIDENTS = 3
 def health_badge(health: object) -> html.Span:
     h = str(health or "unknown")
     return html.Span(
-        h,
+        display_text(h),
         className=f"badge health-{h if h in E.HEALTH_COLORS else 'unknown'}",
         style={"backgroundColor": E.health_color(h)},
     )
@@ -50,13 +53,15 @@ def runbook_link(url: object, label: str = "runbook") -> Component:
 
 
 def service_link(name: object) -> dcc.Link:
-    return dcc.Link(str(name), href=path_for_service(str(name)), className="service-link")
+    return dcc.Link(display_text(name), href=path_for_service(str(name)),
+                    className="service-link")
 
 
 def team_link(name: object, display: object | None = None) -> Component:
     if not name:
         return html.Span("no team (orphan)", className="orphan-text")
-    return dcc.Link(str(display or name), href=path_for_team(str(name)), className="team-link")
+    return dcc.Link(display_text(display or name), href=path_for_team(str(name)),
+                    className="team-link")
 
 
 def collector_banner(state: State | None, now: float) -> Component | None:
@@ -71,7 +76,7 @@ def collector_banner(state: State | None, now: float) -> Component | None:
             f"since {clock(since)} "
             f"({max(0.0, now - since):.0f} s)"
         ),
-        html.Div(str(state.get("error") or ""), className="banner-detail"),
+        html.Div(display_text(state.get("error") or ""), className="banner-detail"),
     ]
     if is_stale(state) and state.get("fetched_at"):
         lines.append(
@@ -119,14 +124,18 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
             [
                 html.Span("Page ", className="banner-verb"),
                 html.Strong(
-                    str(names.get(str(team), team) if team
-                        else page.get("fallback") or "nobody: the root cause has no owning team"),
+                    display_text(
+                        names.get(str(team), team) if team
+                        else page.get("fallback") or "nobody: the root cause has no owning team"
+                    ),
                     className="page-team",
                 ),
                 html.Span(" · on-call "),
-                html.Strong(str(page.get("on_call") or "unknown"), className="page-oncall"),
+                html.Strong(display_text(page.get("on_call") or "unknown"),
+                            className="page-oncall"),
                 html.Span(" · channel "),
-                html.Span(str(page.get("channel") or "unknown"), className="page-channel"),
+                html.Span(display_text(page.get("channel") or "unknown"),
+                          className="page-channel"),
                 html.Span(" · "),
                 runbook_link(page.get("runbook")),
             ],
@@ -136,12 +145,12 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
             [
                 html.Span("Root cause: "),
                 html.Button(
-                    root,
+                    display_text(root),
                     id={"type": "incident-root", "index": str(inc.get("id", root))},
                     className="root-button",
                     title="highlight it and its blast radius on the graph",
                 ),
-                html.Span(f" ({rc.get('kind', '?')}) "),
+                html.Span(f" ({display_text(rc.get('kind', '?'))}) "),
                 html.Span("team "),
                 team_link(rc.get("team"), names.get(str(rc.get("team")))),
                 html.Span(f" · since {ago(inc.get('started_at'), now)}"),
@@ -158,13 +167,14 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
     if isinstance(vc, Mapping) and vc:
         parts.append(
             html.Div(
-                f"Version change on {vc.get('service')}: {vc.get('from')} → {vc.get('to')} "
+                f"Version change on {display_text(vc.get('service'))}: "
+                f"{display_text(vc.get('from'))} → {display_text(vc.get('to'))} "
                 f"({ago(vc.get('at'), now)})",
                 className="banner-line version-change",
             )
         )
     if summary:
-        parts.append(html.Div(str(summary), className="banner-detail"))
+        parts.append(html.Div(display_text(summary), className="banner-detail"))
     slowed = evidence.get("services") if isinstance(evidence, Mapping) else None
     if rc.get("kind") == "shared-host" and isinstance(slowed, list) and slowed:
         items_h: list[Component] = [html.Span("Slowed on this host: ")]
@@ -186,7 +196,8 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
             if isinstance(explained, int) and isinstance(affected, int) and affected:
                 how = "slowed" if rc.get("kind") == "latency" else "failed"
                 shown += f"; {explained} of {affected} {how} with {root} below"
-            items.append(html.Span(f" ({shown})", title=str(x.get("summary") or "")))
+            items.append(html.Span(display_text(f" ({shown})"),
+                                   title=display_text(x.get("summary") or "")))
         if len(impacted) > 12:
             items.append(html.Span(f" and {len(impacted) - 12} more"))
         parts.append(html.Div(items, className="banner-line impacted"))
@@ -223,13 +234,14 @@ def details_panel(
     if kind == "service":
         node = next((n for n in graph.get("nodes", []) if str(n.get("id")) == key), None)
         if node is None:
-            return html.Div(f"{key}: not in the current window.", className="muted")
+            return html.Div(f"{display_text(key)}: not in the current window.",
+                            className="muted")
         return html.Div(
             [
                 html.H4(service_link(key)),
                 html.Div(["health ", health_badge(node.get("health"))]),
                 html.Div(["team ", team_link(node.get("team"))]),
-                html.Div(f"kind {node.get('kind')}"),
+                html.Div(f"kind {display_text(node.get('kind'))}"),
                 _stats(node),
             ],
             className="details",
@@ -242,7 +254,8 @@ def details_panel(
             None,
         )
         if edge is None:
-            return html.Div(f"{src} → {dst}: not in the current window.", className="muted")
+            return html.Div(f"{display_text(src)} → {display_text(dst)}: not in the current "
+                            "window.", className="muted")
         return html.Div(
             [html.H4([service_link(src), " → ", service_link(dst)]),
              html.Div(["health ", health_badge(edge.get("health"))]), _stats(edge)],
@@ -258,9 +271,10 @@ def details_panel(
         bad = sorted(str(n.get("id")) for n in members if n.get("health") in ("failing", "down"))
         return html.Div(
             [
-                html.H4(team_link(team, title) if group.startswith("team:") else title),
-                html.Div(f"{len(members)} services" + (f", failing: {', '.join(bad[:10])}"
-                                                       if bad else "")),
+                html.H4(team_link(team, title) if group.startswith("team:")
+                        else display_text(title)),
+                html.Div(f"{len(members)} services" + (
+                    f", failing: {display_text(', '.join(bad[:10]))}" if bad else "")),
                 html.Div("Tap a folded box to open it; tap an open box to fold it.",
                          className="muted"),
             ],
@@ -291,10 +305,11 @@ def owner_card(owner: Mapping[str, Any] | None) -> html.Div:
         [
             html.H3("Owner"),
             html.Div(["team ", team_link(owner.get("team"), owner.get("display_name"))]),
-            html.Div(f"on-call {owner.get('on_call') or 'unknown'}"),
-            html.Div(f"channel {owner.get('channel') or 'unknown'}"),
+            html.Div(f"on-call {display_text(owner.get('on_call') or 'unknown')}"),
+            html.Div(f"channel {display_text(owner.get('channel') or 'unknown')}"),
             html.Div(runbook_link(owner.get("runbook"))),
-            html.Div(f"source: {owner.get('source') or 'unknown'}", className="muted"),
+            html.Div(f"source: {display_text(owner.get('source') or 'unknown')}",
+                     className="muted"),
         ],
         className="card owner-card",
     )
@@ -330,4 +345,4 @@ def edges_table(title: str, rows: Sequence[Mapping[str, Any]]) -> html.Div:
 
 
 def error_box(message: str) -> html.Div:
-    return html.Div(message, className="error-box")
+    return html.Div(display_text(message), className="error-box")

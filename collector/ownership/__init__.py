@@ -9,7 +9,10 @@ startup/shutdown hooks, and ``service.parts["ownership"]`` (an ``Ownership``, wh
 
 An invalid catalog at startup raises ``CatalogInvalid`` (a ``ValueError`` whose message lists
 every problem); ``python -m collector`` should print it and exit, there being no good catalog
-to keep. Later invalid edits are reported and the last good catalog stays in force.
+to keep. Later invalid edits are reported and the last good catalog stays in force. An empty
+(or whitespace-only) catalog file, an alias bomb and an oversized file are invalid too, at
+start-up as on a reload: an empty file is what a catalog being written looks like, never "no
+teams" (run without ``--catalog`` for that). See ``collector.ownership.catalog`` for the limits.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from collector.ownership.part import Ownership
+from collector.ownership.refs import echo
 from collector.service import CollectorService
 
 
@@ -40,7 +41,7 @@ def parse_window(request: Request, service: CollectorService) -> float | None:
         window = math.nan
     if not (math.isfinite(window) and low <= window <= high):
         raise BadWindow(f"window must be a number of seconds between {low:g} and {high:g} "
-                        f"(the retention), got {raw!r}")
+                        f"(the retention), got {echo(raw)}")
     return window
 
 
@@ -67,7 +68,7 @@ def routes(service: CollectorService, ownership: Ownership) -> list[BaseRoute]:
             row = ownership.find_team(snap, name)
             if row is None:
                 known = ", ".join(ownership.teams(snap)) or "none"
-                return {"error": f"unknown team {name!r}; known teams: {known}"}
+                return {"error": f"unknown team {echo(name)}; known teams: {known}"}
             return ownership.team_payload(snap, row)
 
         payload = await run_in_threadpool(service.cached_json, ("team", name, window), body)

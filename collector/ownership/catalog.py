@@ -11,6 +11,16 @@ field, so a watcher can keep the last good catalog in force.
 Entity references default as Backstage defaults them: the kind by field (``spec.owner`` a
 Group, ``spec.system`` a System, ``spec.dependsOn`` a Component, ``spec.memberOf`` a Group)
 and the namespace to the referring entity's own namespace ("default" unless it says otherwise).
+
+Hostile or half-written files are refused, never half-read: a file over ``MAX_FILE_BYTES`` (or
+a folder over ``MAX_CATALOG_BYTES``); a document whose YAML aliases expand it by more than
+``MAX_ALIAS_NODES`` nodes, or refer to themselves (an "alias bomb": a few hundred bytes that
+expand to gigabytes once printed); and a file that is empty or only whitespace, which is what
+an editor or ``> catalog-info.yaml`` leaves while the file is being written. An empty file is
+an error at start-up too (start without ``--catalog`` to run with no catalog); on a reload the
+message says since when the last good catalog is kept. Values quoted back in error messages
+are cut to ``refs.MAX_ECHO_CHARS`` characters, and ``CatalogInvalid``'s message lists at most
+``MAX_REPORTED_ERRORS`` problems (``errors`` keeps at most ``MAX_KEPT_ERRORS``).
 """
 
 from __future__ import annotations
@@ -24,7 +34,15 @@ from typing import Any
 import yaml
 
 from collector.ownership.contact import Contact, contact_from
-from collector.ownership.refs import DEFAULT_NAMESPACE, EntityRef, make_ref, parse_ref, valid_name
+from collector.ownership.refs import (
+    DEFAULT_NAMESPACE,
+    EntityRef,
+    clip,
+    echo,
+    make_ref,
+    parse_ref,
+    valid_name,
+)
 
 OWNERSHIP_KINDS = ("component", "resource", "system", "group", "user")
 IGNORED_KINDS = ("api", "domain", "location", "template")
@@ -33,6 +51,13 @@ BACKSTAGE_KINDS = "API, Component, Domain, Group, Location, Resource, System, Te
 # Limits: a catalog is configuration, not data; past these something is wrong with the path.
 MAX_FILES = 5000
 MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_CATALOG_BYTES = 64 * 1024 * 1024  # all the files of a folder together
+# Nodes that YAML aliases may add to one document once expanded (Backstage entities need no
+# anchors; this leaves room for a few ``<<: *defaults`` merges and refuses alias bombs).
+MAX_ALIAS_NODES = 10_000
+MAX_REPORTED_ERRORS = 20  # problems listed in CatalogInvalid's message (the rest are counted)
+MAX_KEPT_ERRORS = 200  # problems kept in CatalogInvalid.errors (what /api/teams shows)
+EMPTY_FILE = "catalog file is empty (being written?)"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -69,12 +94,15 @@ class CatalogError:
 class CatalogInvalid(ValueError):
     """The catalog cannot be used; ``errors`` says every place that is wrong."""
 
-    def __init__(self, path: Path | str, errors: list[CatalogError]) -> None:
+    def __init__(self, path: Path | str, errors: list[CatalogError], more: int = 0) -> None:
         self.path = str(path)
         self.errors = errors
-        lines = "\n".join(f"  {e}" for e in errors)
+        total = len(errors) + more
+        lines = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED_ERRORS])
+        if total > MAX_REPORTED_ERRORS:
+            lines += f"\n  ... and {total - MAX_REPORTED_ERRORS} more problem(s)"
         super().__init__(
-            f"invalid ownership catalog {self.path} ({len(errors)} problem(s)); "
+            f"invalid ownership catalog {self.path} ({total} problem(s)); "
             f"fix these and save again:\n{lines}"
         )
 
@@ -224,24 +252,37 @@ def catalog_files(path: Path) -> list[Path]:
     )
 
 
-def load_catalog(path: Path, now: float | None = None) -> Catalog:
-    """Read and validate the catalog at ``path``; raise ``CatalogInvalid`` on any problem."""
+def load_catalog(path: Path, now: float | None = None,
+                 last_good_at: float | None = None) -> Catalog:
+    """Read and validate the catalog at ``path``; raise ``CatalogInvalid`` on any problem.
+
+    ``last_good_at``: when the catalog in force was loaded (a reload), for the messages that
+    say it is kept; ``None`` at start-up, when there is none.
+    """
     files = catalog_files(path)
     if not files:
         raise CatalogInvalid(
             path,
             [CatalogError(str(path), None, None, "", "the folder has no *.yaml or *.yml files")],
         )
-    builder = _Builder(path, now if now is not None else time.time())
+    builder = _Builder(path, now if now is not None else time.time(), last_good_at)
     for file in files:
         builder.read_file(file)
     return builder.finish()
 
 
+def when(epoch_s: float) -> str:
+    """A time for messages: UTC, to the second, e.g. ``2024-05-01 12:00:00 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch_s))
+
+
 class _Builder:
-    def __init__(self, path: Path, now: float) -> None:
+    def __init__(self, path: Path, now: float, last_good_at: float | None = None) -> None:
         self.catalog = Catalog(path=path, loaded_at=now)
+        self.last_good_at = last_good_at
         self.errors: list[CatalogError] = []
+        self.more_errors = 0  # problems past MAX_KEPT_ERRORS, counted only
+        self.total_bytes = 0
         self.seen: dict[EntityRef, Origin] = {}
         # Composed YAML of each document, kept until validation ends to give lines for fields.
         self.nodes: dict[tuple[str, int], yaml.Node] = {}
@@ -255,11 +296,32 @@ class _Builder:
         try:
             size = file.stat().st_size
             if size > MAX_FILE_BYTES:
-                self._err(name, None, None, "", f"{size} bytes is over the {MAX_FILE_BYTES} limit")
+                self._err(name, None, None, "", f"{size} bytes is over the {MAX_FILE_BYTES} "
+                          "byte limit for one catalog file (MAX_FILE_BYTES)")
                 return
-            text = file.read_text(encoding="utf-8")
+            with file.open("rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)  # it may have grown since the stat
+            if len(raw) > MAX_FILE_BYTES:
+                self._err(name, None, None, "", f"over the {MAX_FILE_BYTES} byte limit for "
+                          "one catalog file (MAX_FILE_BYTES)")
+                return
+            self.total_bytes += len(raw)
+            if self.total_bytes > MAX_CATALOG_BYTES:
+                if self.total_bytes - len(raw) <= MAX_CATALOG_BYTES:  # said once, at this file
+                    self._err(name, None, None, "", f"the catalog's files add up to more than "
+                              f"{MAX_CATALOG_BYTES} bytes, the limit (MAX_CATALOG_BYTES)")
+                return
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            self._err(name, None, None, "", f"cannot read the file: {exc}")
+            self._err(name, None, None, "", f"cannot read the file: {clip(str(exc), 200)}")
+            return
+        if not text.strip():
+            if self.last_good_at is not None:
+                keep = f"keeping the last good catalog from {when(self.last_good_at)}"
+            else:
+                keep = ("there is no earlier catalog to keep: start again once it is written, "
+                        "or start without --catalog")
+            self._err(name, None, None, "", f"{EMPTY_FILE}; {keep}")
             return
         loader = _Loader(text)
         index = 0
@@ -267,6 +329,16 @@ class _Builder:
             while loader.check_node():
                 node = loader.get_node()
                 index += 1
+                added = _alias_nodes(node)
+                if added is None or added > MAX_ALIAS_NODES:
+                    self._err(name, index, node.start_mark.line + 1, "",
+                              "YAML aliases refer to a node that contains them (a cycle)"
+                              if added is None else
+                              f"YAML aliases expand this document by more than "
+                              f"{MAX_ALIAS_NODES} nodes, the limit (MAX_ALIAS_NODES); refused "
+                              "as an alias bomb. Catalog entities need no anchors or aliases: "
+                              "write the values out")
+                    continue
                 data = loader.construct_document(node)
                 if data is None:
                     continue  # an empty document, e.g. a trailing '---'
@@ -275,7 +347,7 @@ class _Builder:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problem = getattr(exc, "problem", None) or str(exc)
-            self._err(name, index + 1, line, "", f"not valid YAML: {problem}")
+            self._err(name, index + 1, line, "", f"not valid YAML: {clip(str(problem), 200)}")
         finally:
             loader.dispose()
 
@@ -297,7 +369,7 @@ class _Builder:
             self.catalog.ignored += 1
             return
         if kind not in OWNERSHIP_KINDS:
-            err("kind", f"unknown kind {data['kind']!r}; Backstage kinds are {BACKSTAGE_KINDS}")
+            err("kind", f"unknown kind {echo(data['kind'])}; Backstage kinds are {BACKSTAGE_KINDS}")
             return
         meta = data.get("metadata")
         if not isinstance(meta, dict):
@@ -305,12 +377,12 @@ class _Builder:
             return
         name = meta.get("name")
         if not isinstance(name, str) or not valid_name(name):
-            err("metadata.name", f"{name!r} is not a valid name: letters and digits "
+            err("metadata.name", f"{echo(name)} is not a valid name: letters and digits "
                 "separated by '-', '_' or '.', at most 63 characters")
             return
         namespace = meta.get("namespace", DEFAULT_NAMESPACE)
         if not isinstance(namespace, str) or not valid_name(namespace):
-            err("metadata.namespace", f"{namespace!r} is not a valid namespace")
+            err("metadata.namespace", f"{echo(namespace)} is not a valid namespace")
             return
         spec = data.get("spec", {})
         if not isinstance(spec, dict):
@@ -401,7 +473,7 @@ class _Builder:
                           "cannot name a team; add spec.memberOf to the User or make a Group "
                           "the owner")
         if self.errors:
-            raise CatalogInvalid(cat.path or "", self.errors)
+            raise CatalogInvalid(cat.path or "", self.errors, self.more_errors)
         cat.files = tuple(self.files)
         cat.index()
         return cat
@@ -412,6 +484,9 @@ class _Builder:
 
     def _err(self, file: str, document: int | None, line: int | None, fieldpath: str,
              message: str) -> None:
+        if len(self.errors) >= MAX_KEPT_ERRORS:
+            self.more_errors += 1
+            return
         self.errors.append(CatalogError(file, document, line, fieldpath, message))
 
 
@@ -470,7 +545,7 @@ class _DocReader:
             self.err(fieldpath, str(exc))
             return None
         if kinds is not None and parsed.kind not in kinds:
-            self.err(fieldpath, f"{value!r} must refer to a {' or '.join(kinds)}")
+            self.err(fieldpath, f"{echo(value)} must refer to a {' or '.join(kinds)}")
             return None
         return parsed
 
@@ -488,6 +563,47 @@ class _DocReader:
             self.err("metadata.links", "links must be a list of mappings, each with a url")
             links = []
         return contact_from(annotations, links, self.text("spec.profile.email"))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _alias_nodes(root: yaml.Node) -> int | None:
+    """How many nodes YAML aliases add to a composed document once it is expanded (its size
+    as a tree minus its distinct nodes), or None if an alias refers to a node containing it.
+
+    An alias composes to the very node its anchor named, so the document is a graph of
+    distinct nodes; each node's tree size is counted once (memoised, without recursion), so an
+    alias bomb costs what its few hundred bytes cost, not what it expands to.
+    """
+    cap = 1 << 62  # a 9-wide bomb 20 levels deep is 9**20 nodes: keep the integers small
+    size: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose subtree is being counted: the path from the root
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            size[key] = min(cap, 1 + sum(size[id(c)] for c in _children(node)))
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            return None
+        open_.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_:
+                return None
+            if id(child) not in size:
+                stack.append((child, False))
+    return max(0, size[id(root)] - len(size))
 
 
 def _line_of(node: yaml.Node, keys: list[str]) -> int | None:

@@ -1,7 +1,9 @@
 """The catalog in force, and reloading it when its files change, without a restart.
 
 ``CatalogStore.reload()`` reads the catalog again; if it is invalid the errors are logged and
-kept for the API, and the last good catalog stays in force. ``watch()`` polls the size, mtime
+kept for the API, and the last good catalog stays in force. A file that is empty (being
+written) is one of those errors: "catalog file is empty (being written?); keeping the last good
+catalog from <time>". ``watch()`` polls the size, mtime
 and inode of every catalog file (a folder is walked again each time, so added and removed
 files count) every ``interval_s`` and reloads when that fingerprint changes.
 """
@@ -21,6 +23,7 @@ from collector.ownership.catalog import (
     catalog_files,
     empty_catalog,
     load_catalog,
+    when,
 )
 
 log = logging.getLogger(__name__)
@@ -73,10 +76,12 @@ class CatalogStore:
         if self.path is None:
             return False
         self._fingerprint = fingerprint(self.path)
+        last_good_at = self.catalog.loaded_at
         try:
-            catalog = load_catalog(self.path, now=self.clock())
+            catalog = load_catalog(self.path, now=self.clock(), last_good_at=last_good_at)
         except CatalogInvalid as exc:
-            log.error("%s\nthe last good catalog stays in force", exc)
+            log.error("%s\nthe last good catalog (loaded %s) stays in force", exc,
+                      when(last_good_at))
             self._finish(exc.errors)
             return False
         self.catalog = catalog  # one reference swap: readers see the old or the new catalog

@@ -16,6 +16,7 @@ from dash.development.base_component import Component
 from dashboard import views
 from dashboard.app import settings
 from dashboard.client import ApiError, DemoClient
+from dashboard.text import display_text
 from demo_services.faults import MAX_CPU_HOG
 
 dash.register_page(__name__, path="/demo", name="Demo", title="Conway · demo controls")
@@ -98,7 +99,8 @@ def target_card(name: str, info: dict[str, Any] | None) -> html.Div:
     )
     return html.Div(
         [
-            html.H3([name, html.Span(f" ({state})", className="muted")]),
+            html.H3([display_text(name), html.Span(f" ({display_text(state)})",
+                                                     className="muted")]),
             html.Label("error rate"),
             dcc.Slider(
                 id={"type": "demo-err", "index": name},
@@ -194,11 +196,11 @@ def apply_fault(
         try:
             if trigger["type"] == "demo-clear":
                 client.clear(target)
-                return f"cleared faults on {target}"
+                return f"cleared faults on {display_text(target)}"
             body = fault_body(error_rate, latency_ms, down, version, cpu_hog)
             client.set_fault(target, body)
             shown = ", ".join(f"{k} {v}" for k, v in body.items())
-            return f"applied to {target}: {shown}"
+            return display_text(f"applied to {target}: {shown}")
         except ApiError as exc:
             return views.error_box(str(exc))
 

@@ -17,7 +17,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dashboard import elements as E
 from dashboard import views
 from dashboard.state import is_stale
-from dashboard.text import clock
+from dashboard.text import clock, display_text
 
 dash.register_page(__name__, path="/", name="Overview", title="Conway · overview")
 
@@ -110,7 +110,7 @@ def render(
     edges = len((graph or {}).get("edges", []))
     info = f"{nodes} nodes · {edges} calls"
     if view.get("focus"):
-        info += f" · showing {view['focus']} and its neighbours"
+        info += f" · showing {display_text(view['focus'])} and its neighbours"
     elif nodes > E.COLLAPSE_THRESHOLD:
         info += f" · more than {E.COLLAPSE_THRESHOLD} nodes: teams folded, tap one to open it"
     if stale and state:
@@ -218,7 +218,7 @@ def on_search(
         return view, ""
     found = find_service(graph, query)
     if found is None:
-        return view, f"no service matches “{query.strip()}”"
+        return view, f"no service matches “{display_text(query.strip())}”"
     view["focus"] = found
     view["selected"] = E.node_el_id(found)
     view["fit"] = int(view.get("fit", 0)) + 1

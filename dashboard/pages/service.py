@@ -13,7 +13,7 @@ from dash.development.base_component import Component
 from dashboard import figures, views
 from dashboard.app import collector_client, settings
 from dashboard.client import ApiError
-from dashboard.text import ago, fmt_ms, fmt_pct, fmt_rate
+from dashboard.text import ago, display_text, fmt_ms, fmt_pct, fmt_rate
 
 dash.register_page(
     __name__, path_template="/services/<name>", name="Service", title="Conway · service"
@@ -25,7 +25,7 @@ def layout(name: str | None = None, **_query: Any) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="svc-name", data=service),
-            html.H2(["Service ", html.Span(service, className="service-name")],
+            html.H2(["Service ", html.Span(display_text(service), className="service-name")],
                     className="page-title"),
             html.Div(html.Span("Loading…", className="muted"), id="svc-body"),
             dcc.Graph(id="svc-chart", figure=figures.service_figure(None),
@@ -39,7 +39,7 @@ def service_body(svc: dict[str, Any], now: float) -> list[Component]:
     summary = html.Div(
         [
             views.health_badge(svc.get("health")),
-            html.Span(f" {svc.get('kind', 'service')} · team "),
+            html.Span(f" {display_text(svc.get('kind', 'service'))} · team "),
             views.team_link(svc.get("team")),
             html.Span(
                 " · " + " · ".join(
@@ -65,7 +65,8 @@ def service_body(svc: dict[str, Any], now: float) -> list[Component]:
             html.Ul(
                 [
                     html.Li(
-                        f"{v.get('version')}: first seen {ago(v.get('first_seen'), now)}, "
+                        f"{display_text(v.get('version'))}: first seen "
+                        f"{ago(v.get('first_seen'), now)}, "
                         f"last seen {ago(v.get('last_seen'), now)}"
                     )
                     for v in versions
@@ -93,7 +94,7 @@ def service_body(svc: dict[str, Any], now: float) -> list[Component]:
 def _missing_versions(svc: dict[str, Any]) -> str:
     # The Prometheus source says which data its series cannot carry.
     why = (svc.get("unavailable") or {}).get("versions")
-    return f"not available from the Prometheus source: {why}" if why else (
+    return f"not available from the Prometheus source: {display_text(why)}" if why else (
         "no version attribute seen")
 
 

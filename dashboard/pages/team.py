@@ -13,6 +13,7 @@ from dash.development.base_component import Component
 from dashboard import views
 from dashboard.app import collector_client, settings
 from dashboard.client import ApiError
+from dashboard.text import display_text
 
 dash.register_page(__name__, path_template="/teams/<name>", name="Team", title="Conway · team")
 
@@ -22,7 +23,8 @@ def layout(name: str | None = None, **_query: Any) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="team-name", data=team),
-            html.H2(["Team ", html.Span(team, className="team-name")], className="page-title"),
+            html.H2(["Team ", html.Span(display_text(team), className="team-name")],
+                    className="page-title"),
             html.Div(html.Span("Loading…", className="muted"), id="team-body"),
         ]
     )
@@ -51,10 +53,10 @@ def team_body(team: dict[str, Any]) -> list[Component]:
     return [
         html.Div(
             [
-                html.H3(str(team.get("display_name") or team.get("name"))),
-                html.Div(f"on-call {team.get('on_call') or 'unknown'}"),
-                html.Div(f"channel {team.get('channel') or 'unknown'}"),
-                html.Div(f"email {team.get('email') or 'unknown'}"),
+                html.H3(display_text(team.get("display_name") or team.get("name"))),
+                html.Div(f"on-call {display_text(team.get('on_call') or 'unknown')}"),
+                html.Div(f"channel {display_text(team.get('channel') or 'unknown')}"),
+                html.Div(f"email {display_text(team.get('email') or 'unknown')}"),
                 html.Div(views.runbook_link(team.get("runbook"))),
             ],
             className="card",
@@ -69,7 +71,7 @@ def team_body(team: dict[str, Any]) -> list[Component]:
                             [
                                 html.Td(views.service_link(s.get("name"))),
                                 html.Td(views.health_badge(s.get("health"))),
-                                html.Td(str(s.get("source") or "unknown")),
+                                html.Td(display_text(s.get("source") or "unknown")),
                             ]
                         )
                         for s in services

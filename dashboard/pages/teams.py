@@ -14,6 +14,7 @@ from dashboard import elements as E
 from dashboard import views
 from dashboard.app import collector_client, settings
 from dashboard.client import ApiError
+from dashboard.text import display_text
 
 dash.register_page(__name__, path="/teams", name="Teams", title="Conway · teams")
 
@@ -42,7 +43,7 @@ def layout(**_query: Any) -> html.Div:
 def catalog_error_text(error: object) -> str:
     """One catalog error as a line: where (file, line, document, field) and what."""
     if not isinstance(error, dict):
-        return str(error)
+        return display_text(error)
     where = str(error.get("file") or "catalog")
     if error.get("line") is not None:
         where += f":{error['line']}"
@@ -50,7 +51,7 @@ def catalog_error_text(error: object) -> str:
         where += f" (document {error['document']})"
     if error.get("field"):
         where += f" {error['field']}"
-    return f"{where}: {error.get('message') or 'invalid'}"
+    return display_text(f"{where}: {error.get('message') or 'invalid'}")
 
 
 def teams_list(teams: dict[str, Any]) -> list[Component]:
@@ -62,8 +63,8 @@ def teams_list(teams: dict[str, Any]) -> list[Component]:
             html.Div(
                 [
                     html.H3(views.team_link(t.get("name"), t.get("display_name"))),
-                    html.Div(f"on-call {t.get('on_call') or 'unknown'}"),
-                    html.Div(f"channel {t.get('channel') or 'unknown'}"),
+                    html.Div(f"on-call {display_text(t.get('on_call') or 'unknown')}"),
+                    html.Div(f"channel {display_text(t.get('channel') or 'unknown')}"),
                     html.Div(views.runbook_link(t.get("runbook"))),
                     html.Ul([html.Li(views.service_link(s)) for s in sorted(services)])
                     if services
@@ -92,7 +93,8 @@ def teams_list(teams: dict[str, Any]) -> list[Component]:
             html.Div(
                 [
                     html.H3(f"Catalog errors ({len(errors)})"),
-                    html.Div(f"in {catalog.get('path') or 'the catalog'}", className="muted"),
+                    html.Div(f"in {display_text(catalog.get('path') or 'the catalog')}",
+                             className="muted"),
                     html.Ul([html.Li(e) for e in errors]),
                 ],
                 className="card error-card",
