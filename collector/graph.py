@@ -281,15 +281,18 @@ class TrafficAppender:
     name = "traffic"
 
     def __init__(
-        self, graph: TrafficGraph, up_of: Callable[[], dict[str, bool | None]] | None = None
+        self, graph: TrafficGraph, up_of: Callable[[], dict[str, bool | None]] | None = None,
+        timed_out_of: Callable[[], set[str]] | None = None,
     ) -> None:
         self.graph = graph
         self.up_of = up_of
+        self.timed_out_of = timed_out_of
 
     def append(self, snap: Snapshot) -> None:
         g = self.graph
         now, window = snap.generated_at, snap.window_s
         up = self.up_of() if self.up_of is not None else {}
+        timed_out = self.timed_out_of() if self.timed_out_of is not None else set()
         snap.meta["limits"] = g.limits()
         for name in sorted(set(g.kinds) | set(up)):
             kind = g.kinds.get(name, SERVICE)
@@ -304,6 +307,8 @@ class TrafficAppender:
                 p99_ms=s.p99_ms,
                 meta={
                     "up": up.get(name),
+                    # Internal (not in the API): the failed scrape timed out, see scraper.
+                    "scrape_timed_out": name in timed_out,
                     "calls": s.calls,
                     "errors": s.errors,
                     "versions": [v.version for v in g.versions_of(name)],
@@ -368,7 +373,11 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
         scraper = service.parts.get("scraper")
         return scraper.up_by_service() if scraper is not None else {}
 
-    service.appenders.append(TrafficAppender(graph, up_of))
+    def timed_out_of() -> set[str]:
+        scraper = service.parts.get("scraper")
+        return scraper.timed_out_services() if scraper is not None else set()
+
+    service.appenders.append(TrafficAppender(graph, up_of, timed_out_of))
 
     async def ticker() -> None:
         while True:

@@ -42,6 +42,9 @@ class Target:
     service: str
     named: bool  # the service name came from configuration, not from the scraped metrics
     up: bool | None = None  # None until the first scrape finished
+    # The last scrape failed by timing out: the process may be starved or hung, not gone
+    # (``up`` is still False, as Prometheus has it; diagnosis does not read it as "down").
+    timed_out: bool = False
     last_scrape: float | None = None
     last_error: str | None = None
     scrapes: int = 0
@@ -155,6 +158,13 @@ class Scraper:
             out[t.service] = t.up if prev is None else (prev or bool(t.up))
         return out
 
+    def timed_out_services(self) -> set[str]:
+        """Services whose every target's last scrape failed by timing out."""
+        out: dict[str, bool] = {}
+        for t in self._targets.values():
+            out[t.service] = out.get(t.service, True) and t.up is False and t.timed_out
+        return {s for s, v in out.items() if v}
+
     def target_for(self, service: str) -> Target | None:
         return next((t for t in self._targets.values() if t.service == service), None)
 
@@ -170,6 +180,7 @@ class Scraper:
     async def _scrape(self, client: httpx.AsyncClient, t: Target) -> None:
         error: str | None = None
         parsed: tuple[float | None, float | None, str | None] | None = None
+        timed_out = False
         try:
             r = await client.get(t.url, headers={"Accept": "text/plain"})
             if r.status_code != 200:
@@ -180,10 +191,12 @@ class Scraper:
                 parsed = parse_metrics(r.text)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            timed_out = isinstance(exc, httpx.TimeoutException)
         except ValueError as exc:
             error = f"unparseable metrics: {exc}"
         t.scrapes += 1
         t.last_scrape = self._now()
+        t.timed_out = timed_out
         if parsed is None:
             t.up = False
             t.failures += 1

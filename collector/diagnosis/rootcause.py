@@ -198,6 +198,8 @@ class RootCauseFinder:
         served_b = base.requests - base.client_only
         virtual = node.kind == "virtual" if node is not None else (served_w + served_b == 0)
         up = node.meta.get("up") if node is not None else None
+        if up is False and node is not None and node.meta.get("scrape_timed_out"):
+            up = None  # a scrape that timed out: starved or hung, not shown to be gone
         before = _period(base)
         after = _period(win)
         callers = ", ".join(sorted(win.callers)[:5]) or "its callers"

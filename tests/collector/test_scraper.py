@@ -51,6 +51,25 @@ def test_up_target_reports_counts_and_service(metrics_server: str) -> None:
     assert down.failures == 2 and up.failures == 0
 
 
+def test_a_scrape_that_times_out_is_told_apart_from_a_refused_one() -> None:
+    # A listener that accepts and never answers: a starved or hung process, not a gone one.
+    # Both are up=False (as Prometheus has it); only the timeout is in timed_out_services.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        hung = f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"
+        closed = f"http://127.0.0.1:{free_port()}/metrics"
+        scraper = Scraper([hung, closed], clock=lambda: 1.0)
+        asyncio.run(scraper.scrape_once())
+        slow, gone = scraper.targets()
+        assert slow.up is False and gone.up is False
+        assert "Timeout" in (slow.last_error or "")
+        assert scraper.timed_out_services() == {slow.service}
+    finally:
+        silent.close()
+
+
 def test_topology_names_targets(tmp_path: Path, metrics_server: str) -> None:
     port = int(metrics_server.split(":")[2].split("/")[0])
     topo = tmp_path / "topology.yaml"
