@@ -10,9 +10,9 @@ rose at the same moment (the host's factor: the median over its services of wind
 baseline, for the p95 over the detection window and for the median over the last few
 seconds, each service's larger rise over the two recent windows). A latency candidate on
 that host (a database's, on its callers' host) stands out when its own rise is at least
-``standout`` times the host's (on a busy host, times the upper quartile of its neighbours'
-rises; on a starved one, times the largest): a genuine fault at one service, named as
-usual. The others rose with their neighbours; they are not root causes of their own:
+``standout`` times the larger of the host's and the upper quartile of its neighbours' rises
+(on a starved host, times the largest): a genuine fault at one service, named as usual.
+The others rose with their neighbours; they are not root causes of their own:
 
 - when ``min_shared`` or more of them rose together on ``min_ticks`` ticks running (a page
   load slows a host for a second or two), the host's factor is at least
@@ -22,7 +22,8 @@ usual. The others rose with their neighbours; they are not root causes of their 
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
   host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
 - errors that are nearly all calls timing out on a service that still answers most of them
-  join the group while the host is busy (starvation), and are never a standout;
+  join the group while the host is busy, or when the service's own time did not stand out
+  from its neighbours' (starvation); they are never a standout;
 - while a service on the host has a latency fault of its own (it stands out), the others'
   rise is its effect (requests pile up on every process of the host) and they are dropped;
 - otherwise they are dropped too: a small shared slowdown (a page opened in a browser on the
@@ -154,10 +155,12 @@ class SharedHosts:
                                                           baseline_s)
             if c.kind != LATENCY:
                 # Calls that time out on a service that still answers most of them: on a
-                # busy host, starvation, part of the shared slowdown; else its own fault.
+                # busy host, or when its own time rose no more than its neighbours' did,
+                # starvation, part of the shared slowdown; else its own fault.
                 if self._aftermath(host, now) or max(
                         self._host_factor(rises[host], False),
-                        self._host_factor(rises[host], True)) >= self.cfg.busy_factor:
+                        self._host_factor(rises[host], True)) >= self.cfg.busy_factor \
+                        or not self._stands_out(c, own, rises[host]):
                     shared.setdefault(host, []).append(c)
             elif not self._stands_out(c, own, rises[host], starved=self._aftermath(host, now)):
                 shared.setdefault(host, []).append(c)
@@ -238,16 +241,17 @@ class SharedHosts:
         needs, times the largest of them."""
         recent = c.evidence.get("window") == "recent"
         mine = own.recent if recent else own.p95
-        host = self._host_factor(rises, recent)
-        if mine is None or host <= 1.0:
-            return True
-        ref = host
         others = sorted(v for s, r in rises.items() if s != c.service
                         for v in (r.recent if recent else r.p95,) if v is not None)
-        if others and (starved or host >= self.cfg.host_factor):
-            ref = max(ref, others[-1])  # starved: it must outdo the worst of the others
-        elif others and host >= self.cfg.busy_factor:
-            ref = max(ref, others[(3 * len(others)) // 4])
+        if mine is None or len(others) < self.cfg.min_services - 1:
+            return True  # nothing to compare with: judged on its own
+        host = max(1.0, self._host_factor(rises, recent))
+        # A starved CPU slows some processes far more than others, and a few seconds of
+        # medians are noisy: it must outdo the upper quartile of the others' rises, and on
+        # a host slowed as much as a shared-host incident needs, the largest of them.
+        ref = max(host, others[(3 * len(others)) // 4])
+        if starved or host >= self.cfg.host_factor:
+            ref = max(ref, others[-1])
         return mine >= self.cfg.standout * ref
 
     def _shared_cause(self, snap: Snapshot, host: str, members: list[RootCause],

@@ -22,8 +22,10 @@ than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow.
 with no candidate over the detection window is judged again over the most recent buckets (the
 last ``recent_window_s`` seconds of finished traces, then three times that, in the 1 s buckets
 the windows keep for the last few seconds): the same error and down tests,
-and for latency the *median* self time instead of the p95. A fault that slows most requests
-moves the median at once; a few slow requests (a GC pause) move a short window's p95 but not
+and for latency the *median* self time instead of the p95, which must also be above the
+baseline's p95 (most requests slower than nearly all before: a busy host's noise moves the
+median into the usual tail, not past it). A fault that slows most requests moves the median
+at once; a few slow requests (a GC pause) move a short window's p95 but not
 its median, and a fault that slows only some requests is left to the detection window's p95.
 Looking three times at most triples the chance of a false alarm, which ``alpha`` keeps small.
 
@@ -265,6 +267,13 @@ class RootCauseFinder:
         rule = replace(cfg.latency, quantile=0.5) if recent else cfg.latency
         stat = "median" if recent else "p95"
         lat = rule.rise(win.self_hist, base.self_hist)
+        if lat is not None and recent and lat[1] is not None:
+            # A few seconds' median judged fast: most requests must be slower than nearly
+            # all of the baseline's (its p95), not merely moved into its usual tail, as a
+            # busy host's noise does. Subtler rises are left to the detection window's p95.
+            tail = base.self_hist.quantile(cfg.latency.quantile)
+            if tail is not None and lat[0] < tail:
+                lat = None
         if lat is not None:
             p95_w, p95_b = lat
             if p95_b is None:
