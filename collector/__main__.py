@@ -4,6 +4,25 @@ Bad arguments exit with status 2 and a message; SIGINT/SIGTERM shut down cleanly
 handles both and runs the shutdown hooks, the last checkpoint among them). Every cap of
 `collector.limits`, `collector.app` and `collector.graph` has a flag; the ingest token comes
 from ``--ingest-token`` or the environment variable ``CONWAY_INGEST_TOKEN``.
+
+Data dir (``--data-dir``): locked for the process lifetime (``DIR/.lock`` holds the PID); a
+second collector on it, a dir that cannot be written, or a state file that cannot be used
+(``state.sqlite3``, ``incidents.sqlite3``: not SQLite, a damaged page, a directory, another
+schema) exits with status 2 and one line naming the file and what is wrong. ``--reset-state``
+renames such a file (with its -wal/-shm) to ``NAME.damaged-TIMESTAMP`` and starts without it.
+Unreadable incident rows are skipped with a warning (counted as
+``conway_state_skipped_rows``); a zero-byte file starts empty with a warning. A full disk
+later never stops the collector: ``/healthz`` says ``degraded`` (still 200) while a file
+cannot be written (see `collector.checkpoint.StateFiles`).
+
+Connections (`collector.app.ConnectionGuard`): ``--max-connections`` (default 1024) open at
+once, of them ``--max-idle-connections`` (default 512) without a request in progress (past it
+the oldest idle one is closed to make room); ``--header-timeout`` (default 5 s) to send a
+request's complete headers, ``--keep-alive-timeout`` (default 5 s) idle between requests.
+A connection past the limit with none idle gets 503 with ``Retry-After``. Counted on
+``/metrics``: ``conway_http_rejected_total{reason="connection_limit"}`` and
+``conway_http_connections_closed_total{reason="header_timeout"|"keep_alive_timeout"|
+"idle_evicted"}``. The process' open-file limit is raised (up to its hard limit) to hold them.
 """
 
 from __future__ import annotations
@@ -12,6 +31,7 @@ import argparse
 import gc
 import ipaddress
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,17 +40,25 @@ from pathlib import Path
 import uvicorn
 
 from collector import app, diagnosis, graph, limits, otlp
-from collector.checkpoint import CHECKPOINT_INTERVAL_S, CheckpointError
+from collector.checkpoint import (
+    CHECKPOINT_INTERVAL_S,
+    CheckpointError,
+    lock_data_dir,
+    move_aside,
+)
+from collector.diagnosis.incidents import IncidentStoreError
 from collector.ownership.catalog import CatalogInvalid
 from collector.pairing import PairingConfig
 from collector.scraper import TopologyError, topology_targets
-from collector.service import CollectorConfig
+from collector.service import CollectorConfig, CollectorService
 from collector.wiring import build_app, build_service
 
 TOKEN_ENV = "CONWAY_INGEST_TOKEN"
-# Connections (plus tasks) uvicorn serves at once before answering 503 itself: a backstop
-# against a flood of idle connections, which the receivers' own limits never see.
-MAX_CONNECTIONS = 1024
+# Connections served at once (see `collector.app.ConnectionGuard`): idle ones are closed
+# after the header or keep-alive timeout, or to make room past the idle limit.
+MAX_CONNECTIONS = app.MAX_CONNECTIONS
+# File descriptors the process needs besides its connections (files, the loop, listeners).
+SPARE_FDS = 256
 # Cyclic GC thresholds for the collector process (CPython's defaults are 700, 10, 10). Spans
 # stay alive for seconds (waiting for their trace to go quiet or for their other half), so
 # with the defaults the collector rescans a large young heap many times per request: about
@@ -75,7 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                    help="Prometheus /metrics URLs to scrape")
     p.add_argument("--scrape-interval", type=_positive(float), default=5.0, metavar="S",
                    help="seconds between scrapes (default 5)")
-    p.add_argument("--data-dir", type=Path, help="directory for state that survives restarts")
+    p.add_argument("--data-dir", type=Path,
+                   help="directory for state that survives restarts (state.sqlite3, "
+                        "incidents.sqlite3); one collector per directory (it is locked)")
+    p.add_argument("--reset-state", action="store_true",
+                   help="when a --data-dir file cannot be used (damaged, not SQLite, another "
+                        "schema), rename it to NAME.damaged-TIMESTAMP and start without it, "
+                        "instead of exiting with status 2")
     p.add_argument("--retention", type=_positive(float), default=900.0, metavar="S",
                    help="seconds of statistics kept (default 900)")
     p.add_argument("--max-body-bytes", type=_positive(int), default=8 * 1024 * 1024,
@@ -115,8 +149,30 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                      metavar="S", help="seconds to receive a whole body before answering 408 "
                                        f"(default {app.BODY_TIMEOUT_S:g})")
     lim.add_argument("--max-connections", type=_positive(int), default=MAX_CONNECTIONS,
-                     metavar="N", help="connections served at once; more get 503 "
-                                       f"(default {MAX_CONNECTIONS})")
+                     metavar="N", help="connections open at once; past it the oldest idle one "
+                                       "is closed, or with none idle the new one gets 503 "
+                                       "with Retry-After, counted as "
+                                       "conway_http_rejected_total{reason=\"connection_limit\"}"
+                                       f" (default {MAX_CONNECTIONS})")
+    lim.add_argument("--max-idle-connections", type=_positive(int),
+                     default=app.MAX_IDLE_CONNECTIONS, metavar="N",
+                     help="connections open without a request in progress (headers not "
+                          "complete, or idle between requests); past it the oldest is closed, "
+                          "counted as conway_http_connections_closed_total"
+                          f"{{reason=\"idle_evicted\"}} (default {app.MAX_IDLE_CONNECTIONS})")
+    lim.add_argument("--header-timeout", type=_positive(float), default=app.HEADER_TIMEOUT_S,
+                     metavar="S", help="seconds a connection has to send a request's complete "
+                                       "headers (from connecting, or from the request's first "
+                                       "byte on a kept-alive connection); then it is closed, "
+                                       "counted as conway_http_connections_closed_total"
+                                       "{reason=\"header_timeout\"} "
+                                       f"(default {app.HEADER_TIMEOUT_S:g})")
+    lim.add_argument("--keep-alive-timeout", type=_positive(int),
+                     default=app.KEEP_ALIVE_TIMEOUT_S, metavar="S",
+                     help="whole seconds a connection may stay idle after a response; then it "
+                          "is closed, counted as conway_http_connections_closed_total"
+                          "{reason=\"keep_alive_timeout\"} "
+                          f"(default {app.KEEP_ALIVE_TIMEOUT_S})")
     p.add_argument("--ingest-token", metavar="T", default=os.environ.get(TOKEN_ENV) or None,
                    help="require 'Authorization: Bearer T' on POST /v1/traces and "
                         f"/api/v2/spans (default: ${TOKEN_ENV}, else no token; prefer the "
@@ -164,6 +220,8 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
     for url in a.scrape:
         if not url.startswith(("http://", "https://")):
             p.error(f"--scrape {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8101/metrics)")
+    if a.reset_state and a.data_dir is None:
+        p.error("--reset-state needs --data-dir")
     if a.data_dir is not None:
         try:
             a.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +231,9 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         p.error(f"--max-inflight-bytes ({a.max_inflight_bytes}) must be at least "
                 f"--max-body-bytes ({a.max_body_bytes}), or no body of the largest allowed "
                 f"size could ever be accepted")
+    if a.max_idle_connections > a.max_connections:
+        p.error(f"--max-idle-connections ({a.max_idle_connections}) must be at most "
+                f"--max-connections ({a.max_connections})")
     if a.ingest_token is not None and (not a.ingest_token.strip()
                                        or any(c.isspace() for c in a.ingest_token)):
         p.error("--ingest-token must be non-empty and contain no spaces")
@@ -203,8 +264,12 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
             "max_inflight_bytes": a.max_inflight_bytes,
             "body_timeout_s": a.body_timeout,
             "max_connections": a.max_connections,
+            "max_idle_connections": a.max_idle_connections,
+            "header_timeout_s": a.header_timeout,
+            "keep_alive_timeout_s": a.keep_alive_timeout,
             "ingest_token": a.ingest_token,
             "checkpoint_interval_s": a.checkpoint_interval,
+            "reset_state": a.reset_state,
             "diagnosis": diagnosis_options,
             "scrape_host_template": a.scrape_host_template,
         },
@@ -223,15 +288,18 @@ def _is_loopback(host: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     try:
-        service = build_service(config)
+        # Held (the descriptor stays open) for the process lifetime: one collector per dir.
+        data_dir_lock = lock_data_dir(config.data_dir) if config.data_dir is not None else None
+        service = _build_service(config)
     except CatalogInvalid as exc:
         # No earlier good catalog exists at start-up, so there is nothing to keep in force.
         print(f"conway collector: the catalog is invalid, fix it and start again:\n{exc}",
               file=sys.stderr)
         return 2
-    except CheckpointError as exc:
+    except (CheckpointError, IncidentStoreError) as exc:
         print(f"conway collector: {exc}", file=sys.stderr)
         return 2
+    service.parts["data_dir_lock"] = data_dir_lock
 
     async def announce() -> None:
         print(f"conway collector listening on http://{config.host}:{config.port} "
@@ -240,11 +308,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     service.on_startup.append(announce)
     gc.set_threshold(*GC_THRESHOLDS)
+    extra = config.extra
+    guard = app.ConnectionGuard(
+        int(extra.get("max_connections", MAX_CONNECTIONS)),
+        int(extra.get("max_idle_connections", app.MAX_IDLE_CONNECTIONS)),
+        float(extra.get("header_timeout_s", app.HEADER_TIMEOUT_S)))
+    service.parts["metrics_registry"].register(guard)
+    _raise_open_files(guard.max_connections + SPARE_FDS)
+    # The guard bounds connections (uvicorn's limit_concurrency would count idle ones too and
+    # refuse every request while they stay open); the collector serves no WebSocket.
     server = uvicorn.Server(
         uvicorn.Config(build_app(service), host=config.host, port=config.port,
                        log_level="warning", lifespan="on", access_log=False,
-                       limit_concurrency=int(config.extra.get("max_connections",
-                                                              MAX_CONNECTIONS)))
+                       http=guard.protocol(), ws="none",
+                       timeout_keep_alive=int(extra.get("keep_alive_timeout_s",
+                                                        app.KEEP_ALIVE_TIMEOUT_S)))
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal for the
     # previous handler: make that a quiet, successful exit instead of a traceback.
@@ -254,6 +332,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     return 0 if server.started else 1
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Raise the soft open-file limit towards ``wanted`` (at most the hard limit): with fewer,
+    accepting stalls while the connections allowed are open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            target = soft
+    if target < wanted:
+        print(f"conway collector: warning: the open-file limit is {target}, below the "
+              f"{wanted} that --max-connections needs; lower --max-connections or raise the "
+              f"limit (ulimit -n)", file=sys.stderr)
+
+
+def _build_service(config: CollectorConfig) -> CollectorService:
+    """``build_service``; with ``--reset-state`` each data-dir file it cannot use is moved
+    aside (``NAME.damaged-TIMESTAMP``, with its -wal and -shm) and the build tried again."""
+    moved: set[Path] = set()
+    while True:
+        try:
+            return build_service(config)
+        except (CheckpointError, IncidentStoreError) as exc:
+            path = exc.path
+            if (not config.extra.get("reset_state") or path is None or path in moved
+                    or not os.path.lexists(path)):
+                raise
+            moved.add(path)
+            try:
+                target = move_aside(path)
+            except OSError as err:
+                raise CheckpointError(f"{exc} (--reset-state cannot move it aside: "
+                                      f"{err.strerror})", path) from None
+            print(f"conway collector: --reset-state: {path} cannot be used, moved aside to "
+                  f"{target.name}; starting without it", file=sys.stderr, flush=True)
 
 
 def _exit_quietly(signum: int, frame: object) -> None:

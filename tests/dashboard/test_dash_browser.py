@@ -19,7 +19,11 @@ import pytest
 from dash_procs import ROOT, StartCollector, StartDashboard
 from dash_traffic import Shop
 from procs import free_port
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 
 EVIL = "<img src=x onerror=alert(1)>"
 WAIT_S = 40.0
@@ -53,9 +57,13 @@ def until(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+        try:
+            last = check()
+        except (NoSuchElementException, StaleElementReferenceException) as exc:
+            last = exc  # not drawn yet, or redrawn under us: look again
+        else:
+            if last:
+                return last
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
