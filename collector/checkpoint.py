@@ -11,17 +11,33 @@ transaction outside the lock; after ``kill -9`` a restart with the same data dir
 loses at most about one interval of aggregates. A failed write is counted and the next
 checkpoint rewrites everything. The file is ``state.sqlite3``, next to diagnosis's
 ``incidents.sqlite3``.
+
+Failures (a full disk): a failed checkpoint is logged once per episode with SQLite's own error
+(a failed rollback never replaces it), counted (``conway_checkpoint_failures_total`` and
+``conway_state_write_errors_total{file="state.sqlite3"}``), and retried every interval; while
+it fails ``/healthz`` says ``degraded`` and names the file and the error (`StateFiles`). A
+checkpoint loop that fails for any other reason logs the traceback and goes on with backoff.
+
+The data dir is locked (``flock`` on ``DIR/.lock``, holding the PID) for the process lifetime:
+a second collector on the same dir exits 2 (`lock_data_dir`). A state file that cannot be used
+stops start-up with a one-line `CheckpointError` naming it; ``--reset-state`` moves such a file
+aside (`move_aside`). A zero-byte state file (no WAL either) starts empty with a warning: it
+holds nothing to lose (SQLite writes a header at once, so it is a crash before the first write
+or a truncated copy, either way no saved state).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import sys
 import threading
 import time
+import traceback
 from array import array
 from collections.abc import Hashable, Iterator
 from dataclasses import asdict
@@ -41,6 +57,9 @@ SCHEMA_VERSION = 1
 CHECKPOINT_INTERVAL_S = 1.0
 # Buckets older than the retention are deleted from the file this often (a full scan).
 HORIZON_EVERY_S = 60.0
+LOCK_NAME = ".lock"
+# A background loop that fails unexpectedly waits this long, doubling up to the maximum.
+BACKOFF_S = (1.0, 60.0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,7 +82,102 @@ CREATE TABLE IF NOT EXISTS edge_totals (
 
 
 class CheckpointError(RuntimeError):
-    """The data dir's state file cannot be used; the message says what to do."""
+    """The data dir's state file cannot be used; the message says what to do. ``path``: the
+    file at fault, when ``--reset-state`` may move it aside."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Lock ``data_dir`` for this process's lifetime (``flock`` on ``DIR/.lock``, which then
+    holds our PID); returns the descriptor, to keep open. `CheckpointError` when another
+    process holds it (naming its PID when the file says) or the dir cannot be written."""
+    path = data_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to --data-dir {data_dir}: {exc.strerror} "
+                              f"({path}); give a writable --data-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            other = os.read(fd, 32).decode(errors="replace").strip()
+        except OSError:
+            other = ""
+        os.close(fd)
+        who = f"another collector (PID {other})" if other.isdigit() else "another process"
+        if isinstance(exc, BlockingIOError):
+            raise CheckpointError(f"--data-dir {data_dir} is in use by {who} (it holds "
+                                  f"{path}); stop it or give this collector its own "
+                                  f"--data-dir") from None
+        raise CheckpointError(f"cannot lock --data-dir {data_dir}: {exc.strerror} "
+                              f"({path})") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass  # the lock holds; only the PID in the message of a second collector is lost
+    return fd
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged state file (and its ``-wal``/``-shm``) to ``NAME.damaged-TIMESTAMP``;
+    returns the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while os.path.lexists(target):
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if os.path.lexists(side):
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target
+
+
+def check_state_file(path: Path, what: str) -> None:
+    """Refuse a directory where an SQLite file should be; warn about a zero-byte file (with no
+    WAL that could fill it), which starts empty."""
+    if path.is_dir():
+        raise OSError(f"{what} {path} is a directory, not an SQLite file")
+    wal = path.with_name(path.name + "-wal")
+    if (path.is_file() and path.stat().st_size == 0
+            and not (wal.is_file() and wal.stat().st_size > 0)):
+        print(f"conway collector: warning: {what} {path} is empty (0 bytes), starting with "
+              f"nothing restored from it", file=sys.stderr, flush=True)
+
+
+class StateFiles(Collector):
+    """The data dir's writers (the checkpointer, the incident store), each with ``path``,
+    ``write_errors`` (failed writes), ``write_error`` (SQLite's error while writes fail, else
+    None) and ``write_error_since``. ``/healthz`` reads `problems`; a ``prometheus_client``
+    Collector for ``conway_state_write_errors_total{file}``."""
+
+    def __init__(self, writers: list[Any]) -> None:
+        self.writers = writers
+
+    def problems(self) -> list[dict[str, Any]]:
+        return [{"file": str(w.path), "error": w.write_error, "since": w.write_error_since,
+                 "failed_writes": w.write_errors}
+                for w in self.writers if w.write_error is not None]
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily("conway_state_write_errors",
+                                     "Writes to a data-dir file that failed (retried later)",
+                                     labels=["file"])
+        skipped = GaugeMetricFamily("conway_state_skipped_rows",
+                                    "Unreadable rows of a data-dir file skipped at start-up",
+                                    labels=["file"])
+        for w in self.writers:
+            errors.add_metric([w.path.name], w.write_errors)
+            skipped.add_metric([w.path.name], getattr(w, "skipped_rows", 0))
+        yield errors
+        yield skipped
 
 
 def _pack_bins(bins: dict[int, int]) -> bytes:
@@ -108,10 +222,18 @@ class Checkpointer(Collector):
         self.rows_written = 0
         self.last_success: float | None = None
         self.last_error: str | None = None
+        self.write_error_since: float | None = None
+        self._episode_start = 0  # failures when the failing episode began
         self.restored_rows = 0
+        self.state_files: StateFiles | None = None  # set by `install`, for /metrics
         self._full = False
         self._last_horizon = 0.0
         self._write_lock = threading.Lock()
+        try:
+            check_state_file(path, "the state file")
+        except OSError as exc:
+            raise CheckpointError(f"{exc}; start with --reset-state to move it aside (or use "
+                                  f"another --data-dir)", path) from None
         try:
             self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -120,9 +242,20 @@ class Checkpointer(Collector):
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self.db.close()
             raise CheckpointError(
-                f"cannot open the state file {path}: {exc}; check the --data-dir is writable"
+                f"cannot open the state file {path}: {exc}; check the --data-dir is writable, "
+                f"or start with --reset-state to move a damaged file aside", path
             ) from exc
+
+    @property
+    def write_errors(self) -> int:
+        return self.failures
+
+    @property
+    def write_error(self) -> str | None:
+        return self.last_error
 
     # -- restore -----------------------------------------------------------------------------
 
@@ -135,7 +268,8 @@ class Checkpointer(Collector):
         if meta.get("schema") != SCHEMA_VERSION:
             raise CheckpointError(
                 f"the state file {self.path} has schema {meta.get('schema')!r}, this collector "
-                f"writes {SCHEMA_VERSION}; move the file away (or use another --data-dir)"
+                f"writes {SCHEMA_VERSION}; move the file away (or use another --data-dir, or "
+                f"start with --reset-state)", self.path
             )
         g = self.graph
         rows = 0
@@ -225,15 +359,25 @@ class Checkpointer(Collector):
                 written = self._write(batch, now)
             except (sqlite3.Error, OSError) as exc:
                 self.failures += 1
-                self.last_error = str(exc)
                 self._full = True  # what this batch held is lost: rewrite everything next time
-                print(f"conway collector: checkpoint to {self.path} failed: {exc}",
-                      file=sys.stderr)
+                if self.last_error is None:  # once per episode: the disk stays full a while
+                    self.write_error_since = time.time()
+                    self._episode_start = self.failures - 1
+                    print(f"conway collector: checkpoint to {self.path} failed: {exc}; "
+                          f"retrying every checkpoint (the next success rewrites everything)",
+                          file=sys.stderr, flush=True)
+                self.last_error = str(exc)
                 return 0
+            if self.last_error is not None:
+                print(f"conway collector: checkpoint to {self.path} works again (after "
+                      f"{self.failures - self._episode_start} failed checkpoints: "
+                      f"{self.last_error})",
+                      file=sys.stderr, flush=True)
             self.saves += 1
             self.rows_written += written
             self.last_success = time.time()
             self.last_error = None
+            self.write_error_since = None
             return written
 
     def _collect(self) -> dict[str, Any]:
@@ -314,13 +458,8 @@ class Checkpointer(Collector):
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
-        self.db.execute("BEGIN")
-        try:
+        with transaction(self.db):
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -328,6 +467,8 @@ class Checkpointer(Collector):
     # -- /metrics ----------------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        if self.state_files is not None:
+            yield from self.state_files.collect()
         yield CounterMetricFamily("conway_checkpoints", "Checkpoints written to the data dir",
                                   value=self.saves)
         yield CounterMetricFamily("conway_checkpoint_failures",
@@ -341,6 +482,25 @@ class Checkpointer(Collector):
         yield GaugeMetricFamily("conway_checkpoint_restored_rows",
                                 "Rows read from the data dir at start-up",
                                 value=self.restored_rows)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT on an autocommit connection. On an error (in the body or the COMMIT)
+    the transaction is rolled back if SQLite has not already done so (on a full disk it
+    has), and a failed rollback never replaces the error that caused it."""
+    if db.in_transaction:  # left open by an earlier failure: nothing of it is wanted
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+    db.execute("BEGIN")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
 
 
 def _bucket_rows(which: str, changes: list[Change]) -> list[tuple[str, str, int, int,
@@ -373,14 +533,30 @@ def install(service: CollectorService, config: CollectorConfig) -> Checkpointer 
             cp.close()
             raise CheckpointError(
                 f"the state file {cp.path} cannot be read ({type(exc).__name__}: {exc}); move "
-                f"it away to start with an empty graph (or use another --data-dir)"
+                f"it away to start with an empty graph (or use another --data-dir, or start "
+                f"with --reset-state)", cp.path
             ) from exc
     service.parts["checkpoint"] = cp
+    writers: list[Any] = [cp]
+    store = getattr(getattr(service.parts.get("diagnosis"), "manager", None), "store", None)
+    if getattr(store, "path", None) is not None:
+        writers.append(store)
+    service.parts["state_files"] = cp.state_files = StateFiles(writers)
 
     async def loop() -> None:
+        backoff = 0.0
         while True:
-            await asyncio.sleep(interval)
-            await asyncio.to_thread(cp.save, service.clock())
+            await asyncio.sleep(max(interval, backoff))
+            try:
+                await asyncio.to_thread(cp.save, service.clock())
+            except Exception:  # a bug, not the disk (save handles that): log, go on
+                first = backoff == 0.0
+                backoff = min(max(2 * backoff, BACKOFF_S[0]), BACKOFF_S[1])
+                if first:
+                    print(f"conway collector: the checkpoint loop failed, retrying with "
+                          f"backoff:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            else:
+                backoff = 0.0
 
     async def last_save() -> None:
         await asyncio.to_thread(cp.save, service.clock())

@@ -150,10 +150,29 @@ class Diagnosis:
         return max(self.evaluate_interval_s, EVALUATION_COST_FACTOR * self.took_s)
 
     async def run(self) -> None:
-        """Evaluate every ``evaluate_interval_s`` (a background task of the service)."""
+        """Evaluate every ``evaluate_interval_s`` (a background task of the service). The
+        incident store's write errors never reach here (it keeps them pending); a tick that
+        fails for any other reason is logged with its traceback (once, until a tick works
+        again) and the loop goes on, waiting 1 s, doubling up to 60 s, while ticks fail."""
+        import sys
+        import traceback
+
+        backoff, failed = 0.0, 0
         while True:
-            await asyncio.sleep(self.interval())
-            await asyncio.to_thread(self.evaluate)
+            await asyncio.sleep(max(self.interval(), backoff))
+            try:
+                await asyncio.to_thread(self.evaluate)
+            except Exception:
+                failed += 1
+                backoff = min(max(2 * backoff, 1.0), 60.0)
+                if failed == 1:
+                    print(f"conway collector: a diagnosis evaluation failed, retrying with "
+                          f"backoff:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+                continue
+            if failed:
+                print(f"conway collector: diagnosis evaluations work again (after {failed} "
+                      f"failed)", file=sys.stderr, flush=True)
+            backoff, failed = 0.0, 0
 
     async def close(self) -> None:
         self.manager.store.close()

@@ -20,19 +20,33 @@ On start the manager loads them; open ones stay open until the lifecycle resolve
 ``quiet_s`` of grace from the restart for their root cause to show again. The store keeps at
 most ``MAX_INCIDENTS`` incidents (oldest resolved ones go first) and ``MAX_HISTORY`` events
 per incident.
+
+Writes never stop the lifecycle: a write that fails (a full disk) leaves the incident in memory
+and pending; the failure is logged once per episode with SQLite's error, counted
+(``write_errors``, ``conway_state_write_errors_total{file="incidents.sqlite3"}``) and shown
+by ``/healthz`` (``write_error``); every evaluation (``flush``) and every later write retries
+what is pending, so the file catches up once there is room again. Start-up refuses a file
+that cannot be used (not SQLite, a damaged page: ``PRAGMA quick_check``, a directory) with an
+`IncidentStoreError` naming it (``--reset-state`` moves it aside); a single unreadable row (bad
+JSON, no ``root_cause``) is skipped with a warning and counted (``skipped_rows``), left in the
+file; a zero-byte file starts empty with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.checkpoint import check_state_file, transaction
 from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
 from collector.diagnosis.versions import VersionTracker
 
@@ -89,8 +103,19 @@ class Incident:
                 "history": self.history[-HISTORY_LISTED:]}
 
 
+class IncidentStoreError(ValueError):
+    """The incidents file cannot be used; ``path`` names it (``--reset-state`` may move it)."""
+
+    def __init__(self, message: str, path: Path | None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class IncidentStore:
-    """SQLite persistence. ``path`` None keeps everything in memory (gone on restart)."""
+    """SQLite persistence. ``path`` None keeps everything in memory (gone on restart).
+
+    Writes that fail stay pending (see the module doc); ``write_error`` is SQLite's error
+    while they fail, None when the file is up to date."""
 
     def __init__(self, path: Path | None = None, max_incidents: int = MAX_INCIDENTS,
                  max_history: int = MAX_HISTORY) -> None:
@@ -103,6 +128,11 @@ class IncidentStore:
             except OSError as exc:
                 raise ValueError(f"incident store: cannot create data dir {path.parent}: {exc}; "
                                  f"pass a writable --data-dir") from exc
+            try:
+                check_state_file(path, "the incidents file")
+            except OSError as exc:
+                raise IncidentStoreError(f"{exc}; start with --reset-state to move it aside "
+                                         f"(or use another --data-dir)", path) from None
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(":memory:" if path is None else str(path),
@@ -110,65 +140,159 @@ class IncidentStore:
             if path is not None:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                bad = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
+                if bad != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(bad))
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise ValueError(f"incident store: cannot use {path} as an SQLite database ({exc}); "
-                             f"pass a --data-dir Conway may write to, or move that file "
-                             f"away") from exc
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            raise IncidentStoreError(
+                f"the incidents file {path} cannot be used ({exc}); start with --reset-state "
+                f"to move it aside, or pass a --data-dir Conway may write to", path) from exc
         self.pruned = 0
+        self.skipped_rows = 0  # unreadable rows left out by `load`
+        self.write_errors = 0  # failed write attempts
+        self.write_error: str | None = None  # SQLite's error while writes fail
+        self.write_error_since: float | None = None
+        self._episode_start = 0  # write_errors when the failing episode began
+        # What failed to be written, retried by every write and `flush`: incident id ->
+        # (the incident, whose current state is written; its history events not yet written).
+        self._pending: dict[str, tuple[Incident, list[tuple[float, str, str]]]] = {}
+        self._forget: set[str] = set()  # ids to delete
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def load(self) -> list[Incident]:
-        """Every stored incident, newest first, with its history (oldest event first)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, status, started_at, updated_at, resolved_at, last_seen, body "
-                "FROM incidents ORDER BY started_at DESC").fetchall()
-            hist: dict[str, list[dict[str, Any]]] = {}
-            for iid, at, event, body in self._db.execute(
-                    "SELECT incident_id, at, event, body FROM incident_history ORDER BY at"):
-                hist.setdefault(iid, []).append({"at": at, "event": event, **json.loads(body)})
+        """Every stored incident, newest first, with its history (oldest event first). A row
+        that cannot be read (bad JSON, no ``root_cause``) is skipped, counted in
+        ``skipped_rows`` and named in a warning; a file that cannot be read at all raises
+        `IncidentStoreError`."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, status, started_at, updated_at, resolved_at, last_seen, body "
+                    "FROM incidents ORDER BY started_at DESC").fetchall()
+                hist_rows = self._db.execute(
+                    "SELECT incident_id, at, event, body FROM incident_history "
+                    "ORDER BY at").fetchall()
+        except sqlite3.Error as exc:
+            raise IncidentStoreError(
+                f"the incidents file {self.path} cannot be read ({exc}); start with "
+                f"--reset-state to move it aside (or use another --data-dir)", self.path) from exc
+        skipped: dict[str, str] = {}  # id -> what is wrong
+        bad_rows = 0
+        hist: dict[str, list[dict[str, Any]]] = {}
+        for iid, at, event, body in hist_rows:
+            try:
+                detail = json.loads(body)
+                if not isinstance(detail, dict):
+                    raise ValueError("not a JSON object")
+                hist.setdefault(iid, []).append({"at": at, "event": event, **detail})
+            except (ValueError, TypeError) as exc:
+                bad_rows += 1
+                skipped.setdefault(f"history of {iid}", _why(exc))
         out = []
         for iid, status, started, updated, resolved, last_seen, body in rows:
-            b = json.loads(body)
-            out.append(Incident(iid, status, started, updated, resolved, last_seen,
-                                b["root_cause"], b["impacted"], b["page"], b["confidence"],
-                                b.get("version_change"), hist.get(iid, [])))
+            try:
+                b = json.loads(body)
+                if not isinstance(b, dict) or not isinstance(b.get("root_cause"), dict):
+                    raise KeyError("root_cause")
+                root = b["root_cause"]
+                if not isinstance(root.get("service"), str) or "kind" not in root:
+                    raise KeyError("root_cause.service or root_cause.kind")
+                if not (isinstance(b["impacted"], list) and isinstance(b["page"], dict)
+                        and isinstance(b["confidence"], int | float)):
+                    raise TypeError("impacted, page or confidence of the wrong type")
+                out.append(Incident(iid, status, started, updated, resolved, last_seen,
+                                    root, b["impacted"], b["page"], b["confidence"],
+                                    b.get("version_change"), hist.get(iid, [])))
+            except (ValueError, TypeError, KeyError) as exc:
+                bad_rows += 1
+                skipped[str(iid)] = _why(exc)
+        self.skipped_rows = bad_rows
+        if skipped:
+            listed = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5])
+            more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+            print(f"conway collector: warning: the incidents file {self.path}: skipped "
+                  f"{bad_rows} unreadable rows, left in the file ({listed}{more})",
+                  file=sys.stderr, flush=True)
         return out
 
     def save(self, inc: Incident, event: str | None = None,
              detail: dict[str, Any] | None = None) -> None:
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT OR REPLACE INTO incidents (id, service, kind, status, started_at, "
-                "updated_at, resolved_at, last_seen, body) VALUES (?,?,?,?,?,?,?,?,?)",
-                (inc.id, inc.root_cause["service"], inc.root_cause["kind"], inc.status,
-                 inc.started_at, inc.updated_at, inc.resolved_at, inc.last_seen,
-                 json.dumps(inc.body())))
+        """Write ``inc`` (and ``event``, if given, to its history) with whatever earlier
+        writes failed; a failure leaves it all pending (never raises for SQLite errors)."""
+        with self._lock:
+            _, events = self._pending.setdefault(inc.id, (inc, []))
             if event is not None:
-                self._db.execute("INSERT INTO incident_history VALUES (?,?,?,?)",
-                                 (inc.id, inc.updated_at, event, json.dumps(detail or {})))
-                self._db.execute(
-                    "DELETE FROM incident_history WHERE incident_id = ? AND rowid NOT IN "
-                    "(SELECT rowid FROM incident_history WHERE incident_id = ? "
-                    "ORDER BY at DESC LIMIT ?)", (inc.id, inc.id, self.max_history))
+                events.append((inc.updated_at, event, json.dumps(detail or {})))
+                del events[: -self.max_history]
+            self._write()
 
-    def prune(self) -> list[str]:
-        """Drop the oldest resolved incidents beyond ``max_incidents``; returns their ids."""
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            ids = [r[0] for r in self._db.execute(
-                "SELECT id FROM incidents WHERE status = 'resolved' ORDER BY started_at DESC "
-                "LIMIT -1 OFFSET ?", (self.max_incidents,))]
+    def flush(self) -> bool:
+        """Retry what failed to be written; True when the file is up to date."""
+        with self._lock:
+            if self._pending or self._forget:
+                self._write()
+            return not (self._pending or self._forget)
+
+    def forget(self, ids: Sequence[str]) -> None:
+        """Delete these incidents and their history (now or, if that fails, later)."""
+        with self._lock:
             for iid in ids:
-                self._db.execute("DELETE FROM incidents WHERE id = ?", (iid,))
-                self._db.execute("DELETE FROM incident_history WHERE incident_id = ?", (iid,))
+                self._pending.pop(iid, None)
+            self._forget.update(ids)
+            self._write()
         self.pruned += len(ids)
-        return ids
+
+    @property
+    def pending(self) -> int:
+        """Incidents with writes not yet in the file."""
+        return len(self._pending) + len(self._forget)
+
+    def _write(self) -> None:
+        db = self._db
+        try:
+            with transaction(db):
+                for iid, (inc, events) in self._pending.items():
+                    db.execute(
+                        "INSERT OR REPLACE INTO incidents (id, service, kind, status, "
+                        "started_at, updated_at, resolved_at, last_seen, body) "
+                        "VALUES (?,?,?,?,?,?,?,?,?)",
+                        (iid, inc.root_cause["service"], inc.root_cause["kind"], inc.status,
+                         inc.started_at, inc.updated_at, inc.resolved_at, inc.last_seen,
+                         json.dumps(inc.body())))
+                    if events:
+                        db.executemany("INSERT INTO incident_history VALUES (?,?,?,?)",
+                                       [(iid, *ev) for ev in events])
+                        db.execute(
+                            "DELETE FROM incident_history WHERE incident_id = ? AND rowid NOT "
+                            "IN (SELECT rowid FROM incident_history WHERE incident_id = ? "
+                            "ORDER BY at DESC LIMIT ?)", (iid, iid, self.max_history))
+                for iid in self._forget:
+                    db.execute("DELETE FROM incidents WHERE id = ?", (iid,))
+                    db.execute("DELETE FROM incident_history WHERE incident_id = ?", (iid,))
+        except (sqlite3.Error, OSError) as exc:
+            self.write_errors += 1
+            if self.write_error is None:  # once per episode: a full disk stays full a while
+                self.write_error_since = time.time()
+                self._episode_start = self.write_errors - 1
+                print(f"conway collector: cannot write incidents to {self.path}: {exc}; they "
+                      f"are kept in memory and written when that works again",
+                      file=sys.stderr, flush=True)
+            self.write_error = str(exc)
+            return
+        if self.write_error is not None:
+            print(f"conway collector: incidents written to {self.path} again (after "
+                  f"{self.write_errors - self._episode_start} failed writes: "
+                  f"{self.write_error})",
+                  file=sys.stderr, flush=True)
+            self.write_error = self.write_error_since = None
+        self._pending.clear()
+        self._forget.clear()
 
 
 class IncidentManager:
@@ -209,6 +333,7 @@ class IncidentManager:
 
     def evaluate(self, causes: Sequence[RootCause], now: float) -> None:
         with self.lock:
+            self.store.flush()  # what failed to be written before (a full disk) catches up
             open_by_key = {i.key: i for i in self.open()}
             present: set[str] = set()
             for cause in causes:
@@ -226,8 +351,14 @@ class IncidentManager:
                     inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
                     self._log(inc, "resolved", f"no sign of it for {now - inc.last_seen:.0f} s")
             if len(self._all) > self.store.max_incidents:
-                dropped = set(self.store.prune())
-                self._all = [i for i in self._all if i.id not in dropped]
+                # Chosen in memory (it holds all the file does), so memory stays bounded even
+                # while the file cannot be written.
+                resolved = sorted((i for i in self._all if i.status == "resolved"),
+                                  key=lambda i: i.started_at, reverse=True)
+                dropped = {i.id for i in resolved[self.store.max_incidents:]}
+                if dropped:
+                    self.store.forget(sorted(dropped))
+                    self._all = [i for i in self._all if i.id not in dropped]
 
     def _open(self, cause: RootCause, now: float) -> None:
         service = cause.service
@@ -283,6 +414,14 @@ class IncidentManager:
         inc.history.append({"at": inc.updated_at, "event": event, "summary": summary})
         del inc.history[: -self.store.max_history]
         self.store.save(inc, event, {"summary": summary})
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]}" if exc.args else "a field is missing"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"bad JSON ({exc.msg})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _root(cause: RootCause, team: str | None) -> dict[str, Any]:
