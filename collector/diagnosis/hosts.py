@@ -30,12 +30,15 @@ The others rose with their neighbours; they are not root causes of their own:
   same machine, a GC storm) is nobody's incident.
 
 While a host that was a shared-host cause is busy, and for ``aftermath_s`` after its recent
-medians last rose, a latency candidate on it must outdo the largest of its neighbours'
-rises to stand out (a caller working off its backlog is the same incident, not a new fault),
-and stays in the shared cause otherwise. A fault that
-starts once the host's medians are back is named as usual, though the 20 s windows still
-hold the slowdown. This state is moved by evaluation ticks only. Services with no host
-attribute, or alone on their host, are never grouped.
+medians last rose, the latency verdicts of its services are inhibited and kept in the shared
+cause (a caller working off its backlog is the same incident, not a new fault; a starved CPU
+slows a fan-out service many times more than its neighbours). So a latency fault that starts
+*during* such an episode is named only once the host's medians are back; one that started
+before it stands out and keeps the host from becoming a shared cause. Errors (but calls
+timing out, above) and ``down`` are never inhibited. A fault that starts once the host's
+medians are back is named as usual, though the 20 s windows still hold the slowdown. This
+state is moved by evaluation ticks only. Services with no host attribute, or alone on their
+host, are never grouped.
 """
 
 from __future__ import annotations
@@ -241,16 +244,27 @@ class SharedHosts:
         needs, times the largest of them."""
         recent = c.evidence.get("window") == "recent"
         mine = own.recent if recent else own.p95
+        if mine is None:
+            # No baseline before the detection window (a fresh collector, or one marked
+            # out as an earlier incident's victim): the rise the candidate was found with.
+            mine = _evidence_rise(c)
         others = sorted(v for s, r in rises.items() if s != c.service
                         for v in (r.recent if recent else r.p95,) if v is not None)
+        if starved:
+            # The host is a shared cause right now: its services' latency verdicts are
+            # inhibited (as Alertmanager inhibits a service's alerts under its node's) and
+            # listed in that incident. A starved CPU slows a process by the number of times
+            # it waits for it, so a fan-out service's own time rises many times more than
+            # its neighbours' (measured: frontend x64 beside x13 for the worst other).
+            return False
         if mine is None or len(others) < self.cfg.min_services - 1:
             return True  # nothing to compare with: judged on its own
         host = max(1.0, self._host_factor(rises, recent))
-        # A starved CPU slows some processes far more than others, and a few seconds of
+        # A busy CPU slows some processes far more than others, and a few seconds of
         # medians are noisy: it must outdo the upper quartile of the others' rises, and on
         # a host slowed as much as a shared-host incident needs, the largest of them.
         ref = max(host, others[(3 * len(others)) // 4])
-        if starved or host >= self.cfg.host_factor:
+        if host >= self.cfg.host_factor:
             ref = max(ref, others[-1])
         return mine >= self.cfg.standout * ref
 
@@ -302,6 +316,15 @@ def _unanswered(c: RootCause) -> bool:
     origins = float(counts.get("origin_errors", 0) or 0)
     served = float(counts.get("requests", 0) or 0) - no_answer
     return no_answer > 0 and no_answer >= 0.8 * origins and served > no_answer
+
+
+def _evidence_rise(c: RootCause) -> float | None:
+    """Self-time p95 after over before, from a candidate's evidence (None: not given)."""
+    before = c.evidence.get("before", {}).get("self_p95_ms")
+    after = c.evidence.get("after", {}).get("self_p95_ms")
+    if isinstance(before, int | float) and isinstance(after, int | float) and before > 0:
+        return float(after) / float(before)
+    return None
 
 
 def _r(v: float | None) -> float | None:

@@ -163,7 +163,10 @@ def test_idle_flood_and_slowloris_are_closed_and_ingest_keeps_working() -> None:
         # Trickling header lines does not keep a request alive past the header timeout.
         slow.join(timeout=DEADLINE_S)
         assert not slow.is_alive(), f"slowloris still connected after {slow.lines} lines"
-        assert slow.closed_by_server == b""
+        # Closed by the server: an orderly close, or a reset when the line it sent just
+        # before was still unread (the kernel resets a socket closed with unread data).
+        assert slow.closed_by_server in (b"", b"<reset>", b"<send failed>"), \
+            slow.closed_by_server
 
         assert wait_for_calls(c.url, "flood-a", "flood-b", 3) == 3
         timed_out = metric(c.url, CLOSED, reason="header_timeout")
