@@ -6,10 +6,18 @@ database calls and root spans at ``--rate`` spans/s for ``--seconds``. Every bat
 trace and span ids. Prints, every ``--every`` seconds and at the end: spans sent, accepted
 (200 with no partial rejection), counted by the collector (``conway_spans_received_total``),
 calls counted on edges (``traces_service_graph_request_total``) against calls sent, and the
-collector's RSS (VmRSS from /proc/PID/status) at start, middle and end. Targets: zero loss,
-RSS flat after warm-up.
+collector's RSS (VmRSS from /proc/PID/status) at start, middle and end, and its peak (VmHWM)
+and final RSS against the memory budget (``--memory-budget-mb``, the collector's 256 MB by
+default). Targets: zero loss, RSS flat after warm-up and under the budget.
+
+``--replay`` re-sends the same ``--replay-traces`` traces (6,000) over and over, as an
+exporter's retry loop or a replayed batch would: identical bodies, so every call is counted
+once (the loss check compares with the distinct calls); with ``--replay-new-spans`` the trace
+ids repeat but every round gets new span ids (a replay re-stamped, trace ids reused): traces
+that never go quiet, finished at their maximum age or by the pending-spans cap.
 
     .venv/bin/python bench/soak.py [--rate 10000] [--seconds 600] [--batch 500] [--retention S]
+        [--replay [--replay-traces 6000] [--replay-new-spans]] [--memory-budget-mb MB]
 """
 
 from __future__ import annotations
@@ -27,14 +35,20 @@ from pathlib import Path
 import httpx
 from benchlib import SPANS_PER_TRACE, free_port, shop_batch, wait_http
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
-def rss_kib(pid: int) -> int:
+sys.path.insert(0, str(REPO))
+from collector.limits import MEMORY_BUDGET_MB  # noqa: E402 - after the path is set
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its peak so far) of ``pid``, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return -1
 
@@ -50,6 +64,36 @@ class Batches:
     def make(self) -> tuple[bytes, int, int]:
         first, self.next_id = self.next_id, self.next_id + self.traces
         return shop_batch(self.rng, first, self.traces, time.time_ns() - 100_000_000)
+
+
+class Replays(Batches):
+    """The same ``pool`` traces again and again, ``traces_per_batch`` a request: identical
+    bodies, or (``new_spans``) the same trace ids with new span ids every round."""
+
+    def __init__(self, traces_per_batch: int, pool: int, new_spans: bool, seed: int = 7) -> None:
+        super().__init__(traces_per_batch, seed)
+        self.new_spans = new_spans
+        t0 = time.time_ns() - 100_000_000
+        self.bodies = [shop_batch(self.rng, first, min(traces_per_batch, pool + 1 - first), t0)
+                       for first in range(1, pool + 1, traces_per_batch)]
+        self.distinct_calls = sum(calls for _, _, calls in self.bodies)
+        self.k = 0
+
+    def make(self) -> tuple[bytes, int, int]:
+        body, spans, calls = self.bodies[self.k % len(self.bodies)]
+        round_, self.k = self.k // len(self.bodies), self.k + 1
+        if not self.new_spans or round_ == 0:
+            return body, spans, calls
+        # New span ids (and parents) for this round, the trace ids and timestamps as before.
+        req = ExportTraceServiceRequest.FromString(body)
+        salt = round_.to_bytes(4, "big")
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    span.span_id = salt + span.span_id[4:]
+                    if span.parent_span_id:
+                        span.parent_span_id = salt + span.parent_span_id[4:]
+        return req.SerializeToString(), spans, calls
 
 
 def metrics(base: str) -> dict[str, float]:
@@ -72,10 +116,9 @@ class Tally:
         self.behind = 0  # batches started late because the previous ones were still in flight
 
 
-async def run(base: str, pid: int, rate: float, seconds: float, traces_per_batch: int,
+async def run(base: str, pid: int, rate: float, seconds: float, batches: Batches,
               every: float, concurrency: int) -> tuple[Tally, list[tuple[float, int]]]:
-    batches = Batches(traces_per_batch)
-    spans_per_batch = traces_per_batch * SPANS_PER_TRACE
+    spans_per_batch = batches.traces * SPANS_PER_TRACE
     interval = spans_per_batch / rate
     tally = Tally()
     rss: list[tuple[float, int]] = [(0.0, rss_kib(pid))]
@@ -149,8 +192,20 @@ def main() -> int:
                     help="the collector's --retention (default its own, 900 s): RSS grows "
                          "until the retention's buckets are filled, so a shorter one shows the "
                          "flat part sooner")
+    ap.add_argument("--replay", action="store_true",
+                    help="re-send the same traces over and over (an exporter's retry loop)")
+    ap.add_argument("--replay-traces", type=int, default=6_000, metavar="N",
+                    help="how many distinct traces --replay cycles through (default 6000)")
+    ap.add_argument("--replay-new-spans", action="store_true",
+                    help="with --replay: new span ids every round, the same trace ids")
+    ap.add_argument("--memory-budget-mb", type=float, default=None, metavar="MB",
+                    help=f"passed to the collector; RSS is judged against it (default the "
+                         f"collector's, {MEMORY_BUDGET_MB} MB)")
     a = ap.parse_args()
     traces_per_batch = max(1, a.batch // SPANS_PER_TRACE)
+    budget_mb = a.memory_budget_mb if a.memory_budget_mb is not None else MEMORY_BUDGET_MB
+    batches = (Replays(traces_per_batch, a.replay_traces, a.replay_new_spans) if a.replay
+               else Batches(traces_per_batch))
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -160,6 +215,8 @@ def main() -> int:
             cmd += ["--data-dir", tmp]
         if a.retention is not None:
             cmd += ["--retention", str(a.retention)]
+        if a.memory_budget_mb is not None:
+            cmd += ["--memory-budget-mb", str(a.memory_budget_mb)]
         log = open(Path(tmp) / "collector.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -171,11 +228,17 @@ def main() -> int:
                   f"{'' if a.no_data_dir else ' with --data-dir (checkpoints on)'}, "
                   f"diagnosis {'on' if diagnosis else 'off'}; "
                   f"{os.cpu_count()} CPUs shared with whatever else runs", flush=True)
-            tally, rss = asyncio.run(run(base, proc.pid, a.rate, a.seconds, traces_per_batch,
+            if isinstance(batches, Replays):
+                print(f"replay: {a.replay_traces:,} traces ({len(batches.bodies)} bodies) sent "
+                      f"again and again, "
+                      f"{'new span ids every round' if a.replay_new_spans else 'identical'}",
+                      flush=True)
+            tally, rss = asyncio.run(run(base, proc.pid, a.rate, a.seconds, batches,
                                          a.every, a.concurrency))
             time.sleep(3.0)  # pending halves expire (TTL 2 s) before counting
             m = metrics(base)
             rss_end = rss_kib(proc.pid)
+            rss_peak = rss_kib(proc.pid, "VmHWM")
             state = Path(tmp) / "state.sqlite3"
             state_kib = sum(f.stat().st_size for f in Path(tmp).glob("state.sqlite3*")) // 1024 \
                 if state.exists() else 0
@@ -205,15 +268,31 @@ def main() -> int:
     print(f"RSS     start {rss[0][1] / 1024:.1f} MiB, middle (t={middle[0]:.0f}s) "
           f"{middle[1] / 1024:.1f} MiB, end {rss[-1][1] / 1024:.1f} MiB, after settling "
           f"{rss_end / 1024:.1f} MiB")
+    within = rss_peak / 1024 < budget_mb
+    print(f"budget  {budget_mb:g} MiB: peak RSS (VmHWM) {rss_peak / 1024:.1f} MiB, final "
+          f"{rss_end / 1024:.1f} MiB ({'within' if within else 'OVER'})")
+    print(f"dedup   spans dropped as re-sent: pairing "
+          f"{int(m.get('conway_pairing_duplicates_total', 0)):,}, diagnosis "
+          f"{int(m.get('conway_diagnosis_spans_duplicate_total', 0)):,}; traces finished "
+          f"early {int(m.get('conway_diagnosis_traces_finished_early_total', 0)):,} (max age "
+          f"{int(m.get('conway_diagnosis_traces_finished_max_age_total', 0)):,}, span cap "
+          f"{int(m.get('conway_diagnosis_traces_finished_span_cap_total', 0)):,}), sampled "
+          f"out {int(m.get('conway_diagnosis_spans_sampled_out_total', 0)):,} spans")
+    # Identical replays count each call once: compare with the distinct calls sent.
+    expected_calls = (batches.distinct_calls
+                      if isinstance(batches, Replays) and not a.replay_new_spans
+                      else tally.sent_calls)
+    if expected_calls != tally.sent_calls:
+        print(f"calls   distinct {expected_calls:,} (replays add none), counted {calls:,}")
     lossless = (tally.accepted_spans == tally.sent_spans == received
-                and calls == tally.sent_calls)
+                and calls == expected_calls)
     if not a.no_data_dir:
         print(f"checkpoints {int(m.get('conway_checkpoints_total', 0)):,} "
               f"({int(m.get('conway_checkpoint_failures_total', 0))} failed), "
               f"{int(m.get('conway_checkpoint_rows_total', 0)):,} rows written, state file "
               f"{state_kib:,} KiB")
     print(f"loss    {'none' if lossless else 'MISMATCH'}")
-    return 0 if lossless else 1
+    return 0 if lossless and within else 1
 
 
 if __name__ == "__main__":

@@ -121,9 +121,15 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                      help=f"services and virtual nodes kept (default {graph.MAX_NODES})")
     lim.add_argument("--max-edges", type=_positive(int), default=graph.MAX_EDGES, metavar="N",
                      help=f"edges kept (default {graph.MAX_EDGES})")
-    lim.add_argument("--max-pending", type=_positive(int), default=PairingConfig.max_items,
-                     metavar="N", help="halves waiting to be paired "
-                                       f"(default {PairingConfig.max_items})")
+    lim.add_argument("--memory-budget-mb", type=_positive(float),
+                     default=limits.MEMORY_BUDGET_MB, metavar="MB",
+                     help="memory budget of the whole process: the caps of pending traces, "
+                          "pairing and re-sent-span detection derive from it (default "
+                          f"{limits.MEMORY_BUDGET_MB}, at least {limits.MIN_MEMORY_BUDGET_MB})")
+    lim.add_argument("--max-pending", type=_positive(int), default=None,
+                     metavar="N", help="halves waiting to be paired (default: from "
+                                       f"--memory-budget-mb, {PairingConfig.max_items} at "
+                                       f"{limits.MEMORY_BUDGET_MB})")
     lim.add_argument("--max-attributes", type=_positive(int), default=limits.MAX_ATTRIBUTES,
                      metavar="N", help="attributes kept per span; more are dropped "
                                        f"(default {limits.MAX_ATTRIBUTES})")
@@ -211,6 +217,10 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         diagnosis.options(CollectorConfig(extra={"diagnosis": diagnosis_options}))
     except ValueError as exc:
         p.error(f"--diagnosis: {exc}")
+    try:
+        memory = limits.MemoryLimits.from_budget(a.memory_budget_mb)
+    except ValueError as exc:
+        p.error(f"--memory-budget-mb: {exc}")
     if "{" in a.scrape_host_template.replace("{service}", "") or any(
             c in a.scrape_host_template for c in "/: "):
         p.error(f"--scrape-host-template {a.scrape_host_template!r} must be a bare host name, "
@@ -254,7 +264,9 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         max_body_bytes=a.max_body_bytes,
         extra={
             "pairing_ttl_s": a.pairing_ttl,
-            "pairing_max_items": a.max_pending,
+            "pairing_max_items": memory.pairing_max_items if a.max_pending is None
+            else a.max_pending,
+            "memory_budget_mb": a.memory_budget_mb,
             "max_nodes": a.max_nodes,
             "max_edges": a.max_edges,
             "span_limits": limits.SpanLimits(

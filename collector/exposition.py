@@ -228,6 +228,9 @@ class ConwayCollector(Collector):
                       pc.unpaired)
         yield counter("conway_pairing_virtual", "Expired client halves turned into virtual calls",
                       pc.virtual)
+        yield counter("conway_pairing_duplicates",
+                      "Spans seen lately (same trace and span id: a retry, a replayed batch), "
+                      "dropped before pairing", pc.duplicates)
         yield GaugeMetricFamily("conway_pairing_pending", "Halves waiting for their other half",
                                 value=len(self.graph.pairer))
         yield counter("conway_graph_dropped_nodes",
@@ -294,6 +297,24 @@ class ConwayCollector(Collector):
             yield GaugeMetricFamily("conway_diagnosis_keep_fraction",
                                     "Share of traces the diagnosis analyses now (1: all; below "
                                     "1 above its span budget)", value=d.get("keep_fraction", 1.0))
+            yield counter("conway_diagnosis_spans_duplicate",
+                          "Spans the diagnosis dropped as re-sent (same trace and span id "
+                          "seen lately)", d.get("spans_duplicate", 0))
+            yield counter("conway_diagnosis_traces_finished_early",
+                          "Traces finished before going quiet (trace cap, pending-spans cap "
+                          "or maximum age)", d.get("traces_finished_early", 0))
+            yield counter("conway_diagnosis_traces_finished_max_age",
+                          "Traces finished at their maximum age, still receiving spans",
+                          d.get("traces_finished_max_age", 0))
+            yield counter("conway_diagnosis_traces_finished_span_cap",
+                          "Traces finished early because all pending traces held the most "
+                          "spans the memory budget allows", d.get("traces_finished_span_cap", 0))
+            yield GaugeMetricFamily("conway_diagnosis_spans_pending",
+                                    "Spans waiting in pending traces",
+                                    value=d.get("spans_pending", 0))
+            yield GaugeMetricFamily("conway_memory_budget_bytes",
+                                    "The memory budget the caps are derived from",
+                                    value=d.get("memory_budget_bytes", 0))
             yield counter("conway_diagnosis_evaluations", "Evaluation ticks run",
                           d.get("evaluations", 0))
             yield GaugeMetricFamily("conway_diagnosis_evaluation_seconds",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from collector.exposition import EdgeTotals
+from collector.limits import MemoryLimits
 from collector.model import Call, Edge, Node, Snapshot, SpanRecord
 from collector.pairing import Pairer, PairingConfig
 from collector.service import CollectorConfig, CollectorService
@@ -130,6 +131,7 @@ class TrafficGraph:
 
     def consume(self, spans: Sequence[SpanRecord], now: float) -> None:
         self.spans += len(spans)
+        spans = self.pairer.drop_duplicates(spans)  # a re-sent span counts nowhere twice
         record = self.nodes.record
         last_resource: object = None
         known = False
@@ -146,7 +148,7 @@ class TrafficGraph:
                 record(
                     span.service, now, (span.end_ns - span.start_ns) / 1e6, span.error, span.error
                 )
-        calls = self.pairer.feed(spans, now)
+        calls = self.pairer.feed(spans, now, deduplicated=True)
         calls.extend(self.pairer.expire(now))
         for call in calls:
             self.add_call(call)
@@ -307,7 +309,7 @@ class TrafficAppender:
                 p99_ms=s.p99_ms,
                 meta={
                     "up": up.get(name),
-                    # Internal (not in the API): the failed scrape timed out, see scraper.
+                    # The failed scrape timed out (starved or hung, not gone): see scraper.
                     "scrape_timed_out": name in timed_out,
                     "calls": s.calls,
                     "errors": s.errors,
@@ -353,6 +355,9 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
             pairing.ttl_s = float(config.extra["pairing_ttl_s"])
         if "pairing_max_items" in config.extra:
             pairing.max_items = int(config.extra["pairing_max_items"])
+        if "memory_budget_mb" in config.extra:
+            pairing.max_seen = MemoryLimits.from_budget(
+                float(config.extra["memory_budget_mb"])).max_seen_spans
     if "max_versions_per_service" in config.extra:
         versions_cap = int(config.extra["max_versions_per_service"])
     else:

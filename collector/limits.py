@@ -8,10 +8,15 @@ resource, array or kvlist) are dropped, and both are counted. What cannot be tri
 changing the graph is rejected instead: a service name longer than ``max_service_chars`` (it
 is a node's identity) and a span whose start or end lies more than ``time_window_s`` from the
 collector's clock (a broken clock, a replay, or junk).
+
+Memory is bounded by one budget for the whole process (`MemoryLimits`, 256 MB by default): the
+caps of what grows with traffic are derived from it, and `RecentSpans` recognises re-sent spans
+(an exporter's retry loop, a replayed batch) in bounded memory so they are counted once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collector.model import DecodeResult, SpanRecord
@@ -94,3 +99,136 @@ def screen_times(result: DecodeResult, now: float, window_s: float, max_errors: 
                 )
     if len(kept) != len(result.spans):
         result.spans = kept
+
+
+# -- the memory budget --------------------------------------------------------------------------
+# One budget for the whole process (``--memory-budget-mb``); `MemoryLimits.from_budget` derives
+# from it every cap of what grows with traffic (pending traces and spans, waiting pairing halves,
+# the sets that catch re-sent spans). The costs below were measured with tracemalloc on spans
+# decoded by `collector.otlp` (resource attributes shared by the spans of a request):
+#
+# - a decoded span is 474 B with 4 attributes (bench shop spans), 708 B with 8 (an SDK's HTTP
+#   server span); a pending trace holds it for 32 B more (its list slot and, per trace of 8
+#   spans, its entry). Wider spans are slimmed to what analysis reads before they wait, so 1 KiB
+#   per pending span covers the widest span kept as sent plus allocator slack;
+# - a waiting pairing half is 164 B of store entry besides its span (the same object as the
+#   pending trace's, unless the diagnosis sampled the trace out or the span was slimmed);
+# - a remembered (trace id, span id) is 88 B (a 64-bit hash in a set).
+MEMORY_BUDGET_MB = 256
+MIB = 1 << 20
+MIN_MEMORY_BUDGET_MB = 128
+# Held whatever the traffic, taken off the budget first: the interpreter and libraries (44-50 MiB
+# RSS idle), the graph's and the diagnosis' statistics, and the two bodies being decoded.
+RESERVED_BYTES = 80 * MIB
+# Request bodies read or waiting to be decoded (the receiver's ``--max-inflight-bytes``): this
+# share of the budget, 64 MiB of the default 256.
+INFLIGHT_SHARE = 0.25
+PENDING_SPAN_BYTES = 1024
+PENDING_TRACE_BYTES = 256  # a pending trace's own record, list and entries, with one span
+PAIRING_ITEM_BYTES = 768
+SEEN_SPAN_BYTES = 96
+# How what remains after the reserve and the bodies in flight is shared out.
+PENDING_SHARE = 0.45
+PAIRING_SHARE = 0.35
+SEEN_SHARE = 0.20  # two sets of equal size: the assembler's and the pairing store's
+# Never more spans per trace than this (a trace that has more is analysed without the rest).
+MAX_SPANS_PER_TRACE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLimits:
+    """The caps derived from one memory budget (``from_budget``); see the costs above."""
+
+    budget_bytes: int
+    max_inflight_bytes: int
+    max_pending_spans: int  # spans in pending traces, all traces together
+    max_traces: int  # pending traces
+    max_spans_per_trace: int
+    pairing_max_items: int  # waiting pairing halves
+    max_seen_spans: int  # span keys each duplicate-catching set remembers (two such sets)
+
+    @classmethod
+    def from_budget(cls, budget_mb: float = MEMORY_BUDGET_MB) -> MemoryLimits:
+        if not budget_mb >= MIN_MEMORY_BUDGET_MB:  # also refuses NaN
+            raise ValueError(f"memory budget must be at least {MIN_MEMORY_BUDGET_MB} MB (the "
+                             f"process needs about {RESERVED_BYTES // MIB} MB whatever the "
+                             f"traffic), got {budget_mb}")
+        budget = int(budget_mb * MIB)
+        inflight = int(budget * INFLIGHT_SHARE)
+        rest = budget - RESERVED_BYTES - inflight
+        # At most one pending trace per 4 pending spans, so each span carries a quarter of one.
+        spans = int(rest * PENDING_SHARE) // (PENDING_SPAN_BYTES + PENDING_TRACE_BYTES // 4)
+        return cls(
+            budget_bytes=budget,
+            max_inflight_bytes=inflight,
+            max_pending_spans=spans,
+            max_traces=spans // 4,
+            max_spans_per_trace=min(MAX_SPANS_PER_TRACE, spans // 16),
+            pairing_max_items=int(rest * PAIRING_SHARE) // PAIRING_ITEM_BYTES,
+            max_seen_spans=int(rest * SEEN_SHARE) // (2 * SEEN_SPAN_BYTES),
+        )
+
+
+DEFAULT_MEMORY = MemoryLimits.from_budget()
+
+
+class RecentSpans:
+    """The spans seen lately, by (trace id, span id), so a re-sent copy (an exporter's retry, a
+    replayed batch) is recognised and dropped rather than counted twice. Bounded: two
+    generations of at most ``capacity // 2`` keys each (a key is the 64-bit hash of the pair);
+    when the newer one fills, the older is forgotten. A key seen again moves to the newer
+    generation, so a retry loop over fewer than ``capacity // 2`` spans stays recognised however
+    long it lasts; spans further back than that may be taken for new."""
+
+    __slots__ = ("per_generation", "_new", "_old")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 2:
+            raise ValueError(f"recent spans: capacity must be >= 2, got {capacity}")
+        self.per_generation = capacity // 2
+        self._new: set[int] = set()
+        self._old: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def drop_seen(self, spans: Sequence[SpanRecord], min_kind: int = 0
+                  ) -> tuple[Sequence[SpanRecord], int]:
+        """``spans`` without those seen lately (the same sequence when none was), and how many
+        were dropped; all are remembered as seen now. Spans of a kind below ``min_kind`` pass
+        unremembered. (``seen`` for each span, in one loop: this runs for every span.)"""
+        new, old, cap = self._new, self._old, self.per_generation
+        out: list[SpanRecord] | None = None
+        dropped = 0
+        for i, span in enumerate(spans):
+            if span.kind >= min_kind:
+                key = hash((span.trace_id, span.span_id))
+                if key in new:
+                    again = True
+                else:
+                    again = key in old
+                    if len(new) >= cap:
+                        old = self._old = new
+                        new = self._new = set()
+                    new.add(key)
+                if again:
+                    if out is None:
+                        out = list(spans[:i])
+                    dropped += 1
+                    continue
+            if out is not None:
+                out.append(span)
+        return (spans if out is None else out), dropped
+
+    def seen(self, trace_id: bytes, span_id: bytes) -> bool:
+        """Whether this span was seen lately; it is remembered as seen now either way."""
+        key = hash((trace_id, span_id))
+        new = self._new
+        if key in new:
+            return True
+        again = key in self._old
+        if len(new) >= self.per_generation:
+            self._old = new
+            new = self._new = set()
+        new.add(key)
+        return again

@@ -14,7 +14,11 @@ never pairs expires after ``ttl_s``:
 Root SERVER/CONSUMER spans (no parent) are called by the virtual node ``user`` right away (or by
 the peer the span names, as Tempo does). Database CLIENT spans complete right away too: a
 database sends no span of its own. The pending store is bounded by ``max_items``; spans refused
-when it is full are counted in ``dropped``, never silently lost. Time is passed in.
+when it is full are counted in ``dropped``, never silently lost. A span seen lately (same trace
+id and span id: an exporter's retry, a replayed batch) is dropped and counted in ``duplicates``
+before it pairs, so a replay adds no calls; ``max_seen`` bounds the keys remembered
+(`collector.limits.RecentSpans`). Both caps come from the memory budget
+(`collector.limits.MemoryLimits`). Time is passed in.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import Attributes, Call, ConnectionType, SpanRecord
 
 USER_NODE = "user"
@@ -89,7 +94,8 @@ class PairingConfig:
     the upstream processors (for the reference-trace tests)."""
 
     ttl_s: float = 2.0
-    max_items: int = 100_000
+    max_items: int = DEFAULT_MEMORY.pairing_max_items
+    max_seen: int = DEFAULT_MEMORY.max_seen_spans  # span keys remembered to catch re-sent spans
     peer_attributes: tuple[str, ...] = PEER_ATTRIBUTES
     # The node an expired client span naming no peer calls; None counts it as unpaired instead.
     unknown_peer: str | None = None
@@ -124,6 +130,7 @@ class PairingCounters:
     unpaired: int = 0  # expired halves that produced no call
     dropped: int = 0  # halves refused because the store was full
     replaced: int = 0  # a second half with the same key and kind replaced the first
+    duplicates: int = 0  # spans seen lately (same trace and span id), dropped before pairing
 
 
 def _first(attrs: Attributes, keys: Sequence[str]) -> str | None:
@@ -169,13 +176,28 @@ class Pairer:
     last_error: PendingFull | None = None
     # (peer attributes it was built for, attribute keys a waiting half keeps), built lazily.
     _keep: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    _recent: RecentSpans | None = None  # built on first use, from config.max_seen
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def feed(self, spans: Sequence[SpanRecord], now: float) -> list[Call]:
+    def drop_duplicates(self, spans: Sequence[SpanRecord]) -> Sequence[SpanRecord]:
+        """``spans`` without those seen lately (counted in ``duplicates``): the same sequence
+        when there is none. Only spans pairing reads (not INTERNAL ones) are remembered."""
+        recent = self._recent
+        if recent is None:
+            recent = self._recent = RecentSpans(max(2, self.config.max_seen))
+        fresh, dropped = recent.drop_seen(spans, _SERVER)
+        self.counters.duplicates += dropped
+        return fresh
+
+    def feed(self, spans: Sequence[SpanRecord], now: float,
+             deduplicated: bool = False) -> list[Call]:
         """Pair ``spans``; returns completed calls. Raises nothing: drops are counted, and
-        ``last_error`` says how many spans this batch lost to a full store."""
+        ``last_error`` says how many spans this batch lost to a full store. Re-sent spans are
+        dropped first, unless ``deduplicated`` says ``drop_duplicates`` already did."""
+        if not deduplicated:
+            spans = self.drop_duplicates(spans)
         calls: list[Call] = []
         append = calls.append
         pending = self._pending

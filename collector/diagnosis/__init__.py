@@ -56,6 +56,7 @@ from collector.diagnosis.health import HealthJudge
 from collector.diagnosis.hosts import SharedHosts
 from collector.diagnosis.incidents import DB_NAME, IncidentManager, IncidentStore
 from collector.diagnosis.rootcause import RootCauseConfig, RootCauseFinder
+from collector.limits import MEMORY_BUDGET_MB, MemoryLimits
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
 from collector.service import CollectorConfig, CollectorService
@@ -233,7 +234,9 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
                             retention_s=max(config.retention_s,
                                             opts["baseline_s"] + opts["detect_window_s"]
                                             + 2 * opts["bucket_s"]),
-                            span_budget=opts["span_budget"])
+                            span_budget=opts["span_budget"],
+                            memory=MemoryLimits.from_budget(float(config.extra.get(
+                                "memory_budget_mb", MEMORY_BUDGET_MB))))
     for port, name in _topology_ports(config.topology).items():
         traces.ports.set(port, name)
 

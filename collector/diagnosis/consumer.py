@@ -16,6 +16,12 @@ rounded stochastically to an integer, so the per-service counts and histograms s
 
 When the load falls and ``p`` rises, a trace whose first spans were sampled out under the
 lower ``p`` may have its later spans kept: a partial trace, as when an exporter drops spans.
+
+Memory: the assembler's caps (pending traces, spans per trace, spans pending in all traces, span
+keys remembered to drop re-sent spans) come from the process' memory budget
+(``memory``, `collector.limits.MemoryLimits`; 256 MB by default), and a trace still receiving
+spans ``max_open_s`` after its first is finished early (``traces.MAX_TRACE_OPEN_S``). What they
+finish early or drop is counted in ``counters()``.
 """
 
 from __future__ import annotations
@@ -24,16 +30,10 @@ import math
 from collections.abc import Sequence
 
 from collector.diagnosis.hosts import HostMap
-from collector.diagnosis.traces import (
-    MAX_SPANS_PER_TRACE,
-    MAX_TRACES,
-    QUIET_S,
-    PortMap,
-    TraceAssembler,
-    analyze,
-)
+from collector.diagnosis.traces import MAX_TRACE_OPEN_S, QUIET_S, PortMap, TraceAssembler, analyze
 from collector.diagnosis.versions import VersionTracker
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
+from collector.limits import DEFAULT_MEMORY, MemoryLimits
 from collector.model import SpanKind, SpanRecord
 
 # Spans per second analysed in full; above it, traces are head-sampled down to about this.
@@ -47,12 +47,15 @@ _SERVER, _CONSUMER = int(SpanKind.SERVER), int(SpanKind.CONSUMER)
 
 class TraceDiagnosis:
     """A ``SpanConsumer``. ``flush(now)`` finishes due traces (each evaluation calls it
-    first)."""
+    first). The assembler's caps come from ``memory`` (the process' memory budget) unless
+    ``max_traces`` / ``max_spans_per_trace`` are given."""
 
     def __init__(self, quiet_s: float = QUIET_S, bucket_s: float = BUCKET_S,
-                 retention_s: float = RETENTION_S, max_traces: int = MAX_TRACES,
-                 max_spans_per_trace: int = MAX_SPANS_PER_TRACE,
-                 span_budget: float = DIAGNOSIS_SPAN_BUDGET) -> None:
+                 retention_s: float = RETENTION_S, max_traces: int | None = None,
+                 max_spans_per_trace: int | None = None,
+                 span_budget: float = DIAGNOSIS_SPAN_BUDGET,
+                 memory: MemoryLimits = DEFAULT_MEMORY,
+                 max_open_s: float = MAX_TRACE_OPEN_S) -> None:
         if span_budget < 0:
             raise ValueError(f"diagnosis span budget must be >= 0 spans/s (0: no budget), "
                              f"got {span_budget}")
@@ -60,7 +63,12 @@ class TraceDiagnosis:
         self.versions = VersionTracker()
         self.hosts = HostMap()
         self.windows = ServiceWindows(bucket_s, retention_s)
-        self.assembler = TraceAssembler(self._on_trace, quiet_s, max_traces, max_spans_per_trace)
+        self.memory = memory
+        self.assembler = TraceAssembler(
+            self._on_trace, quiet_s,
+            memory.max_traces if max_traces is None else max_traces,
+            memory.max_spans_per_trace if max_spans_per_trace is None else max_spans_per_trace,
+            memory.max_pending_spans, max_open_s, memory.max_seen_spans)
         self.spans_seen = 0
         self.span_budget = span_budget
         self.keep_fraction = 1.0
@@ -104,8 +112,13 @@ class TraceDiagnosis:
     def counters(self) -> dict[str, float]:
         a = self.assembler
         return {"spans_seen": self.spans_seen, "traces_pending": len(a),
+                "spans_pending": a.spans_pending, "max_pending_spans": a.max_pending_spans,
+                "memory_budget_bytes": self.memory.budget_bytes,
                 "traces_finished": a.traces_finished,
                 "traces_finished_early": a.traces_finished_early,
+                "traces_finished_max_age": a.traces_finished_max_age,
+                "traces_finished_span_cap": a.traces_finished_span_cap,
+                "spans_duplicate": a.spans_duplicate,
                 "spans_dropped_trace_full": a.spans_dropped_trace_full,
                 "spans_sampled_out": a.spans_sampled_out,
                 "traces_sampled_out": a.traces_sampled_out,

@@ -1,9 +1,15 @@
 """Bounded trace assembly and per-trace analysis: error origins, victims, self time.
 
 Spans are buffered per ``trace_id`` and a trace is finished ``quiet_s`` seconds after its last
-span arrived (collector clock, passed in; ``flush(now)`` finishes what is due). Memory is
-bounded by ``MAX_TRACES`` pending traces (the longest-idle trace is finished early, partial,
-and counted) and ``MAX_SPANS_PER_TRACE`` (further spans are dropped and counted).
+span arrived (collector clock, passed in; ``flush(now)`` finishes what is due), or, when spans
+keep arriving, at the first one ``MAX_TRACE_OPEN_S`` or more after its first span (finished
+early and counted; later spans start a continuation). Memory is bounded by caps derived from
+the memory budget (`collector.limits.MemoryLimits`): ``MAX_TRACES`` pending traces and
+``MAX_PENDING_SPANS`` spans in all of them (past either, the longest-idle trace is finished
+early, partial, and counted), ``MAX_SPANS_PER_TRACE`` (further spans are dropped and counted);
+a span with many attributes waits with only those analysis reads. A span seen lately (the same
+trace id and span id, pending or in a finished trace; ``collector.limits.RecentSpans``) is a
+re-sent copy, dropped and counted (``spans_duplicate``), so a replay is not analysed twice.
 
 Head sampling (``add(..., keep=p)`` with ``p < 1``): a span whose trace is not already pending
 starts one only when its trace id's hash (``keep_hash``) falls below ``p``; otherwise it is
@@ -34,11 +40,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import SpanKind, SpanRecord
 
 QUIET_S = 1.5
-MAX_TRACES = 20_000
-MAX_SPANS_PER_TRACE = 1_000
+# The caps of the default memory budget (`collector.limits.MemoryLimits`, 256 MB): pending
+# traces, spans per trace, spans pending in all traces together, and the span keys remembered
+# to catch re-sent spans.
+MAX_TRACES = DEFAULT_MEMORY.max_traces
+MAX_SPANS_PER_TRACE = DEFAULT_MEMORY.max_spans_per_trace
+MAX_PENDING_SPANS = DEFAULT_MEMORY.max_pending_spans
+MAX_SEEN_SPANS = DEFAULT_MEMORY.max_seen_spans
+# A trace still receiving spans this long after its first one is finished (early, counted):
+# longer than any trace whose exporters batch every few seconds, short enough that a trace id
+# re-sent for ever (an exporter's retry loop, a replayed batch re-stamped) cannot keep it open.
+MAX_TRACE_OPEN_S = 20.0
 MAX_PORTS = 4_096
 
 _CLIENTISH = (SpanKind.CLIENT, SpanKind.PRODUCER)
@@ -56,6 +72,11 @@ _SERVER_PORT_KEYS = ("server.port", "net.host.port", "url.port")
 # Same order as the graph's pairing, so a virtual callee gets the same node name.
 _NAME_KEYS = ("peer.service", "service.peer.name", "peer.service.name", "db.namespace",
               "db.name", "db.system", "db.system.name", "messaging.system")
+# What analysis reads of a span's attributes: a pending span with more attributes than
+# _KEEP_AS_IS (or a longer name) waits with these only (and no name).
+_ANALYSED_KEYS = (*_NAME_KEYS, *_PORT_KEYS, "server.address", "net.peer.name", "error.type")
+_KEEP_AS_IS = 8
+_KEEP_AS_IS_NAME = 256
 
 
 class PortMap:
@@ -170,18 +191,30 @@ class TraceAssembler:
         quiet_s: float = QUIET_S,
         max_traces: int = MAX_TRACES,
         max_spans_per_trace: int = MAX_SPANS_PER_TRACE,
+        max_pending_spans: int = MAX_PENDING_SPANS,
+        max_open_s: float = MAX_TRACE_OPEN_S,
+        max_seen_spans: int = MAX_SEEN_SPANS,
     ) -> None:
-        if quiet_s < 0 or max_traces < 1 or max_spans_per_trace < 1:
-            raise ValueError("trace assembler: quiet_s must be >= 0 and the limits >= 1")
+        if quiet_s < 0 or max_open_s <= 0 or min(max_traces, max_spans_per_trace,
+                                                 max_pending_spans, max_seen_spans) < 1:
+            raise ValueError("trace assembler: quiet_s must be >= 0, max_open_s > 0 and the "
+                             "limits >= 1")
         self.on_trace = on_trace
         self.quiet_s = quiet_s
         self.max_traces = max_traces
         self.max_spans_per_trace = max_spans_per_trace
+        self.max_pending_spans = max_pending_spans
+        self.max_open_s = max_open_s
         # Ordered by last arrival, so the traces due first are at the front.
         self._pending: OrderedDict[bytes, _Pending] = OrderedDict()
+        self._recent = RecentSpans(max(2, max_seen_spans))
+        self.spans_pending = 0
         self.traces_finished = 0
-        self.traces_finished_early = 0
+        self.traces_finished_early = 0  # all of the three below, and the trace cap's
+        self.traces_finished_max_age = 0
+        self.traces_finished_span_cap = 0  # the oldest, for the pending-spans cap
         self.spans_dropped_trace_full = 0
+        self.spans_duplicate = 0
         self.spans_sampled_out = 0
         self.traces_sampled_out = 0
 
@@ -193,6 +226,8 @@ class TraceAssembler:
         start (head sampling)."""
         traces = self._pending
         max_spans = self.max_spans_per_trace
+        max_open = self.max_open_s
+        seen = self._recent.seen
         below = whole = frac_below = 0
         sampling = keep < 1.0
         if sampling:
@@ -205,16 +240,28 @@ class TraceAssembler:
         for span in spans:
             trace_id = span.trace_id
             pending = traces.get(trace_id)
+            weight = 1
+            if pending is None and sampling:
+                h = (int.from_bytes(trace_id[-8:], "big") * _MIX) & _MASK
+                if h >= below:
+                    self.spans_sampled_out += 1
+                    if not span.parent_span_id:
+                        self.traces_sampled_out += 1
+                    continue
+                weight = whole + 1 if h < frac_below else whole
+            if seen(trace_id, span.span_id):
+                self.spans_duplicate += 1  # re-sent: pending, or part of a finished trace
+                continue
+            if pending is not None and now - pending.first_seen >= max_open:
+                # Still receiving spans at its maximum age (a trace id reused, or re-stamped
+                # replays): finish what it has; later spans start a continuation.
+                del traces[trace_id]
+                self.traces_finished_early += 1
+                self.traces_finished_max_age += 1
+                self._finish(pending)
+                weight = pending.weight
+                pending = None
             if pending is None:
-                weight = 1
-                if sampling:
-                    h = (int.from_bytes(trace_id[-8:], "big") * _MIX) & _MASK
-                    if h >= below:
-                        self.spans_sampled_out += 1
-                        if not span.parent_span_id:
-                            self.traces_sampled_out += 1
-                        continue
-                    weight = whole + 1 if h < frac_below else whole
                 if len(traces) >= self.max_traces:
                     # Finish the longest-idle trace now (partial) rather than grow without bound.
                     _, oldest = traces.popitem(last=False)
@@ -228,7 +275,20 @@ class TraceAssembler:
             if len(pending.spans) >= max_spans:
                 self.spans_dropped_trace_full += 1
                 continue
+            if self.spans_pending >= self.max_pending_spans:
+                # All traces together hold as many spans as the budget allows: finish the
+                # longest-idle one (each pending trace holds at least one span).
+                _, oldest = traces.popitem(last=False)
+                self.traces_finished_early += 1
+                self.traces_finished_span_cap += 1
+                self._finish(oldest)
+                if oldest is pending:
+                    pending = traces[trace_id] = _Pending([], now, now, pending.weight)
+            attrs = span.attributes
+            if len(attrs) > _KEEP_AS_IS or len(span.name) > _KEEP_AS_IS_NAME:
+                span = _slim(span)
             pending.spans.append(span)
+            self.spans_pending += 1
         self.flush(now)
 
     def flush(self, now: float) -> int:
@@ -245,6 +305,7 @@ class TraceAssembler:
 
     def _finish(self, pending: _Pending) -> None:
         self.traces_finished += 1
+        self.spans_pending -= len(pending.spans)
         self.on_trace(pending.spans, pending.first_seen, pending.weight)
 
 
@@ -254,6 +315,16 @@ class _Pending:
     first_seen: float
     last_seen: float
     weight: int
+
+
+def _slim(span: SpanRecord) -> SpanRecord:
+    """A wide span, trimmed to what analysis reads before it waits in a pending trace, so a
+    pending span weighs about what `collector.limits.PENDING_SPAN_BYTES` assumes."""
+    attrs = span.attributes
+    kept = {k: attrs[k] for k in _ANALYSED_KEYS if k in attrs}
+    return SpanRecord(span.trace_id, span.span_id, span.parent_span_id, span.service, "",
+                      span.kind, span.start_ns, span.end_ns, span.error, kept, span.resource,
+                      span.status_message)
 
 
 def _union_ns(intervals: list[tuple[int, int]], lo: int, hi: int) -> int:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ def collector() -> Iterator[str]:
 
 # -- request builders ------------------------------------------------------------------------
 
-def trace_id(n: int) -> bytes:
-    return n.to_bytes(16, "big")
+def trace_id(n: int, salt: str = "") -> bytes:
+    """Trace ids unique per ``salt`` (a test's prefix): the tests share one collector, which
+    drops a span it has seen lately (same trace and span id) as re-sent."""
+    return ((zlib.crc32(salt.encode()) << 64) | n).to_bytes(16, "big")
 
 
 def span_id(n: int) -> bytes:
@@ -59,11 +62,13 @@ def pb_pair(prefix: str, n: int, server_error: bool = False) -> bytes:
     cs, ss = client_rs.scope_spans.add(), server_rs.scope_spans.add()
     for i in range(n):
         c = cs.spans.add()
-        c.trace_id, c.span_id, c.parent_span_id = trace_id(i + 1), span_id(2 * i + 2), span_id(1)
+        c.trace_id, c.span_id, c.parent_span_id = (trace_id(i + 1, prefix), span_id(2 * i + 2),
+                                                   span_id(1))
         c.name, c.kind = "GET", 3
         c.start_time_unix_nano, c.end_time_unix_nano = 1_000_000_000, 1_020_000_000
         s = ss.spans.add()
-        s.trace_id, s.span_id, s.parent_span_id = trace_id(i + 1), span_id(2 * i + 3), c.span_id
+        s.trace_id, s.span_id, s.parent_span_id = (trace_id(i + 1, prefix), span_id(2 * i + 3),
+                                                   c.span_id)
         s.name, s.kind = "GET /", 2
         s.start_time_unix_nano, s.end_time_unix_nano = 1_002_000_000, 1_012_000_000
         if server_error and i % 2 == 0:
@@ -82,7 +87,7 @@ def json_pair(prefix: str, hex_ids: bool) -> bytes:
                                              "value": {"stringValue": service}}]},
                 "scopeSpans": [{"spans": [span]}]}
 
-    t, c, s = trace_id(77), span_id(10), span_id(11)
+    t, c, s = trace_id(77, prefix), span_id(10), span_id(11)
     client = {"traceId": enc(t), "spanId": enc(c), "parentSpanId": enc(span_id(9)),
               "name": "call", "kind": 3 if hex_ids else "SPAN_KIND_CLIENT",
               "startTimeUnixNano": "1000000000", "endTimeUnixNano": "1030000000",
@@ -180,12 +185,12 @@ def test_virtual_nodes_over_http(collector: str) -> None:
     kv.key, kv.value.string_value = "service.name", "vn-shop"
     spans = rs.scope_spans.add().spans
     root = spans.add()
-    root.trace_id, root.span_id, root.kind = trace_id(5), span_id(1), 2
+    root.trace_id, root.span_id, root.kind = trace_id(5, "vn"), span_id(1), 2
     root.start_time_unix_nano, root.end_time_unix_nano = 1, 2_000_000
     for i, (key, value) in enumerate([("db.system", "postgresql"), ("peer.service", "vn-bank"),
                                       ("messaging.system", "vn-kafka")]):
         s = spans.add()
-        s.trace_id, s.span_id, s.parent_span_id = trace_id(5), span_id(10 + i), span_id(1)
+        s.trace_id, s.span_id, s.parent_span_id = trace_id(5, "vn"), span_id(10 + i), span_id(1)
         s.kind = 4 if key == "messaging.system" else 3
         s.start_time_unix_nano, s.end_time_unix_nano = 1, 1_000_000
         for k, v in ((key, value), ("db.namespace", "vn-orders")) if i == 0 else ((key, value),):

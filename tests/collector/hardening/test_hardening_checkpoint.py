@@ -75,7 +75,9 @@ def views(service: CollectorService) -> dict[str, Any]:
     text = generate_latest(service.parts["metrics_registry"]).decode()
     out["metrics"] = sorted(line for line in text.splitlines()
                             if not line.startswith("#") and "checkpoint" not in line
-                            and "inflight" not in line)
+                            and "inflight" not in line
+                            # Traces waiting to finish are in flight, not checkpointed state.
+                            and "spans_pending" not in line)
     return out
 
 
