@@ -22,8 +22,9 @@ The others rose with their neighbours; they are not root causes of their own:
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
   host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
 - errors that are nearly all calls timing out on a service that still answers most of them
-  join the group while the host is busy, or when the service's own time did not stand out
-  from its neighbours' (starvation); they are never a standout;
+  join the group while the host is busy, or, when most of them timed out (not refused),
+  when the service's own time did not stand out from its neighbours' (starvation); they are
+  never a standout;
 - while a service on the host has a latency fault of its own (it stands out), the others'
   rise is its effect (requests pile up on every process of the host) and they are dropped;
 - otherwise they are dropped too: a small shared slowdown (a page opened in a browser on the
@@ -163,7 +164,7 @@ class SharedHosts:
                 if self._aftermath(host, now) or max(
                         self._host_factor(rises[host], False),
                         self._host_factor(rises[host], True)) >= self.cfg.busy_factor \
-                        or not self._stands_out(c, own, rises[host]):
+                        or (_timing_out(c) and not self._stands_out(c, own, rises[host])):
                     shared.setdefault(host, []).append(c)
             elif not self._stands_out(c, own, rises[host], starved=self._aftermath(host, now)):
                 shared.setdefault(host, []).append(c)
@@ -316,6 +317,14 @@ def _unanswered(c: RootCause) -> bool:
     origins = float(counts.get("origin_errors", 0) or 0)
     served = float(counts.get("requests", 0) or 0) - no_answer
     return no_answer > 0 and no_answer >= 0.8 * origins and served > no_answer
+
+
+def _timing_out(c: RootCause) -> bool:
+    """Whether most of a candidate's unanswered calls timed out (starved or hung) rather
+    than being refused (a process going away, whose own time need not rise at all)."""
+    counts = c.evidence.get("counts", {})
+    no_answer = float(counts.get("no_answer_errors", 0) or 0)
+    return no_answer > 0 and float(counts.get("no_answer_timeouts", 0) or 0) >= 0.5 * no_answer
 
 
 def _evidence_rise(c: RootCause) -> float | None:
