@@ -152,19 +152,48 @@ def check_state_file(path: Path, what: str) -> None:
               f"nothing restored from it", file=sys.stderr, flush=True)
 
 
+class WriteFailures:
+    """Failed writes to one data-dir file: counted (``write_errors``), SQLite's error kept
+    while writes fail (``write_error``, since ``write_error_since``), in episodes, so the
+    writer logs once when writes start failing and once when they work again."""
+
+    def __init__(self) -> None:
+        self.write_errors = 0
+        self.write_error: str | None = None
+        self.write_error_since: float | None = None
+        self._episode_start = 0  # write_errors when the failing episode began
+
+    def failed(self, exc: BaseException) -> bool:
+        """Count a failed write; True when it starts an episode (the writer says so)."""
+        self.write_errors += 1
+        first = self.write_error is None
+        if first:
+            self.write_error_since = time.time()
+            self._episode_start = self.write_errors - 1
+        self.write_error = str(exc)
+        return first
+
+    def succeeded(self) -> tuple[int, str] | None:
+        """A write worked: the failed writes and last error of the episode it ends, if any."""
+        if self.write_error is None:
+            return None
+        ended = (self.write_errors - self._episode_start, self.write_error)
+        self.write_error = self.write_error_since = None
+        return ended
+
+
 class StateFiles(Collector):
-    """The data dir's writers (the checkpointer, the incident store), each with ``path``,
-    ``write_errors`` (failed writes), ``write_error`` (SQLite's error while writes fail, else
-    None) and ``write_error_since``. ``/healthz`` reads `problems`; a ``prometheus_client``
+    """The data dir's writers (the checkpointer, the incident store), each with ``path`` and
+    ``writes`` (its `WriteFailures`). ``/healthz`` reads `problems`; a ``prometheus_client``
     Collector for ``conway_state_write_errors_total{file}``."""
 
     def __init__(self, writers: list[Any]) -> None:
         self.writers = writers
 
     def problems(self) -> list[dict[str, Any]]:
-        return [{"file": str(w.path), "error": w.write_error, "since": w.write_error_since,
-                 "failed_writes": w.write_errors}
-                for w in self.writers if w.write_error is not None]
+        return [{"file": str(w.path), "error": w.writes.write_error,
+                 "since": w.writes.write_error_since, "failed_writes": w.writes.write_errors}
+                for w in self.writers if w.writes.write_error is not None]
 
     def collect(self) -> Iterator[Metric]:
         errors = CounterMetricFamily("conway_state_write_errors",
@@ -174,7 +203,7 @@ class StateFiles(Collector):
                                     "Unreadable rows of a data-dir file skipped at start-up",
                                     labels=["file"])
         for w in self.writers:
-            errors.add_metric([w.path.name], w.write_errors)
+            errors.add_metric([w.path.name], w.writes.write_errors)
             skipped.add_metric([w.path.name], getattr(w, "skipped_rows", 0))
         yield errors
         yield skipped
@@ -218,12 +247,9 @@ class Checkpointer(Collector):
         self.lock = lock
         self.bucket_s = bucket_s
         self.saves = 0
-        self.failures = 0
         self.rows_written = 0
         self.last_success: float | None = None
-        self.last_error: str | None = None
-        self.write_error_since: float | None = None
-        self._episode_start = 0  # failures when the failing episode began
+        self.writes = WriteFailures()
         self.restored_rows = 0
         self.state_files: StateFiles | None = None  # set by `install`, for /metrics
         self._full = False
@@ -250,12 +276,12 @@ class Checkpointer(Collector):
             ) from exc
 
     @property
-    def write_errors(self) -> int:
-        return self.failures
+    def failures(self) -> int:
+        return self.writes.write_errors
 
     @property
-    def write_error(self) -> str | None:
-        return self.last_error
+    def last_error(self) -> str | None:
+        return self.writes.write_error
 
     # -- restore -----------------------------------------------------------------------------
 
@@ -358,26 +384,19 @@ class Checkpointer(Collector):
             try:
                 written = self._write(batch, now)
             except (sqlite3.Error, OSError) as exc:
-                self.failures += 1
                 self._full = True  # what this batch held is lost: rewrite everything next time
-                if self.last_error is None:  # once per episode: the disk stays full a while
-                    self.write_error_since = time.time()
-                    self._episode_start = self.failures - 1
+                if self.writes.failed(exc):  # once per episode: the disk stays full a while
                     print(f"conway collector: checkpoint to {self.path} failed: {exc}; "
                           f"retrying every checkpoint (the next success rewrites everything)",
                           file=sys.stderr, flush=True)
-                self.last_error = str(exc)
                 return 0
-            if self.last_error is not None:
+            ended = self.writes.succeeded()
+            if ended is not None:
                 print(f"conway collector: checkpoint to {self.path} works again (after "
-                      f"{self.failures - self._episode_start} failed checkpoints: "
-                      f"{self.last_error})",
-                      file=sys.stderr, flush=True)
+                      f"{ended[0]} failed checkpoints: {ended[1]})", file=sys.stderr, flush=True)
             self.saves += 1
             self.rows_written += written
             self.last_success = time.time()
-            self.last_error = None
-            self.write_error_since = None
             return written
 
     def _collect(self) -> dict[str, Any]:

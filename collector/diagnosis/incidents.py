@@ -23,8 +23,8 @@ per incident.
 
 Writes never stop the lifecycle: a write that fails (a full disk) leaves the incident in memory
 and pending; the failure is logged once per episode with SQLite's error, counted
-(``write_errors``, ``conway_state_write_errors_total{file="incidents.sqlite3"}``) and shown
-by ``/healthz`` (``write_error``); every evaluation (``flush``) and every later write retries
+(``writes.write_errors``, ``conway_state_write_errors_total{file="incidents.sqlite3"}``) and shown
+by ``/healthz`` (``writes.write_error``); every evaluation (``flush``) and every later write retries
 what is pending, so the file catches up once there is room again. Start-up refuses a file
 that cannot be used (not SQLite, a damaged page: ``PRAGMA quick_check``, a directory) with an
 `IncidentStoreError` naming it (``--reset-state`` moves it aside); a single unreadable row (bad
@@ -39,14 +39,13 @@ import json
 import sqlite3
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.checkpoint import check_state_file, transaction
+from collector.checkpoint import WriteFailures, check_state_file, transaction
 from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
 from collector.diagnosis.versions import VersionTracker
 
@@ -114,7 +113,7 @@ class IncidentStoreError(ValueError):
 class IncidentStore:
     """SQLite persistence. ``path`` None keeps everything in memory (gone on restart).
 
-    Writes that fail stay pending (see the module doc); ``write_error`` is SQLite's error
+    Writes that fail stay pending (see the module doc); ``writes.write_error`` is SQLite's error
     while they fail, None when the file is up to date."""
 
     def __init__(self, path: Path | None = None, max_incidents: int = MAX_INCIDENTS,
@@ -152,10 +151,7 @@ class IncidentStore:
                 f"to move it aside, or pass a --data-dir Conway may write to", path) from exc
         self.pruned = 0
         self.skipped_rows = 0  # unreadable rows left out by `load`
-        self.write_errors = 0  # failed write attempts
-        self.write_error: str | None = None  # SQLite's error while writes fail
-        self.write_error_since: float | None = None
-        self._episode_start = 0  # write_errors when the failing episode began
+        self.writes = WriteFailures()
         # What failed to be written, retried by every write and `flush`: incident id ->
         # (the incident, whose current state is written; its history events not yet written).
         self._pending: dict[str, tuple[Incident, list[tuple[float, str, str]]]] = {}
@@ -276,21 +272,15 @@ class IncidentStore:
                     db.execute("DELETE FROM incidents WHERE id = ?", (iid,))
                     db.execute("DELETE FROM incident_history WHERE incident_id = ?", (iid,))
         except (sqlite3.Error, OSError) as exc:
-            self.write_errors += 1
-            if self.write_error is None:  # once per episode: a full disk stays full a while
-                self.write_error_since = time.time()
-                self._episode_start = self.write_errors - 1
+            if self.writes.failed(exc):  # once per episode: a full disk stays full a while
                 print(f"conway collector: cannot write incidents to {self.path}: {exc}; they "
                       f"are kept in memory and written when that works again",
                       file=sys.stderr, flush=True)
-            self.write_error = str(exc)
             return
-        if self.write_error is not None:
+        ended = self.writes.succeeded()
+        if ended is not None:
             print(f"conway collector: incidents written to {self.path} again (after "
-                  f"{self.write_errors - self._episode_start} failed writes: "
-                  f"{self.write_error})",
-                  file=sys.stderr, flush=True)
-            self.write_error = self.write_error_since = None
+                  f"{ended[0]} failed writes: {ended[1]})", file=sys.stderr, flush=True)
         self._pending.clear()
         self._forget.clear()
 

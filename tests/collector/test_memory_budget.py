@@ -29,7 +29,12 @@ def test_the_caps_fit_in_the_budget(mb: int) -> None:
             + 2 * m.max_seen_spans * limits.SEEN_SPAN_BYTES)
     assert held <= m.budget_bytes == mb * MIB
     assert held > 0.95 * m.budget_bytes  # and use it
-    assert 1 <= m.max_spans_per_trace <= limits.MAX_SPANS_PER_TRACE
+    # One full trace takes at most a 16th of the pending spans, and no budget cuts an
+    # ordinary trace short: from the default budget up, the per-trace cap is the full one.
+    assert 16 * m.max_spans_per_trace <= m.max_pending_spans
+    assert m.max_spans_per_trace >= 100
+    if mb >= 256:
+        assert m.max_spans_per_trace == limits.MAX_SPANS_PER_TRACE
     assert m.max_traces <= m.max_pending_spans
 
 

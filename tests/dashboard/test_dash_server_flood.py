@@ -4,7 +4,6 @@ once they are gone."""
 
 from __future__ import annotations
 
-import resource
 import selectors
 import socket
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from dash_procs import Proc, StartCollector, StartDashboard
+from procs import open_files
 
 IDLE = 3000
 MAX_THREADS = 100
@@ -22,20 +22,9 @@ DEADLINE_S = 60.0
 
 @pytest.fixture(autouse=True)
 def enough_files() -> Iterator[None]:
-    """This process holds ``IDLE`` sockets at once: raise its open-file limit if needed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = IDLE + 512
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            pytest.skip(f"open-file hard limit {hard} < {wanted}: cannot hold {IDLE} sockets")
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (OSError, ValueError) as exc:
-            pytest.skip(f"cannot raise the open-file limit to {wanted}: {exc}")
-    try:
+    """This process holds ``IDLE`` sockets at once."""
+    with open_files(IDLE):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def threads_of(pid: int) -> int:

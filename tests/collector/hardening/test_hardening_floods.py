@@ -6,7 +6,6 @@ it is counted on ``/metrics``."""
 
 from __future__ import annotations
 
-import resource
 import selectors
 import socket
 import threading
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from hardening_helpers import PB, Collector, metric, pairs, wait_for_calls
+from procs import open_files
 
 TOKEN = "flood-token-for-tests"
 AUTH = {**PB, "Authorization": f"Bearer {TOKEN}"}
@@ -28,20 +28,9 @@ REJECTED = "conway_http_rejected_total"
 
 @pytest.fixture(autouse=True)
 def enough_files() -> Iterator[None]:
-    """This process holds ``IDLE`` sockets at once: raise its open-file limit if needed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = IDLE + 512
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            pytest.skip(f"open-file hard limit {hard} < {wanted}: cannot hold {IDLE} sockets")
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (OSError, ValueError) as exc:
-            pytest.skip(f"cannot raise the open-file limit to {wanted}: {exc}")
-    try:
+    """This process holds ``IDLE`` sockets at once."""
+    with open_files(IDLE):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def port_of(url: str) -> int:
