@@ -5,17 +5,23 @@ Targets come from ``--scrape URL`` and from the topology file (each service's po
 with httpx and parsed with ``prometheus_client.parser``. Per target the scraper keeps ``up``,
 the last scrape time and error, counted failures, and the totals of
 ``http_server_requests_total`` (all, and those with a 5xx status label) when the target exports
-it. A target's service is its topology name, else a ``service`` / ``service_name`` label on
-``target_info`` (or on any sample), else the target's host:port.
+it, and, when it exports ``process_cpu_seconds_total`` and ``process_cpu_wait_seconds_total``,
+the last ``CPU_HISTORY`` scrapes of those with its request total, from which ``cpu_use`` gives
+a service's CPU, CPU-wait and request rates over a period (``collector.diagnosis.hosts`` uses
+them to tell a starved process from one slow on its own). A target's service is its topology
+name, else a ``service`` / ``service_name`` label on ``target_info`` (or on any sample), else
+the target's host:port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +34,11 @@ SCRAPE_TIMEOUT_S = 2.0
 MAX_SCRAPE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 300
 REQUESTS_FAMILY = "http_server_requests"
+CPU_FAMILY = "process_cpu_seconds"
+CPU_WAIT_FAMILY = "process_cpu_wait_seconds"
+# Scrapes of CPU use kept per target: 10 minutes at the demo's 1 s interval.
+CPU_HISTORY = 600
+MIN_CPU_SPAN_S = 1.5  # a rate needs scrapes at least this far apart
 _STATUS_LABELS = ("status", "status_code", "code", "http_status_code", "http_response_status_code")
 _SERVICE_LABELS = ("service", "service_name", "job")
 
@@ -51,6 +62,28 @@ class Target:
     failures: int = 0
     requests_total: float | None = None
     errors_total: float | None = None
+    # (scrape time, CPU seconds, CPU-wait seconds, requests) of the last CPU_HISTORY scrapes
+    # that had both CPU families.
+    cpu: deque[tuple[float, float, float, float]] = field(
+        default_factory=lambda: deque(maxlen=CPU_HISTORY))
+
+
+class CpuUse(NamedTuple):
+    """A process's rates over a period, per second: CPU time used, time runnable but waiting
+    for a CPU, and requests served."""
+
+    cpu: float
+    wait: float
+    requests: float
+    seconds: float
+
+
+class Parsed(NamedTuple):
+    requests: float | None
+    errors: float | None
+    service: str | None
+    cpu_seconds: float | None = None
+    cpu_wait_seconds: float | None = None
 
 
 def topology_targets(path: Path, host_template: str = "127.0.0.1") -> dict[str, str]:
@@ -84,12 +117,18 @@ def topology_targets(path: Path, host_template: str = "127.0.0.1") -> dict[str, 
     return out
 
 
-def parse_metrics(text: str) -> tuple[float | None, float | None, str | None]:
-    """(requests total, 5xx total, service name) from an exposition text; raises ValueError."""
+def parse_metrics(text: str) -> Parsed:
+    """Requests total, 5xx total, service name and the process's CPU and CPU-wait totals
+    from an exposition text; raises ValueError."""
     requests: float | None = None
     errors: float | None = None
     service: str | None = None
+    cpu: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name in (CPU_FAMILY, CPU_WAIT_FAMILY):
+            for sample in family.samples:
+                if sample.name == family.name + "_total" and not sample.labels:
+                    cpu[family.name] = sample.value
         if family.name == REQUESTS_FAMILY:
             requests = requests or 0.0
             errors = errors or 0.0
@@ -114,7 +153,7 @@ def parse_metrics(text: str) -> tuple[float | None, float | None, str | None]:
             )
             if name:
                 service = name
-    return requests, errors, service
+    return Parsed(requests, errors, service, cpu.get(CPU_FAMILY), cpu.get(CPU_WAIT_FAMILY))
 
 
 class Scraper:
@@ -165,6 +204,30 @@ class Scraper:
             out[t.service] = out.get(t.service, True) and t.up is False and t.timed_out
         return {s for s, v in out.items() if v}
 
+    def cpu_use(self, service: str, start: float, end: float) -> CpuUse | None:
+        """``service``'s CPU, CPU-wait and request rates between the first scrape at or
+        after ``start`` and the last at or before ``end`` (summed over its targets), or None
+        when no target exports the CPU families or fewer than ``MIN_CPU_SPAN_S`` lie between.
+        A counter that fell (a restart, a thread ending) starts the period afresh there."""
+        rates: list[CpuUse] = []
+        for t in self._targets.values():
+            if t.service != service:
+                continue
+            samples = [s for s in t.cpu if start <= s[0] <= end]
+            for i in range(len(samples) - 1, 0, -1):
+                if any(b < a for a, b in zip(samples[i - 1][1:], samples[i][1:], strict=True)):
+                    samples = samples[i:]
+                    break
+            if len(samples) < 2 or samples[-1][0] - samples[0][0] < MIN_CPU_SPAN_S:
+                continue
+            (t0, c0, w0, r0), (t1, c1, w1, r1) = samples[0], samples[-1]
+            dt = t1 - t0
+            rates.append(CpuUse((c1 - c0) / dt, (w1 - w0) / dt, (r1 - r0) / dt, dt))
+        if not rates:
+            return None
+        return CpuUse(sum(r.cpu for r in rates), sum(r.wait for r in rates),
+                      sum(r.requests for r in rates), min(r.seconds for r in rates))
+
     def target_for(self, service: str) -> Target | None:
         return next((t for t in self._targets.values() if t.service == service), None)
 
@@ -179,7 +242,7 @@ class Scraper:
 
     async def _scrape(self, client: httpx.AsyncClient, t: Target) -> None:
         error: str | None = None
-        parsed: tuple[float | None, float | None, str | None] | None = None
+        parsed: Parsed | None = None
         timed_out = False
         try:
             r = await client.get(t.url, headers={"Accept": "text/plain"})
@@ -204,9 +267,12 @@ class Scraper:
             return
         t.up = True
         t.last_error = None
-        t.requests_total, t.errors_total, service = parsed
+        t.requests_total, t.errors_total, service = parsed[:3]
         if service and not t.named:
             t.service = service
+        if parsed.cpu_seconds is not None and parsed.cpu_wait_seconds is not None:
+            t.cpu.append((t.last_scrape, parsed.cpu_seconds, parsed.cpu_wait_seconds,
+                          parsed.requests or 0.0))
 
     async def run(self) -> None:
         while True:

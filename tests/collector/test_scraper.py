@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,4 +102,52 @@ def test_topology_errors_say_what_to_fix(tmp_path: Path) -> None:
 
 
 def test_parse_without_request_metric() -> None:
-    assert parse_metrics("# TYPE x gauge\nx{service=\"ad\"} 1\n") == (None, None, "ad")
+    assert parse_metrics("# TYPE x gauge\nx{service=\"ad\"} 1\n")[:3] == (None, None, "ad")
+
+
+def test_cpu_use_gives_rates_between_scrapes_and_restarts_at_a_reset() -> None:
+    # A real exposition server whose CPU, CPU-wait and request counters this test moves.
+    registry = CollectorRegistry()
+    cpu = Counter("process_cpu_seconds", "cpu", registry=registry)
+    wait = Counter("process_cpu_wait_seconds", "wait", registry=registry)
+    reqs = Counter("http_server_requests", "requests", ["status"], registry=registry)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    now = [100.0]
+    try:
+        scraper = Scraper(named={"cart": f"http://127.0.0.1:{port}/metrics"},
+                          clock=lambda: now[0])
+        for _ in range(5):  # one scrape a second: 0.2 s CPU, 0.5 s waiting, 10 requests
+            asyncio.run(scraper.scrape_once())
+            cpu.inc(0.2)
+            wait.inc(0.5)
+            reqs.labels("200").inc(10)
+            now[0] += 1.0
+        use = scraper.cpu_use("cart", 100.0, 104.0)
+        assert use is not None and use.seconds == 4.0
+        assert (round(use.cpu, 6), round(use.wait, 6), use.requests) == (0.2, 0.5, 10.0)
+        assert scraper.cpu_use("cart", 103.5, 104.0) is None  # one scrape: no rate
+        assert scraper.cpu_use("nobody", 100.0, 104.0) is None
+        # The process restarts: its counters start again from zero.
+        cpu._value.set(0.05)  # noqa: SLF001 (a restart, as a new process would expose it)
+        wait._value.set(0.1)  # noqa: SLF001
+        for _ in range(3):
+            asyncio.run(scraper.scrape_once())
+            cpu.inc(0.1)
+            wait.inc(0.1)
+            reqs.labels("200").inc(1)
+            now[0] += 1.0
+        after = scraper.cpu_use("cart", 100.0, now[0])
+        assert after is not None and after.seconds == 2.0
+        assert round(after.cpu, 6) == 0.1 and round(after.wait, 6) == 0.1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_targets_without_cpu_families_have_no_cpu_use(metrics_server: str) -> None:
+    scraper = Scraper([metrics_server], clock=lambda: 1.0)
+    for _ in range(3):
+        asyncio.run(scraper.scrape_once())
+    assert scraper.targets()[0].cpu == deque() and scraper.cpu_use("cart", 0, 10) is None
