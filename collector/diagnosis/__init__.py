@@ -246,6 +246,11 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         found = lookup(name) if callable(lookup) else None
         return found if isinstance(found, dict) else None
 
+    def cpu_of(name: str, start: float, end: float) -> Any:
+        # The scraper's CPU and CPU-wait rates (None: not scraped, or not exported).
+        lookup = getattr(service.parts.get("scraper"), "cpu_use", None)
+        return lookup(name, start, end) if callable(lookup) else None
+
     store = IncidentStore(config.data_dir / DB_NAME if config.data_dir is not None else None)
     manager = IncidentManager(store, traces.versions, owner_of, opts["incident_quiet_s"],
                               now=service.clock())
@@ -258,7 +263,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         health=HealthJudge(traces, baseline_s=opts["baseline_s"],
                            detect_window_s=opts["detect_window_s"]),
         finder=RootCauseFinder(traces, rc, owner_of),
-        hosts=SharedHosts(traces.hosts, traces.windows, owner_of),
+        hosts=SharedHosts(traces.hosts, traces.windows, owner_of, cpu_of=cpu_of),
         blast=BlastRadius(traces, rc),
         base=list(service.appenders))
     service.appenders.append(AssessmentView(part))

@@ -30,6 +30,22 @@ The others rose with their neighbours; they are not root causes of their own:
 - otherwise they are dropped too: a small shared slowdown (a page opened in a browser on the
   same machine, a GC storm) is nobody's incident.
 
+A starved process is not slow on its own. Where the scrape gives a service's CPU use
+(``process_cpu_seconds_total`` and ``process_cpu_wait_seconds_total``, see
+``collector.scraper``), a candidate is **starved** when over the recent seconds its process was
+runnable (running or waiting for a CPU) at least ``starved_runnable`` of the time, it waited
+for a CPU at least ``wait_rise`` times as much as in the ``cpu_baseline_s`` before the
+detection window (and ``min_wait_rise`` s/s more), and its CPU per request did not grow
+``own_work_rise`` times (its own work did not grow: others took the CPU). A busy process's
+requests queue behind each other while it waits, so starvation multiplies its own time far
+more than its neighbours': a 400 ms sleep at a quiet service keeps it runnable a few percent
+of the time and stays its own fault, while the busiest process on a loaded host is starved. A
+starved candidate never stands out: it joins its host's shared slowdown (one ``shared-host``
+incident when enough of the host slowed, else nobody's incident), and so do calls timing out on
+a service whose callers are starved (a starved caller's timers fire before it reads the
+answer). The shared-host evidence gives each slowed service's CPU wait, and the process whose
+CPU use rose most (a noisy neighbour, when it is one of the host's services).
+
 While a host that was a shared-host cause is busy, and for ``aftermath_s`` after its recent
 medians last rose, the latency verdicts of its services are inhibited and kept in the shared
 cause (a caller working off its backlog is the same incident, not a new fault; a starved CPU
@@ -60,6 +76,8 @@ SHARED_MEMORY_S = 60.0
 MAX_SERVICES = 2_000
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
+# service, start, end -> its CPU use over that period (collector.scraper.Scraper.cpu_use)
+CpuLookup = Callable[[str, float, float], Any]
 
 
 class HostMap:
@@ -105,6 +123,12 @@ class HostConfig:
     min_samples: int = 3  # visits in a period for a service to count in the host's factor
     aftermath_s: float = 10.0  # after its host was last busy, a shared cause keeps its services
     min_ticks: int = 3  # evaluation ticks running a host must qualify before it is a cause
+    starved_runnable: float = 0.6  # CPU + CPU-wait s/s of a starved process, recently
+    wait_rise: float = 1.5  # its CPU wait over its wait before the detection window
+    min_wait_rise: float = 0.05  # s/s: and at least this much more
+    own_work_rise: float = 2.0  # CPU per request grown this much: its own work, not starved
+    cpu_baseline_s: float = 60.0  # the period before the detection window its wait is
+    # compared with
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +146,11 @@ class SharedHosts:
     moved by evaluation ticks only."""
 
     def __init__(self, hosts: HostMap, windows: ServiceWindows, owner_of: OwnerLookup | None,
-                 config: HostConfig | None = None) -> None:
+                 config: HostConfig | None = None, cpu_of: CpuLookup | None = None) -> None:
         self.hosts = hosts
         self.windows = windows
         self.owner_of = owner_of
+        self.cpu_of = cpu_of
         self.cfg = config or HostConfig()
         self._last_shared: dict[str, float] = {}  # host -> when it last was a shared cause
         self._streak: dict[str, int] = {}  # host -> ticks running it qualified as one
@@ -137,12 +162,16 @@ class SharedHosts:
         ``shared-host`` cause per host (or dropped). ``recent_starts``: where the recent
         windows the root-cause step judged begin."""
         by_host = self.hosts.services_on()
+        now = snap.generated_at
+        starved = self._starved_services(snap, causes, now, t0, min(recent_starts, default=t0))
+        # Starved, with no host to share the slowdown with: nobody's incident either.
+        causes = [c for c in causes if c.service not in starved
+                  or self._host(snap, c) is not None]
         latency = [(c, h) for c in causes if c.kind == LATENCY or _unanswered(c)
                    for h in (self._host(snap, c),) if h is not None]
         if not latency:
             self._streak = {}
             return causes
-        now = snap.generated_at
         rises: dict[str, dict[str, Rise]] = {}
         for _, host in latency:
             if host not in rises and len(by_host.get(host, ())) >= self.cfg.min_services:
@@ -153,6 +182,9 @@ class SharedHosts:
         shared: dict[str, list[RootCause]] = {}
         standouts: set[str] = set()  # hosts with a latency fault of their own
         for c, host in latency:
+            if c.service in starved:
+                shared.setdefault(host, []).append(c)
+                continue
             if host not in rises:
                 continue
             own = rises[host].get(c.service) or self._rise(c.service, now, t0, recent_starts,
@@ -174,12 +206,15 @@ class SharedHosts:
         grouped = {c.service for cs in shared.values() for c in cs}
         out = [c for c in causes if c.service not in grouped]
         for host, members in sorted(shared.items()):
+            if host not in rises:
+                continue  # starved, on a host too small to judge: nobody's incident
             if host in standouts and not self._aftermath(host, now):
                 # One service's own slowness piles requests up on every process of its host
                 # (callers wait, concurrency rises): the neighbours' rise is its effect,
                 # paged with it, not a second incident.
                 continue
-            cause = self._shared_cause(snap, host, members, rises[host])
+            cpu = self._cpu_figures(by_host[host], now, t0, min(recent_starts, default=t0))
+            cause = self._shared_cause(snap, host, members, rises[host], cpu=cpu)
             if cause is not None:
                 # A page load or a process starting slows a host for a second or two: a
                 # shared-host incident needs the slowdown on min_ticks ticks running.
@@ -188,10 +223,69 @@ class SharedHosts:
                     continue
                 self._last_shared[host] = now
             elif self._aftermath(host, now):
-                cause = self._shared_cause(snap, host, members, rises[host], aftermath=True)
+                cause = self._shared_cause(snap, host, members, rises[host], aftermath=True,
+                                           cpu=cpu)
             if cause is not None:
                 out.append(cause)
         self._streak = streaks
+        return out
+
+    def _starved_services(self, snap: Snapshot, causes: list[RootCause], now: float,
+                          t0: float, recent_start: float) -> set[str]:
+        """The candidates starved of CPU (see the module doc), and the ones whose unanswered
+        calls time out at a starved caller."""
+        if self.cpu_of is None:
+            return set()
+        memo: dict[str, bool] = {}
+
+        def starved(service: str, recent: bool) -> bool:
+            key = f"{service}\0{recent}"
+            if key not in memo:
+                memo[key] = self._starved(service, now, t0, recent_start if recent else t0)
+            return memo[key]
+
+        out: set[str] = set()
+        for c in causes:
+            recent = c.evidence.get("window") == "recent"
+            if c.kind == LATENCY:
+                if starved(c.service, recent):
+                    out.add(c.service)
+            elif _unanswered(c) and _timing_out(c):
+                callers = {src for src, dst in snap.edges if dst == c.service}
+                if starved(c.service, recent) or any(starved(s, recent) for s in callers):
+                    out.add(c.service)
+        return out
+
+    def _starved(self, service: str, now: float, t0: float, start: float) -> bool:
+        assert self.cpu_of is not None
+        cfg = self.cfg
+        # The scrape behind the first traces judged, to the newest one.
+        recent = self.cpu_of(service, start - 1.0, now)
+        base = self.cpu_of(service, t0 - cfg.cpu_baseline_s, t0)
+        if recent is None or base is None:
+            return False
+        if recent.cpu + recent.wait < cfg.starved_runnable:
+            return False
+        if recent.wait < max(cfg.wait_rise * base.wait, base.wait + cfg.min_wait_rise):
+            return False
+        if recent.requests > 0 and base.requests > 0 and base.cpu > 0:
+            grew = (recent.cpu / recent.requests) / (base.cpu / base.requests)
+            if grew >= cfg.own_work_rise:
+                return False  # its own work grew: slow on its own (or the hog itself)
+        return True
+
+    def _cpu_figures(self, services: list[str], now: float, t0: float,
+                     recent_start: float) -> dict[str, tuple[Any, Any]]:
+        """service -> (CPU use recently, before the detection window), where the scrape has
+        them."""
+        if self.cpu_of is None:
+            return {}
+        out: dict[str, tuple[Any, Any]] = {}
+        for s in services:
+            recent = self.cpu_of(s, recent_start - 1.0, now)
+            base = self.cpu_of(s, t0 - self.cfg.cpu_baseline_s, t0)
+            if recent is not None and base is not None:
+                out[s] = (recent, base)
         return out
 
     def _aftermath(self, host: str, now: float) -> bool:
@@ -270,7 +364,8 @@ class SharedHosts:
         return mine >= self.cfg.standout * ref
 
     def _shared_cause(self, snap: Snapshot, host: str, members: list[RootCause],
-                      rises: dict[str, Rise], aftermath: bool = False) -> RootCause | None:
+                      rises: dict[str, Rise], aftermath: bool = False,
+                      cpu: dict[str, tuple[Any, Any]] | None = None) -> RootCause | None:
         names = sorted(c.service for c in members)
         # Self time excludes callees, so one slow service does not raise its callers' own
         # time; still, at least two of them must have no call between them.
@@ -295,14 +390,28 @@ class SharedHosts:
             summary = (f"host {host}: the own time of {len(slowed)} of its {len(rises)} "
                        f"services rose together (median x{factor:.1f}), not through calls "
                        f"between them: {shown}. One busy host, not {len(slowed)} faults")
+        cpu = cpu or {}
+        # The process whose CPU use rose most, when it rose clearly: a noisy neighbour.
+        hog = max(cpu.items(), key=lambda kv: kv[1][0].cpu - kv[1][1].cpu, default=None)
+        busiest: dict[str, Any] | None = None
+        if hog is not None and hog[1][0].cpu >= max(2 * hog[1][1].cpu, hog[1][1].cpu + 0.2):
+            busiest = {"service": hog[0], "cpu_per_s": round(hog[1][0].cpu, 2),
+                       "cpu_per_s_before": round(hog[1][1].cpu, 2)}
+            summary += (f". {hog[0]} uses {hog[1][0].cpu:.2f} CPU seconds per second, up "
+                        f"from {hog[1][1].cpu:.2f}")
         confidence = round(min(0.95, 0.5 + 0.05 * len(slowed)), 3)
         evidence = {"summary": summary, "services": slowed, "host": host,
                     "trace_ids": [t for c in members for t in c.evidence["trace_ids"]][:5],
                     "counts": {"services": len(rises), "slowed": len(slowed),
                                "host_factor": round(factor, 2), "excess": 0},
-                    "before": {}, "after": {s: {"p95_rise": _r(r.p95),
-                                                "recent_median_rise": _r(r.recent)}
-                                            for s, r in sorted(rises.items()) if s in slowed}}
+                    "before": {s: {"cpu_wait_per_s": _r(cpu[s][1].wait)}
+                               for s in slowed if s in cpu},
+                    "after": {s: {"p95_rise": _r(r.p95), "recent_median_rise": _r(r.recent),
+                                  **({"cpu_wait_per_s": _r(cpu[s][0].wait)} if s in cpu
+                                     else {})}
+                              for s, r in sorted(rises.items()) if s in slowed}}
+        if busiest is not None:
+            evidence["busiest"] = busiest
         return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
                          confidence, evidence, host=host)
 

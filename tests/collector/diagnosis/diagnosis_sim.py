@@ -61,6 +61,7 @@ class Shop:
     versions: dict[str, str] = field(default_factory=dict)
     seed: int = 7
     peer_service: bool = True  # CLIENT spans name their callee with peer.service
+    host: str | None = None  # every service's host.name resource attribute, when set
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -76,7 +77,8 @@ class Shop:
         key = (service, version)
         if key not in self._resources:
             self._resources[key] = {"service.name": service, "service.version": version,
-                                    "service.namespace": "shop"}
+                                    "service.namespace": "shop",
+                                    **({"host.name": self.host} if self.host else {})}
         return self._resources[key]
 
     def request(self, t_s: float, entry: str = "frontend") -> list[SpanRecord]:

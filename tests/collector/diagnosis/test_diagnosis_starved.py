@@ -1,0 +1,81 @@
+"""A process starved of CPU by its host is not slow on its own.
+
+The shop's traces (hand-built, injected clock) with the CPU figures the scraper keeps for
+each service (``process_cpu_seconds_total``, ``process_cpu_wait_seconds_total`` and the
+request total, one scrape per simulated second, through the real ``Scraper.cpu_use``). The
+same self-time rise is paged or not depending only on what the CPU figures say.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnosis_sim import PORTS, Fault, Shop, drive, make_service, settle
+
+from collector.scraper import Scraper
+
+Rates = tuple[float, float, float]  # CPU s/s, CPU-wait s/s, requests/s
+QUIET: Rates = (0.05, 0.05, 5.0)
+
+
+def diagnose(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str, Rates],
+             cpu: bool = True) -> list[dict[str, Any]]:
+    service, clock = make_service(1_000_000.0)
+    shop = Shop(host="vm")
+    scraper = Scraper(named={s: f"http://127.0.0.1:{p}/metrics" for s, p in PORTS.items()})
+    if cpu:
+        service.parts["scraper"] = scraper
+    totals = {s: [0.0, 0.0, 0.0] for s in PORTS}
+
+    def run(seconds: int, rates: dict[str, Rates]) -> None:
+        for _ in range(seconds):
+            drive(service, clock, shop, 1)
+            for t in scraper.targets():
+                tot = totals[t.service]
+                for i, v in enumerate(rates.get(t.service, QUIET)):
+                    tot[i] += v
+                t.cpu.append((clock.t, *tot))
+
+    run(80, before)
+    shop.faults = fault
+    run(20, during)
+    settle(service, clock)
+    causes: list[dict[str, Any]] = service.snapshot().meta["root_causes"]
+    return causes
+
+
+def named(causes: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(c["service"], c["kind"]) for c in causes}
+
+
+BUSY_FRONTEND: Rates = (0.3, 0.2, 5.0)
+# The host got busier: frontend now waits 0.6 s per second for a CPU and is runnable 90 % of
+# the time, for the same CPU per request; its requests queue (300 ms more of its own time).
+STARVED_FRONTEND: Rates = (0.3, 0.6, 5.0)
+
+
+def test_the_busiest_process_starved_by_its_host_is_not_paged() -> None:
+    fault = {"frontend": Fault(latency_ms=300)}
+    # Control: the same traces without CPU figures name frontend's own time.
+    assert ("frontend", "latency") in named(diagnose(fault, {"frontend": BUSY_FRONTEND},
+                                                     {"frontend": STARVED_FRONTEND},
+                                                     cpu=False))
+    causes = diagnose(fault, {"frontend": BUSY_FRONTEND}, {"frontend": STARVED_FRONTEND})
+    assert not any(c["service"] == "frontend" for c in causes), causes
+
+
+def test_its_own_work_growing_is_not_starvation() -> None:
+    # Three times the CPU per request (a hot loop in a new build): its own fault.
+    causes = diagnose({"frontend": Fault(latency_ms=300)}, {"frontend": BUSY_FRONTEND},
+                      {"frontend": (0.9, 0.6, 5.0)})
+    assert ("frontend", "latency") in named(causes)
+
+
+def test_a_quiet_service_slow_on_a_busy_host_is_still_named() -> None:
+    # Every process waits three times as long for a CPU, but shipping's 300 ms are a sleep:
+    # it is runnable a few percent of the time, so waiting cannot explain them.
+    before = {s: QUIET for s in PORTS} | {"frontend": BUSY_FRONTEND}
+    busier = {s: (r[0], 3 * r[1], r[2]) for s, r in before.items()}
+    causes = diagnose({"shipping": Fault(latency_ms=300)}, before, busier)
+    assert ("shipping", "latency") in named(causes)
+    assert not any(c["kind"] == "shared-host" for c in causes), causes
