@@ -35,16 +35,19 @@ A starved process is not slow on its own. Where the scrape gives a service's CPU
 ``collector.scraper``), a candidate is **starved** when over the recent seconds its process was
 runnable (running or waiting for a CPU) at least ``starved_runnable`` of the time, it waited
 for a CPU at least ``wait_rise`` times as much as in the ``cpu_baseline_s`` before the
-detection window (and ``min_wait_rise`` s/s more), and its CPU per request did not grow
-``own_work_rise`` times (its own work did not grow: others took the CPU). A busy process's
-requests queue behind each other while it waits, so starvation multiplies its own time far
-more than its neighbours': a 400 ms sleep at a quiet service keeps it runnable a few percent
-of the time and stays its own fault, while the busiest process on a loaded host is starved. A
-starved candidate never stands out: it joins its host's shared slowdown (one ``shared-host``
-incident when enough of the host slowed, else nobody's incident), and so do calls timing out on
-a service whose callers are starved (a starved caller's timers fire before it reads the
-answer). The shared-host evidence gives each slowed service's CPU wait, and the process whose
-CPU use rose most (a noisy neighbour, when it is one of the host's services).
+detection window (and ``min_wait_rise`` s/s more) or longer than it ran, its CPU per request
+did not grow ``own_work_rise`` times (its own work did not grow: others took the CPU), and
+its requests spread out as a queue does rather than all slowing alike (the fastest tenth
+under ``floor_share`` of the median: a sleep or a lock adds the same time to every request).
+A busy process's requests queue behind each other while it waits, so starvation multiplies
+its own time far more than its neighbours': a 400 ms sleep at a quiet service keeps it
+runnable a few percent of the time and stays its own fault, while the busiest process on a
+loaded host is starved. A starved candidate never stands out: it joins its host's shared
+slowdown (one ``shared-host`` incident when enough of the host slowed, else nobody's
+incident), and so do calls timing out on a service whose callers are starved (a starved
+caller's timers fire before it reads the answer). The shared-host evidence gives each slowed
+service's CPU wait, and the process whose CPU use rose most (a noisy neighbour, when it is
+one of the host's services).
 
 While a host that was a shared-host cause is busy, and for ``aftermath_s`` after its recent
 medians last rose, the latency verdicts of its services are inhibited and kept in the shared
@@ -129,6 +132,7 @@ class HostConfig:
     own_work_rise: float = 2.0  # CPU per request grown this much: its own work, not starved
     cpu_baseline_s: float = 60.0  # the period before the detection window its wait is
     # compared with
+    floor_share: float = 0.5  # fast tenth over median of a process slowed on its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +252,8 @@ class SharedHosts:
         for c in causes:
             recent = c.evidence.get("window") == "recent"
             if c.kind == LATENCY:
-                if starved(c.service, recent):
+                if starved(c.service, recent) and not self._floor_rose(
+                        c.service, recent_start if recent else t0, now):
                     out.add(c.service)
             elif _unanswered(c) and _timing_out(c):
                 callers = {src for src, dst in snap.edges if dst == c.service}
@@ -266,13 +271,28 @@ class SharedHosts:
             return False
         if recent.cpu + recent.wait < cfg.starved_runnable:
             return False
-        if recent.wait < max(cfg.wait_rise * base.wait, base.wait + cfg.min_wait_rise):
-            return False
+        if recent.wait < max(cfg.wait_rise * base.wait, base.wait + cfg.min_wait_rise) \
+                and recent.wait < recent.cpu:
+            return False  # it waits no more than before, nor longer than it runs
         if recent.requests > 0 and base.requests > 0 and base.cpu > 0:
             grew = (recent.cpu / recent.requests) / (base.cpu / base.requests)
             if grew >= cfg.own_work_rise:
                 return False  # its own work grew: slow on its own (or the hog itself)
         return True
+
+    def _floor_rose(self, service: str, start: float, now: float) -> bool:
+        """Whether nearly every request got slower by about the same amount (a sleep, a lock,
+        a slow call not traced): the fast tenth of its visits since ``start`` took at least
+        ``floor_share`` of the median. Requests queued behind a starved process spread
+        out instead (some get through at once, the rest wait in line: measured p10 near a
+        sixth of the median), so a fault of its own on a starved process is still named."""
+        w = self.windows
+        cell = w.recent(service, start, now) if start > now - 2 * w.bucket_s \
+            else w.aggregate(service, start, now)
+        if cell.self_hist.samples < self.cfg.min_samples:
+            return False
+        p10, p50 = cell.self_hist.quantile(0.1), cell.self_hist.quantile(0.5)
+        return p10 is not None and p50 is not None and p10 >= self.cfg.floor_share * p50
 
     def _cpu_figures(self, services: list[str], now: float, t0: float,
                      recent_start: float) -> dict[str, tuple[Any, Any]]:

@@ -32,6 +32,7 @@ class Fault:
     latency_ms: float = 0.0
     down: bool = False
     timeout: bool = False  # with down: the caller waits, then times out
+    queue: bool = False  # latency_ms is the mean of a spread (requests waiting in line)
 
 
 PORTS = {"frontend": 8101, "ad": 8102, "product-catalog": 8103, "recommendation": 8104,
@@ -125,7 +126,10 @@ class Shop:
             t = end
             if err and not dep.optional:
                 failed = True
-        t += int((SELF_MS.get(service, 2.0) + fault.latency_ms) * NS)
+        extra = fault.latency_ms
+        if fault.queue and extra:
+            extra = self.rng.expovariate(1.0 / extra)
+        t += int((SELF_MS.get(service, 2.0) + extra) * NS)
         if self.rng.random() < fault.error_rate + self.noise.get(service, 0.0):
             failed = True
         self._span(spans, tid, sid, parent, service, SpanKind.SERVER, start, t, failed,

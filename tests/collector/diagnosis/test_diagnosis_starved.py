@@ -55,7 +55,7 @@ STARVED_FRONTEND: Rates = (0.3, 0.6, 5.0)
 
 
 def test_the_busiest_process_starved_by_its_host_is_not_paged() -> None:
-    fault = {"frontend": Fault(latency_ms=300)}
+    fault = {"frontend": Fault(latency_ms=300, queue=True)}
     # Control: the same traces without CPU figures name frontend's own time.
     assert ("frontend", "latency") in named(diagnose(fault, {"frontend": BUSY_FRONTEND},
                                                      {"frontend": STARVED_FRONTEND},
@@ -66,9 +66,25 @@ def test_the_busiest_process_starved_by_its_host_is_not_paged() -> None:
 
 def test_its_own_work_growing_is_not_starvation() -> None:
     # Three times the CPU per request (a hot loop in a new build): its own fault.
-    causes = diagnose({"frontend": Fault(latency_ms=300)}, {"frontend": BUSY_FRONTEND},
-                      {"frontend": (0.9, 0.6, 5.0)})
+    causes = diagnose({"frontend": Fault(latency_ms=300, queue=True)},
+                      {"frontend": BUSY_FRONTEND}, {"frontend": (0.9, 0.6, 5.0)})
     assert ("frontend", "latency") in named(causes)
+
+
+def test_every_request_slowed_alike_on_a_starved_process_is_its_own_fault() -> None:
+    # The same starved process, but every request takes 300 ms more (a sleep, a lock): a
+    # queue would spread them out; a floor under all of them is a fault of its own.
+    causes = diagnose({"frontend": Fault(latency_ms=300)}, {"frontend": BUSY_FRONTEND},
+                      {"frontend": STARVED_FRONTEND})
+    assert ("frontend", "latency") in named(causes)
+
+
+def test_a_process_waiting_longer_than_it_runs_is_starved_even_if_it_always_did() -> None:
+    # Under a burner that has run for minutes, the wait is no higher than before, but the
+    # process waits for a CPU twice as long as it runs: it is starved all along.
+    causes = diagnose({"frontend": Fault(latency_ms=300, queue=True)},
+                      {"frontend": STARVED_FRONTEND}, {"frontend": STARVED_FRONTEND})
+    assert not any(c["service"] == "frontend" for c in causes), causes
 
 
 def test_a_quiet_service_slow_on_a_busy_host_is_still_named() -> None:
