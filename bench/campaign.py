@@ -44,6 +44,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -889,6 +890,8 @@ def with_processes(args: argparse.Namespace, run: Callable[[argparse.Namespace],
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Stopped with SIGTERM (kill, a CI timeout): still stop the demo and burner it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return with_processes(parse_args(argv), measure)
 
 

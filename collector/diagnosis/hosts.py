@@ -16,7 +16,10 @@ The others rose with their neighbours; they are not root causes of their own:
 
 - when ``min_shared`` or more of them rose together on ``min_ticks`` ticks running (a page
   load slows a host for a second or two), the host's factor is at least
-  ``host_factor`` and at least two of them have no call between them (self time excludes
+  ``host_factor``, where the scrape gives the CPU use of the host's services one of them took
+  the CPU (its use at least doubled and rose ``NEIGHBOUR_MIN_CPU`` s/s: a noisy neighbour,
+  named in the evidence; load from outside the services, or their own traffic on a full
+  host, is not paged), and at least two of them have no call between them (self time excludes
   callees, so a slow callee does not raise its caller's own time), they become **one**
   candidate of kind
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
@@ -77,6 +80,7 @@ HOST_KEYS = ("host.name", "k8s.node.name")
 # How long a host that was a shared-host cause may keep absorbing its services' slowness.
 SHARED_MEMORY_S = 60.0
 MAX_SERVICES = 2_000
+NEIGHBOUR_MIN_CPU = 0.2  # CPU s/s a noisy neighbour's use rose by at least
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 # service, start, end -> its CPU use over that period (collector.scraper.Scraper.cpu_use)
@@ -126,7 +130,7 @@ class HostConfig:
     min_samples: int = 3  # visits in a period for a service to count in the host's factor
     aftermath_s: float = 10.0  # after its host was last busy, a shared cause keeps its services
     min_ticks: int = 3  # evaluation ticks running a host must qualify before it is a cause
-    starved_runnable: float = 0.6  # CPU + CPU-wait s/s of a starved process, recently
+    starved_runnable: float = 0.3  # CPU + CPU-wait s/s of a starved process, recently
     wait_rise: float = 1.5  # its CPU wait over its wait before the detection window
     min_wait_rise: float = 0.05  # s/s: and at least this much more
     own_work_rise: float = 2.0  # CPU per request grown this much: its own work, not starved
@@ -159,6 +163,8 @@ class SharedHosts:
         self._last_shared: dict[str, float] = {}  # host -> when it last was a shared cause
         self._streak: dict[str, int] = {}  # host -> ticks running it qualified as one
         self._last_busy: dict[str, float] = {}  # host -> when its recent medians last rose
+        # host -> where the CPU baseline of its current shared episode ends (before it began)
+        self._cpu_base_end: dict[str, float] = {}
 
     def group(self, snap: Snapshot, causes: list[RootCause], t0: float,
               recent_starts: tuple[float, ...], baseline_s: float) -> list[RootCause]:
@@ -217,7 +223,10 @@ class SharedHosts:
                 # (callers wait, concurrency rises): the neighbours' rise is its effect,
                 # paged with it, not a second incident.
                 continue
-            cpu = self._cpu_figures(by_host[host], now, t0, min(recent_starts, default=t0))
+            in_episode = now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S
+            base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
+            cpu = self._cpu_figures(by_host[host], now, base_end,
+                                    min(recent_starts, default=t0))
             cause = self._shared_cause(snap, host, members, rises[host], cpu=cpu)
             if cause is not None:
                 # A page load or a process starting slows a host for a second or two: a
@@ -225,6 +234,8 @@ class SharedHosts:
                 streaks[host] = self._streak.get(host, 0) + 1
                 if streaks[host] < self.cfg.min_ticks:
                     continue
+                if not in_episode:
+                    self._cpu_base_end[host] = t0
                 self._last_shared[host] = now
             elif self._aftermath(host, now):
                 cause = self._shared_cause(snap, host, members, rises[host], aftermath=True,
@@ -395,6 +406,14 @@ class SharedHosts:
         if not aftermath and (len(names) < self.cfg.min_shared or factor < self.cfg.host_factor
                               or not unlinked):
             return None
+        cpu = cpu or {}
+        busiest = _noisy_neighbour(cpu)
+        if not aftermath and busiest is None and len(cpu) >= self.cfg.min_services:
+            # The scrape shows the CPU use of the host's services and none of them took more:
+            # the load came from outside them (a browser, a burner, a backup) or is the
+            # services' own traffic on a full host. Nobody's page, as a page load is: their
+            # latency verdicts stay grouped and dropped.
+            return None
         slowed = sorted({s for s, r in rises.items()
                          if max(r.p95 or 0.0, r.recent or 0.0) >= 2.0} | set(names),
                         key=lambda s: (-max(rises[s].p95 or 0.0, rises[s].recent or 0.0)
@@ -410,15 +429,9 @@ class SharedHosts:
             summary = (f"host {host}: the own time of {len(slowed)} of its {len(rises)} "
                        f"services rose together (median x{factor:.1f}), not through calls "
                        f"between them: {shown}. One busy host, not {len(slowed)} faults")
-        cpu = cpu or {}
-        # The process whose CPU use rose most, when it rose clearly: a noisy neighbour.
-        hog = max(cpu.items(), key=lambda kv: kv[1][0].cpu - kv[1][1].cpu, default=None)
-        busiest: dict[str, Any] | None = None
-        if hog is not None and hog[1][0].cpu >= max(2 * hog[1][1].cpu, hog[1][1].cpu + 0.2):
-            busiest = {"service": hog[0], "cpu_per_s": round(hog[1][0].cpu, 2),
-                       "cpu_per_s_before": round(hog[1][1].cpu, 2)}
-            summary += (f". {hog[0]} uses {hog[1][0].cpu:.2f} CPU seconds per second, up "
-                        f"from {hog[1][1].cpu:.2f}")
+        if busiest is not None:
+            summary += (f". {busiest['service']} uses {busiest['cpu_per_s']:.2f} CPU seconds "
+                        f"per second, up from {busiest['cpu_per_s_before']:.2f}")
         confidence = round(min(0.95, 0.5 + 0.05 * len(slowed)), 3)
         evidence = {"summary": summary, "services": slowed, "host": host,
                     "trace_ids": [t for c in members for t in c.evidence["trace_ids"]][:5],
@@ -434,6 +447,19 @@ class SharedHosts:
             evidence["busiest"] = busiest
         return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
                          confidence, evidence, host=host)
+
+
+def _noisy_neighbour(cpu: dict[str, tuple[Any, Any]]) -> dict[str, Any] | None:
+    """The service whose CPU use rose most, when it at least doubled and rose by
+    ``NEIGHBOUR_MIN_CPU`` s/s: a process taking the host's CPU from the others."""
+    hog = max(cpu.items(), key=lambda kv: kv[1][0].cpu - kv[1][1].cpu, default=None)
+    if hog is None:
+        return None
+    name, (recent, base) = hog
+    if recent.cpu < max(2 * base.cpu, base.cpu + NEIGHBOUR_MIN_CPU):
+        return None
+    return {"service": name, "cpu_per_s": round(recent.cpu, 2),
+            "cpu_per_s_before": round(base.cpu, 2)}
 
 
 def _unanswered(c: RootCause) -> bool:

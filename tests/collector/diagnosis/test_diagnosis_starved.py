@@ -95,3 +95,28 @@ def test_a_quiet_service_slow_on_a_busy_host_is_still_named() -> None:
     causes = diagnose({"shipping": Fault(latency_ms=300)}, before, busier)
     assert ("shipping", "latency") in named(causes)
     assert not any(c["kind"] == "shared-host" for c in causes), causes
+
+
+SLOWED = ("frontend", "ad", "product-catalog", "recommendation", "currency", "cart",
+          "checkout", "shipping", "quote", "payment")
+
+
+def test_a_shared_slowdown_is_paged_when_a_neighbour_took_the_cpu() -> None:
+    everyone = {s: Fault(latency_ms=30, queue=True) for s in SLOWED}
+    # email burns a core it did not use before: a noisy neighbour, named in the evidence.
+    causes = diagnose(everyone, {}, {"email": (1.0, 0.05, 1.0)})
+    (shared,) = [c for c in causes if c["kind"] == "shared-host"]
+    assert shared["service"] == "vm"
+    assert shared["evidence"]["busiest"] == {"service": "email", "cpu_per_s": 1.0,
+                                             "cpu_per_s_before": 0.05}
+    assert "email uses 1.00 CPU seconds per second" in shared["evidence"]["summary"]
+    assert not any(c["kind"] == "latency" for c in causes), causes
+
+
+def test_a_shared_slowdown_with_no_service_taking_the_cpu_is_nobodys_page() -> None:
+    # The same slowdown while every service's CPU use stays as it was: the load is from
+    # outside them (a browser, a burner). No shared-host page, and no per-service ones.
+    everyone = {s: Fault(latency_ms=30, queue=True) for s in SLOWED}
+    assert diagnose(everyone, {}, {}) == []
+    # Control: without CPU figures the co-rising self times alone make it a shared host.
+    assert [c["kind"] for c in diagnose(everyone, {}, {}, cpu=False)] == ["shared-host"]
