@@ -40,17 +40,19 @@ runnable (running or waiting for a CPU) at least ``starved_runnable`` of the tim
 for a CPU at least ``wait_rise`` times as much as in the ``cpu_baseline_s`` before the
 detection window (and ``min_wait_rise`` s/s more) or longer than it ran, its CPU per request
 did not grow ``own_work_rise`` times (its own work did not grow: others took the CPU), and
-its requests spread out as a queue does rather than all slowing alike (the fastest tenth
-under ``floor_share`` of the median: a sleep or a lock adds the same time to every request).
+its requests spread out as a queue does rather than all slowing alike (a sleep or a lock
+adds the same time to every request, so its fastest tenth rises with its median; in a queue
+some requests still get through at once, and a tail moves neither).
 A busy process's requests queue behind each other while it waits, so starvation multiplies
 its own time far more than its neighbours': a 400 ms sleep at a quiet service keeps it
 runnable a few percent of the time and stays its own fault, while the busiest process on a
 loaded host is starved. A starved candidate never stands out: it joins its host's shared
 slowdown (one ``shared-host`` incident when enough of the host slowed, else nobody's
-incident), and so do calls timing out on a service whose callers are starved (a starved
-caller's timers fire before it reads the answer). The shared-host evidence gives each slowed
-service's CPU wait, and the process whose CPU use rose most (a noisy neighbour, when it is
-one of the host's services).
+incident), and so do failures that are nearly all calls timing out, at a starved service
+or one whose caller's CPU wait just rose (a starved caller's timers fire before it reads the
+answer; a caller starved all along would hide a callee that hangs). The shared-host evidence
+gives each slowed service's CPU wait, and the process whose CPU use rose most (a noisy
+neighbour, when it is one of the host's services).
 
 While a host that was a shared-host cause is busy, and for ``aftermath_s`` after its recent
 medians last rose, the latency verdicts of its services are inhibited and kept in the shared
@@ -81,6 +83,7 @@ HOST_KEYS = ("host.name", "k8s.node.name")
 SHARED_MEMORY_S = 60.0
 MAX_SERVICES = 2_000
 NEIGHBOUR_MIN_CPU = 0.2  # CPU s/s a noisy neighbour's use rose by at least
+FLOOR_MIN_MS = 20.0  # the median self-time rise that can be a floor under every request
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 # service, start, end -> its CPU use over that period (collector.scraper.Scraper.cpu_use)
@@ -136,7 +139,7 @@ class HostConfig:
     own_work_rise: float = 2.0  # CPU per request grown this much: its own work, not starved
     cpu_baseline_s: float = 60.0  # the period before the detection window its wait is
     # compared with
-    floor_share: float = 0.5  # fast tenth over median of a process slowed on its own
+    floor_share: float = 0.5  # rise of the fast tenth over the median's, slowed on its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +176,13 @@ class SharedHosts:
         windows the root-cause step judged begin."""
         by_host = self.hosts.services_on()
         now = snap.generated_at
-        starved = self._starved_services(snap, causes, now, t0, min(recent_starts, default=t0))
+        starved = self._starved_services(snap, causes, now, t0, min(recent_starts, default=t0),
+                                         baseline_s)
         # Starved, with no host to share the slowdown with: nobody's incident either.
         causes = [c for c in causes if c.service not in starved
                   or self._host(snap, c) is not None]
-        latency = [(c, h) for c in causes if c.kind == LATENCY or _unanswered(c)
+        latency = [(c, h) for c in causes
+                   if c.kind == LATENCY or _unanswered(c) or c.service in starved
                    for h in (self._host(snap, c),) if h is not None]
         if not latency:
             self._streak = {}
@@ -246,17 +251,18 @@ class SharedHosts:
         return out
 
     def _starved_services(self, snap: Snapshot, causes: list[RootCause], now: float,
-                          t0: float, recent_start: float) -> set[str]:
+                          t0: float, recent_start: float, baseline_s: float) -> set[str]:
         """The candidates starved of CPU (see the module doc), and the ones whose unanswered
         calls time out at a starved caller."""
         if self.cpu_of is None:
             return set()
         memo: dict[str, bool] = {}
 
-        def starved(service: str, recent: bool) -> bool:
-            key = f"{service}\0{recent}"
+        def starved(service: str, recent: bool, rising: bool = False) -> bool:
+            key = f"{service}\0{recent}\0{rising}"
             if key not in memo:
-                memo[key] = self._starved(service, now, t0, recent_start if recent else t0)
+                memo[key] = self._starved(service, now, t0, recent_start if recent else t0,
+                                          rising)
             return memo[key]
 
         out: set[str] = set()
@@ -264,15 +270,21 @@ class SharedHosts:
             recent = c.evidence.get("window") == "recent"
             if c.kind == LATENCY:
                 if starved(c.service, recent) and not self._floor_rose(
-                        c.service, recent_start if recent else t0, now):
+                        c.service, recent_start if recent else t0, now, t0, baseline_s):
                     out.add(c.service)
-            elif _unanswered(c) and _timing_out(c):
+            elif c.kind == ERRORS and _timing_out(c) and _mostly_unanswered(c) \
+                    and not c.virtual:
+                # Calls timing out on it: it, or a caller whose wait just rose, is starved
+                # (a starved caller's timers fire before it reads the answer). Not a caller
+                # starved all along: that would hide a callee that hangs on a busy host.
                 callers = {src for src, dst in snap.edges if dst == c.service}
-                if starved(c.service, recent) or any(starved(s, recent) for s in callers):
+                if starved(c.service, recent) \
+                        or any(starved(s, recent, rising=True) for s in callers):
                     out.add(c.service)
         return out
 
-    def _starved(self, service: str, now: float, t0: float, start: float) -> bool:
+    def _starved(self, service: str, now: float, t0: float, start: float,
+                 rising: bool = False) -> bool:
         assert self.cpu_of is not None
         cfg = self.cfg
         # The scrape behind the first traces judged, to the newest one.
@@ -283,7 +295,7 @@ class SharedHosts:
         if recent.cpu + recent.wait < cfg.starved_runnable:
             return False
         if recent.wait < max(cfg.wait_rise * base.wait, base.wait + cfg.min_wait_rise) \
-                and recent.wait < recent.cpu:
+                and (rising or recent.wait < recent.cpu):
             return False  # it waits no more than before, nor longer than it runs
         if recent.requests > 0 and base.requests > 0 and base.cpu > 0:
             grew = (recent.cpu / recent.requests) / (base.cpu / base.requests)
@@ -291,19 +303,27 @@ class SharedHosts:
                 return False  # its own work grew: slow on its own (or the hog itself)
         return True
 
-    def _floor_rose(self, service: str, start: float, now: float) -> bool:
+    def _floor_rose(self, service: str, start: float, now: float, t0: float,
+                    baseline_s: float) -> bool:
         """Whether nearly every request got slower by about the same amount (a sleep, a lock,
-        a slow call not traced): the fast tenth of its visits since ``start`` took at least
-        ``floor_share`` of the median. Requests queued behind a starved process spread
-        out instead (some get through at once, the rest wait in line: measured p10 near a
-        sixth of the median), so a fault of its own on a starved process is still named."""
+        a slow call not traced): since ``start`` its median self time rose at least
+        ``FLOOR_MIN_MS`` over its baseline's, and its fastest tenth rose at least
+        ``floor_share`` as much. Requests queued behind a starved process spread out instead:
+        some get through at once, the rest wait in line (for exponential waits the fastest
+        tenth is near a sixth of the median), and a tail alone moves neither."""
         w = self.windows
         cell = w.recent(service, start, now) if start > now - 2 * w.bucket_s \
             else w.aggregate(service, start, now)
-        if cell.self_hist.samples < self.cfg.min_samples:
+        base = w.baseline(service, t0 - w.bucket_s, baseline_s)
+        if cell.self_hist.samples < self.cfg.min_samples \
+                or base.self_hist.samples < self.cfg.min_samples:
             return False
-        p10, p50 = cell.self_hist.quantile(0.1), cell.self_hist.quantile(0.5)
-        return p10 is not None and p50 is not None and p10 >= self.cfg.floor_share * p50
+        q = [h.quantile(p) for h in (cell.self_hist, base.self_hist) for p in (0.1, 0.5)]
+        if any(v is None for v in q):
+            return False
+        p10, p50, b10, b50 = (float(v or 0.0) for v in q)
+        rise = p50 - b50
+        return rise >= FLOOR_MIN_MS and p10 - b10 >= self.cfg.floor_share * rise
 
     def _cpu_figures(self, services: list[str], now: float, t0: float,
                      recent_start: float) -> dict[str, tuple[Any, Any]]:
@@ -472,6 +492,13 @@ def _unanswered(c: RootCause) -> bool:
     origins = float(counts.get("origin_errors", 0) or 0)
     served = float(counts.get("requests", 0) or 0) - no_answer
     return no_answer > 0 and no_answer >= 0.8 * origins and served > no_answer
+
+
+def _mostly_unanswered(c: RootCause) -> bool:
+    """Whether nearly all of a candidate's failures are calls that got no answer."""
+    counts = c.evidence.get("counts", {})
+    no_answer = float(counts.get("no_answer_errors", 0) or 0)
+    return no_answer > 0 and no_answer >= 0.8 * float(counts.get("origin_errors", 0) or 0)
 
 
 def _timing_out(c: RootCause) -> bool:
