@@ -285,13 +285,11 @@ class SharedHosts:
 
     def _starved(self, service: str, now: float, t0: float, start: float,
                  rising: bool = False) -> bool:
-        assert self.cpu_of is not None
         cfg = self.cfg
-        # The scrape behind the first traces judged, to the newest one.
-        recent = self.cpu_of(service, start - 1.0, now)
-        base = self.cpu_of(service, t0 - cfg.cpu_baseline_s, t0)
-        if recent is None or base is None:
+        pair = self._cpu_pair(service, start, now, t0)
+        if pair is None:
             return False
+        recent, base = pair
         if recent.cpu + recent.wait < cfg.starved_runnable:
             return False
         if recent.wait < max(cfg.wait_rise * base.wait, base.wait + cfg.min_wait_rise) \
@@ -329,15 +327,18 @@ class SharedHosts:
                      recent_start: float) -> dict[str, tuple[Any, Any]]:
         """service -> (CPU use recently, before the detection window), where the scrape has
         them."""
+        return {s: pair for s in services
+                for pair in (self._cpu_pair(s, recent_start, now, t0),) if pair is not None}
+
+    def _cpu_pair(self, service: str, start: float, now: float,
+                  base_end: float) -> tuple[Any, Any] | None:
+        """(CPU use from the scrape behind the first traces judged, since ``start``, to the
+        newest one; CPU use over the ``cpu_baseline_s`` before ``base_end``), or None."""
         if self.cpu_of is None:
-            return {}
-        out: dict[str, tuple[Any, Any]] = {}
-        for s in services:
-            recent = self.cpu_of(s, recent_start - 1.0, now)
-            base = self.cpu_of(s, t0 - self.cfg.cpu_baseline_s, t0)
-            if recent is not None and base is not None:
-                out[s] = (recent, base)
-        return out
+            return None
+        recent = self.cpu_of(service, start - 1.0, now)
+        base = self.cpu_of(service, base_end - self.cfg.cpu_baseline_s, base_end)
+        return (recent, base) if recent is not None and base is not None else None
 
     def _aftermath(self, host: str, now: float) -> bool:
         """Whether ``host`` is a shared-host cause that was busy (in the last few seconds'
