@@ -32,7 +32,7 @@ and the gauge ``conway_diagnosis_keep_fraction``.
 
 Thresholds (defaults; see each module): health in ``health.HealthThresholds``; a root cause
 in ``compare.RatioRise`` (origin errors: >= 3, >= 2x the baseline ratio + 3 points, Poisson
-p < 1e-4) and ``compare.LatencyRise`` (self-time p95 >= 2x baseline and +20 ms, >= 10
+p < 1e-4) and ``compare.LatencyRise`` (self-time p95 >= 2x baseline and +50 ms, >= 10
 samples; x10 with a short baseline of 5 samples, never with none); blast radius in
 ``blast.BlastConfig``.
 """

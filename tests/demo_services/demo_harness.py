@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from procs import free_port
+
+from demo_services.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -233,6 +236,20 @@ class Shop:
         return int(self.proc.returncode)
 
 
+def shifted_topology(tmp: Path, base: int, topology: Path | None = None) -> Path:
+    """A copy of the topology with every service port moved so the lowest is ``base``, as
+    ``up --base-port`` moves them: the collector scrapes the shop where it really listens."""
+    src = topology or REPO / "catalog" / "topology.yaml"
+    ports = {spec.port: moved.port for spec, moved in zip(
+        load_topology(src).services.values(),
+        load_topology(src).with_base_port(base).services.values(), strict=True)}
+    text = re.sub(r"(?m)^(\s+port:\s*)(\d+)\s*$",
+                  lambda m: f"{m.group(1)}{ports[int(m.group(2))]}", src.read_text())
+    out = tmp / "topology.yaml"
+    out.write_text(text)
+    return out
+
+
 def start_shop(
     tmp: Path,
     collector: str,
@@ -240,8 +257,9 @@ def start_shop(
     token: str | None = None,
     count: int = 12,
     extra: Sequence[str] = (),
+    base: int | None = None,
 ) -> Shop:
-    base = free_port_block(count)
+    base = free_port_block(count) if base is None else base
     admin_port = free_port()
     log = tmp / "up.log"
     cmd = [PYTHON, "-m", "demo_services", "up", "--base-port", str(base), "--admin-port",

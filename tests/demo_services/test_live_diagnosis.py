@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from demo_harness import Shop, start_shop
+from demo_harness import Shop, free_port_block, shifted_topology, start_shop
 from procs import REPO, start_collector, stop
 
 TOKEN = "live-diagnosis-token"
@@ -26,13 +26,17 @@ WAIT_S = 30.0  # the longest a verdict may take here before the test gives up
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Shop]]:
-    proc, url = start_collector("--topology", str(REPO / "catalog" / "topology.yaml"),
+    # As `make demo` runs it: the collector scrapes each service's /metrics (its CPU use and
+    # CPU wait among them) every second, where the shop really listens.
+    tmp = tmp_path_factory.mktemp("live")
+    base = free_port_block(12)
+    proc, url = start_collector("--topology", str(shifted_topology(tmp, base)),
+                                "--scrape-interval", "1",
                                 "--catalog", str(REPO / "catalog" / "catalog-info.yaml"),
                                 "--diagnosis", "trace_quiet_s=0.5")
     shop = None
     try:
-        shop = start_shop(tmp_path_factory.mktemp("live"), url, token=TOKEN,
-                          extra=("--rate", "10"))
+        shop = start_shop(tmp, url, token=TOKEN, extra=("--rate", "10"), base=base)
         yield url, shop
     finally:
         if shop is not None:
