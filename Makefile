@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests use: a real browser and driver, a real Prometheus, compose's validator.
-DEBS := chromium chromium-driver prometheus docker-compose
-DEB_BINS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus /usr/bin/docker-compose
+# Debian packages the tests use: a real browser and driver, a real Prometheus and Alertmanager,
+# compose's validator.
+DEBS := chromium chromium-driver prometheus prometheus-alertmanager docker-compose
+DEB_BINS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/prometheus \
+	/usr/bin/prometheus-alertmanager /usr/bin/docker-compose
 
 .PHONY: demo test lint typecheck pytest bench setup system-deps clean
 

@@ -36,6 +36,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -191,6 +192,17 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                         + ", ".join(f"{k} (default {v:g})" for k, v in diagnosis.OPTIONS.items())
                         + "; span_budget is spans/s analysed in full before traces are "
                           "head-sampled (0: no budget)")
+    pg = p.add_argument_group("paging (see collector/paging.py)")
+    pg.add_argument("--alertmanager", action="append", default=[], metavar="URL",
+                    help="Alertmanager to send the root cause's page and the impacted teams' "
+                         "info alerts to (API v2), repeatable for an HA pair, e.g. "
+                         "http://127.0.0.1:9093")
+    pg.add_argument("--page-webhook", action="append", default=[], metavar="URL",
+                    help="URL to POST the same alerts to as PagerDuty Events v2 shaped JSON "
+                         "(trigger / resolve, a stable dedup_key), repeatable")
+    pg.add_argument("--dashboard-url", metavar="URL",
+                    help="the dashboard's address, for the links in alerts "
+                         "(e.g. http://127.0.0.1:8050)")
     p.add_argument("--checkpoint-interval", type=_positive(float),
                    default=CHECKPOINT_INTERVAL_S, metavar="S",
                    help="seconds between checkpoints to --data-dir "
@@ -227,6 +239,12 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                 "with {service} standing for the service name")
     if a.retention < 1:
         p.error(f"--retention must be at least 1 second, got {a.retention}")
+    for flag, urls in (("--alertmanager", a.alertmanager), ("--page-webhook", a.page_webhook),
+                       ("--dashboard-url", [a.dashboard_url] if a.dashboard_url else [])):
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                p.error(f"{flag} {url!r} is not an http(s) URL (e.g. http://127.0.0.1:9093)")
     for url in a.scrape:
         if not url.startswith(("http://", "https://")):
             p.error(f"--scrape {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8101/metrics)")
@@ -284,6 +302,9 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
             "reset_state": a.reset_state,
             "diagnosis": diagnosis_options,
             "scrape_host_template": a.scrape_host_template,
+            "alertmanager": list(a.alertmanager),
+            "page_webhook": list(a.page_webhook),
+            "dashboard_url": a.dashboard_url,
         },
     )
 

@@ -545,11 +545,20 @@ class Api:
         """200 ``{"status": "ok"}``; while a data-dir file cannot be written (a full disk),
         still 200 (the collector serves ingest and reads, and a restart would not free the
         disk but would lose what is waiting to be written) with ``"status": "degraded"`` and
-        ``state_write_errors``: each file, SQLite's error, since when, failed writes."""
+        ``state_write_errors``: each file, SQLite's error, since when, failed writes. So too
+        while a paging sink fails (``paging_errors``: each sink's last error and queue)."""
         files = self.service.parts.get("state_files")
         problems = files.problems() if files is not None else []
-        if problems:
-            return JSONResponse({"status": "degraded", "state_write_errors": problems})
+        pager = self.service.parts.get("pager")
+        failing = [s for s in pager.status() if s["last_error"]] if pager is not None else []
+        if problems or failing:
+            body: dict[str, Any] = {"status": "degraded"}
+            if problems:
+                body["state_write_errors"] = problems
+            if failing:
+                # An Alertmanager or webhook that cannot be reached: pages wait in its queue.
+                body["paging_errors"] = failing
+            return JSONResponse(body)
         return JSONResponse({"status": "ok"})
 
 

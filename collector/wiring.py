@@ -3,7 +3,8 @@
 Order (and why): the graph first (its traffic appender creates the nodes and edges every later
 appender reads, and its consumer must see spans before anyone who reads pairing results), the
 scraper (it feeds the graph's ``up``), then ownership (health and diagnosis report teams), then
-diagnosis (health, root cause, blast radius), then the ``/metrics`` exposition, which reads
+diagnosis (health, root cause, blast radius), the pager (it reads the diagnosis' incidents;
+only with ``--alertmanager`` or ``--page-webhook``), then the ``/metrics`` exposition, which reads
 what the others registered, and last the checkpoint (with ``--data-dir``), which restores the
 graph and the counters before the server answers anything.
 """
@@ -14,7 +15,7 @@ import time
 
 from starlette.types import ASGIApp
 
-from collector import checkpoint, diagnosis, graph, ownership, scraper
+from collector import checkpoint, diagnosis, graph, ownership, paging, scraper
 from collector.app import create_app
 from collector.exposition import ConwayCollector, IngestCounters, make_registry
 from collector.service import Clock, CollectorConfig, CollectorService
@@ -28,12 +29,15 @@ def build_service(config: CollectorConfig, clock: Clock = time.time) -> Collecto
     # --- other concerns, in pipeline order (the lead adds these calls) ---------------------
     ownership.install(service, config)
     diag = diagnosis.install(service, config)
+    pager = paging.install(service, config, diag)
     # ----------------------------------------------------------------------------------------
 
     counters = IngestCounters()
     service.parts["ingest"] = counters
     registry = make_registry(ConwayCollector(g, counters, s, diagnosis=diag.counters))
     service.parts["metrics_registry"] = registry
+    if pager is not None:
+        registry.register(pager)
     cp = checkpoint.install(service, config)
     if cp is not None:
         registry.register(cp)

@@ -12,7 +12,10 @@ evaluation tick found at ``now``:
   than one kind over its life (a process that was down leaves refused calls in the window
   after it is back, which read as errors): that is one incident for the team to page, whose
   kind is the most severe seen (down, then errors, then latency), each change in its history;
-- an open incident whose root cause has been absent for ``quiet_s`` (default 30 s) resolves.
+- an open incident whose root cause has been absent for ``quiet_s`` (default 30 s) resolves;
+- an open incident whose root cause is absent and now listed as *impacted* by a root cause
+  found this tick resolves at once, with a ``moved`` event naming where the verdict went (its
+  page was wrong; the pager resolves it and pages the new root cause's team).
 
 ``IncidentStore`` persists incidents and their history (opened / updated / resolved events) in
 SQLite, WAL mode, at ``data_dir/incidents.sqlite3`` — or in memory when there is no data dir.
@@ -336,8 +339,18 @@ class IncidentManager:
                     self._open(cause, now)
                 else:
                     self._update(inc, cause, now)
+            # A root cause now listed as impacted by another: the verdict moved (checkout's
+            # errors were payment's, once payment's spans showed). The old page is wrong; it
+            # resolves now rather than after quiet_s, and says where the verdict went.
+            victim_of = {i.service: c.service for c in causes for i in c.impacted}
             for key, inc in open_by_key.items():
-                if key not in present and now - inc.last_seen >= self.quiet_s:
+                if key in present:
+                    continue
+                if key in victim_of:
+                    inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
+                    self._log(inc, "moved", f"verdict moved to {victim_of[key]}: {key} is "
+                                            f"impacted by it, not a root cause")
+                elif now - inc.last_seen >= self.quiet_s:
                     inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
                     self._log(inc, "resolved", f"no sign of it for {now - inc.last_seen:.0f} s")
             if len(self._all) > self.store.max_incidents:

@@ -225,3 +225,28 @@ def test_a_service_never_seen_serving_opens_no_down_incident() -> None:
     drive(service, clock, Shop(), 40, evaluate=True)
     assert incidents(service) == []
     assert service.snapshot().nodes["ghost"].health == "down"
+
+
+def test_a_root_cause_now_impacted_by_another_moves_the_verdict_at_once() -> None:
+    from collector.diagnosis.assessment import BY_TRACES, ERRORS, Impact, RootCause
+    from collector.diagnosis.incidents import IncidentManager
+
+    def cause(name: str, impacted: tuple[str, ...] = ()) -> RootCause:
+        return RootCause(name, ERRORS, None, False, 0.8, {"summary": f"{name} fails"},
+                         tuple(Impact(v, None, BY_TRACES, 10, 5, 5, (), f"{v} hurt")
+                               for v in impacted))
+
+    manager = IncidentManager(IncidentStore(), quiet_s=30.0)
+    manager.evaluate([cause("checkout")], T0)  # checkout's errors, before payment's spans
+    manager.evaluate([cause("payment", ("checkout", "frontend"))], T0 + 2)
+    by = {i.key: i for i in manager.incidents()}
+    assert by["payment"].status == "open"
+    old = by["checkout"]
+    # Resolved now, not after the 30 s quiet period, saying where the verdict went.
+    assert old.status == "resolved" and old.resolved_at == T0 + 2
+    assert old.history[-1]["event"] == "moved"
+    assert "verdict moved to payment" in old.history[-1]["summary"]
+    # A root cause that merely went quiet still waits for the quiet period.
+    manager.evaluate([cause("cart")], T0 + 3)
+    manager.evaluate([], T0 + 10)
+    assert {i.key: i.status for i in manager.incidents()}["cart"] == "open"
