@@ -18,6 +18,39 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")  # Debian's; make system-deps installs it
+
+
+def alertmanager_config(console: str) -> str:
+    """The demo's routing: every team's page to the console's /page, impacted teams' info
+    alerts to /info (chat), and an info alert for a team already paged for the same incident
+    inhibited. deploy/alertmanager.yml routes the same way to real receivers."""
+    return f"""# Written by scripts/demo.py (make demo); deploy/alertmanager.yml routes for real.
+route:
+  receiver: pages
+  group_by: [alertname, incident, team, service]
+  group_wait: 1s
+  group_interval: 5s
+  repeat_interval: 4h
+  routes:
+    - matchers: ['severity="info"']
+      receiver: chat
+    - matchers: ['severity="page"']
+      receiver: pages
+inhibit_rules:
+  - source_matchers: ['severity="page"']
+    target_matchers: ['severity="info"']
+    equal: [team, incident]
+receivers:
+  - name: pages
+    webhook_configs:
+      - url: {console}/page
+        send_resolved: true
+  - name: chat
+    webhook_configs:
+      - url: {console}/info
+        send_resolved: true
+"""
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
@@ -43,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="first demo-service port (default: the topology's, 8101..)")
     p.add_argument("--rate", type=float, default=10.0, help="user journeys per second")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
+    p.add_argument("--alertmanager-port", type=int, default=9093,
+                   help="the demo's Alertmanager (started when "
+                        f"{ALERTMANAGER} is installed)")
+    p.add_argument("--page-console-port", type=int, default=9097,
+                   help="the console receiver that prints each page")
     args = p.parse_args(argv)
 
     py = sys.executable
@@ -66,14 +104,41 @@ def main(argv: list[str] | None = None) -> int:
     topology = ROOT / "catalog" / "topology.yaml"
     catalog = ROOT / "catalog" / "catalog-info.yaml"
 
+    # Pages go through a real Alertmanager, routing by team, to a console receiver that
+    # prints them, when Alertmanager is installed; else the incidents show on the dashboard.
+    paging: list[str] = []
+    pager_commands: list[tuple[str, list[str], str, float]] = []
+    if ALERTMANAGER.exists():
+        console = f"http://127.0.0.1:{args.page_console_port}"
+        am_url = f"http://127.0.0.1:{args.alertmanager_port}"
+        am_dir = data_dir / "alertmanager"
+        am_dir.mkdir(exist_ok=True)
+        (am_dir / "alertmanager.yml").write_text(alertmanager_config(console))
+        pager_commands = [
+            ("page console", [py, str(ROOT / "scripts" / "page_console.py"),
+                              "--port", str(args.page_console_port)], console, 10.0),
+            ("alertmanager", [str(ALERTMANAGER),
+                              f"--config.file={am_dir / 'alertmanager.yml'}",
+                              f"--storage.path={am_dir}",
+                              f"--web.listen-address=127.0.0.1:{args.alertmanager_port}",
+                              "--cluster.listen-address=", "--log.level=warn"],
+             f"{am_url}/-/ready", 20.0),
+        ]
+        paging = ["--alertmanager", am_url, "--dashboard-url", dashboard_url]
+    else:
+        print(f"conway demo: {ALERTMANAGER} is not installed, so pages are not sent (make "
+              f"system-deps installs it); incidents still show on the dashboard",
+              file=sys.stderr)
+
     commands = [
+        *pager_commands,
         ("collector", [py, "-m", "collector", "--port", str(args.collector_port),
                        "--catalog", str(catalog), "--topology", str(topology),
                        "--scrape-interval", "1", "--data-dir", args.data_dir,
                        # The shop's exporters send every 0.15 s, so a trace is complete well
                        # within 0.5 s of its last span: finish it then, not after the 1.5 s a
                        # slower exporter needs.
-                       "--diagnosis", "trace_quiet_s=0.5"],
+                       "--diagnosis", "trace_quiet_s=0.5", *paging],
          f"{collector_url}/healthz", 20.0),
         ("demo shop", [py, "-m", "demo_services", "up", "--topology", str(topology),
                        "--collector", collector_url, "--admin-port", str(args.admin_port),
@@ -112,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  dashboard      {dashboard_url}\n"
             f"  collector API  {collector_url}/api/graph  (incidents: /api/incidents)\n"
             f"  demo control   {admin_url}/services  (admin token in {token_file})\n"
+            + (f"  pages          through Alertmanager {paging[1]}, printed here "
+               f"(PAGE → team)\n" if paging else "") +
             "  inject a fault: .venv/bin/python -m demo_services fault payment --error-rate 0.5\n"
             "  clear it:       .venv/bin/python -m demo_services clear\n"
             "Ctrl-C stops everything.\n",

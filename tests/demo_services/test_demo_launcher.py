@@ -15,6 +15,8 @@ from procs import REPO, Proc, free_port
 
 from demo_services.control_client import ControlClient
 
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+
 
 def _spans_accepted(collector: str) -> tuple[float, float]:
     """(spans received, spans refused for a missing or wrong token) from /metrics."""
@@ -38,8 +40,10 @@ def test_demo_starts_with_tokens_that_begin_with_a_dash(tmp_path: Path) -> None:
     base = free_port_block(12)
     env = {"CONWAY_ADMIN_TOKEN": admin_token, "CONWAY_INGEST_TOKEN": ingest_token,
            "PYTHONUNBUFFERED": "1"}
+    paging = ["--alertmanager-port", str(free_port()), "--page-console-port", str(free_port())]
     demo = Proc([sys.executable, "scripts/demo.py", "--collector-port", str(collector_port),
                  "--dashboard-port", str(dashboard_port), "--admin-port", str(admin_port),
+                 *paging,
                  "--base-port", str(base), "--rate", "5", "--data-dir", str(tmp_path / "data")],
                 tmp_path / "demo.log", env=env)
     collector = f"http://127.0.0.1:{collector_port}"
@@ -68,5 +72,18 @@ def test_demo_starts_with_tokens_that_begin_with_a_dash(tmp_path: Path) -> None:
             received, unauthorized = _spans_accepted(collector)
         assert received > 0, demo.log()
         assert unauthorized == 0
+        if not ALERTMANAGER.exists():
+            return
+        # With Alertmanager installed the demo pages for real: the fault's team's page
+        # arrives through it at the console, which prints it; the victims' teams only hear.
+        time.sleep(10)  # a baseline
+        client.fault("payment", {"error_rate": 0.5})
+        deadline = time.monotonic() + 40
+        while "PAGE → payments" not in demo.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = demo.log()
+        assert "PAGE → payments" in log, log
+        pages = [ln for ln in log.splitlines() if ln.startswith("PAGE → ")]
+        assert all(ln.startswith("PAGE → payments") for ln in pages), pages
     finally:
         demo.stop()  # SIGTERM: the launcher stops and waits on everything it started
