@@ -3,13 +3,20 @@
 Each open incident (as the last evaluation tick left it, ``Diagnosis.latest``) becomes alerts:
 
 - one ``ConwayRootCause`` alert for its root cause, labels ``alertname``, ``service`` (the
-  host, for a ``shared-host`` incident), ``team`` (absent when nobody owns it), ``kind``,
-  ``severity="page"``, ``incident``; annotations ``summary``, ``description`` (the evidence),
-  ``runbook_url``, ``dashboard_url``, ``on_call``, ``channel`` where known;
+  host, for a ``shared-host`` incident) and ``root_cause`` (the same), ``team`` (absent when
+  nobody owns it), ``kind``, ``severity="page"``; annotations ``incident`` (its id),
+  ``summary``, ``description`` (the evidence), ``runbook_url``, ``dashboard_url``, ``on_call``,
+  ``channel`` where known;
 - one ``ConwayImpacted`` alert per impacted service, ``severity="info"``, labelled with the
   impacted service's ``team`` and the ``root_cause`` and ``root_cause_team``, so a route can
   tell that team without waking it (``deploy/alertmanager.yml`` sends ``info`` to chat and
-  inhibits it for a team that is paged for the root cause itself).
+  inhibits it for a team that is paged for the same root cause).
+
+The incident id is an annotation, not a label: past one collector each replica (fed its share
+of the traces) opens its own incident, with its own id, for the same root cause; with the same
+labels their alerts are one alert in Alertmanager, hence one page. An incident's kind only
+escalates (latency, then errors, then down); grouping by ``alertname``, ``team`` and
+``service`` keeps an escalation in the same notification group.
 
 ``Pager.tick`` (after each evaluation tick, and every ``interval_s``, from the pager's own
 task) compares them with what it sent:
@@ -134,9 +141,10 @@ def alerts_for(incident: Mapping[str, Any], dashboard_url: str | None = None) ->
         description += f"\nexample traces: {', '.join(map(str, evidence['trace_ids'][:5]))}"
     for d in impacted[:10]:
         description += f"\n{d.get('summary', '')}"
-    labels = _clean({"alertname": ROOT_ALERT, "service": service, "team": team, "kind": kind,
-                     "severity": "page", "incident": inc_id})
-    annotations = _clean({"summary": summary, "description": description[:MAX_DESCRIPTION_CHARS],
+    labels = _clean({"alertname": ROOT_ALERT, "service": service, "root_cause": service,
+                     "team": team, "kind": kind, "severity": "page"})
+    annotations = _clean({"incident": inc_id, "summary": summary,
+                          "description": description[:MAX_DESCRIPTION_CHARS],
                           "runbook_url": page.get("runbook"), "dashboard_url": link,
                           "on_call": page.get("on_call"), "channel": page.get("channel"),
                           "owner": None if team else owner})
@@ -147,10 +155,11 @@ def alerts_for(incident: Mapping[str, Any], dashboard_url: str | None = None) ->
                  if dashboard_url else "")
         out.append(Alert(
             _clean({"alertname": IMPACT_ALERT, "service": victim, "team": d.get("team"),
-                    "kind": kind, "severity": "info", "incident": inc_id,
-                    "root_cause": service, "root_cause_team": team}),
-            _clean({"summary": f"{victim} is impacted by {service} ({kind}), owned by {owner}: "
-                               f"not yours to fix",
+                    "kind": kind, "severity": "info", "root_cause": service,
+                    "root_cause_team": team}),
+            _clean({"incident": inc_id,
+                    "summary": f"{victim} is impacted by {service} ({kind}), owned by "
+                               f"{owner}: not yours to fix",
                     "description": str(d.get("summary", ""))[:MAX_DESCRIPTION_CHARS],
                     "dashboard_url": vlink}),
             started, vlink))

@@ -102,7 +102,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="statistics window asked from the collector (default %(default)s)")
     src = p.add_argument_group(
         "source", "where the graph comes from: one collector's API (default), or Prometheus "
-        "scraping several collectors (no incidents / root cause: those need the traces)")
+        "scraping several collectors (incidents only with --alertmanager: the root cause "
+        "needs the traces, which the collectors page on)")
     src.add_argument("--source", choices=("collector", "prometheus"), default="collector",
                      help="graph source (default %(default)s)")
     src.add_argument("--prometheus-url", type=_url, default="http://127.0.0.1:9090",
@@ -112,6 +113,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                           "--source prometheus")
     src.add_argument("--prometheus-scrape-interval", type=_window, default=15.0, metavar="S",
                      help="Prometheus' scrape interval, for rate() ranges (default %(default)s)")
+    src.add_argument("--alertmanager", type=_url, default=None, metavar="URL",
+                     help="with --source prometheus: read the open incidents the collectors "
+                          "page for back from this Alertmanager (their --alertmanager)")
     srv = p.add_argument_group("server", "the HTTP server (waitress) and its limits")
     srv.add_argument("--threads", type=_positive_int, default=THREADS, metavar="N",
                      help="worker threads running requests (default %(default)s)")
@@ -141,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prometheus_url=args.prometheus_url,
         catalog=args.catalog,
         prometheus_scrape_interval_s=args.prometheus_scrape_interval,
+        alertmanager_url=args.alertmanager,
     )
     if config.source == "prometheus" and config.catalog is None:
         print("warning: --source prometheus without --catalog: every service is shown as an "

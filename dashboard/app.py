@@ -40,6 +40,7 @@ class Settings:
     prometheus_url: str | None = None
     catalog: Path | None = None
     prometheus_scrape_interval_s: float = 15.0
+    alertmanager_url: str | None = None  # with --source prometheus: incidents from there
 
     @property
     def source_url(self) -> str:
@@ -78,6 +79,7 @@ def collector_client() -> Source:
         return PrometheusSource(
             s.prometheus_url, catalog, timeout_s=s.timeout_s,
             scrape_interval_s=s.prometheus_scrape_interval_s,
+            alertmanager_url=s.alertmanager_url,
         )
     return CollectorClient(s.collector_url, timeout_s=s.timeout_s)
 
@@ -142,7 +144,9 @@ def source_banner(config: Settings) -> html.Div:
     return html.Div(
         [
             html.Strong(f"Prometheus source ({config.prometheus_url}): "
-                        "no incidents / root cause from traces."),
+                        + (f"incidents as the collectors page them, from Alertmanager "
+                           f"({config.alertmanager_url})." if config.alertmanager_url
+                           else "no incidents / root cause from traces.")),
             html.Div(
                 "The graph, rates, error ratios and p50/p95/p99 come from the "
                 "traces_service_graph_* series of every collector Prometheus scrapes; "

@@ -20,7 +20,9 @@ share is merged:
 Ownership comes from the Backstage catalog, read in-process by ``collector.ownership`` (the
 same code the collector runs), so teams, orphans, the team map and drift work as with a
 collector. What the series cannot carry is said, never invented: no incidents and no root
-cause (those need the traces themselves), no per-node self time, no versions; health is the
+cause (those need the traces themselves; with ``--alertmanager`` the incidents the collectors
+page for are read back from Alertmanager, see ``incidents_from_alerts``), no per-node self
+time, no versions; health is the
 error-ratio thresholds of ``collector.diagnosis.health`` (plus ``down`` from a failed scrape),
 without the collector's latency baselines or hysteresis.
 
@@ -103,8 +105,12 @@ class PrometheusSource(_JsonClient):
         thresholds: HealthThresholds | None = None,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        alertmanager_url: str | None = None,
     ) -> None:
         super().__init__(base_url, what="Prometheus", timeout_s=timeout_s, transport=transport)
+        self.alertmanager = (_JsonClient(alertmanager_url, what="Alertmanager",
+                                         timeout_s=timeout_s, transport=transport)
+                             if alertmanager_url else None)
         self.catalog = ownership
         self.scrape_interval_s = scrape_interval_s
         self.thresholds = thresholds or HealthThresholds()
@@ -267,8 +273,20 @@ class PrometheusSource(_JsonClient):
         }
 
     def incidents(self) -> list[dict[str, Any]]:
-        """Always none: finding where a failure starts needs the traces (see UNAVAILABLE)."""
-        return []
+        """The open incidents the collectors page for, read back from Alertmanager (every
+        replica sends its alerts there, merged by their labels), when ``alertmanager_url`` is
+        given; else none: finding where a failure starts needs the traces (see UNAVAILABLE)."""
+        if self.alertmanager is None:
+            return []
+        body = self.alertmanager.request("GET", "/api/v2/alerts",
+                                         params={"active": "true", "silenced": "true",
+                                                 "inhibited": "true"})
+        return incidents_from_alerts(body if isinstance(body, list) else [])
+
+    def close(self) -> None:
+        super().close()
+        if self.alertmanager is not None:
+            self.alertmanager.close()
 
     def teams(self) -> dict[str, Any]:
         return dict(self.catalog.current().teams_payload(self._snapshot_for(60.0)))
@@ -431,3 +449,61 @@ def _node_dict(n: Node) -> dict[str, Any]:
         "errors": n.meta.get("errors", 0),
         "team_source": n.meta.get("team_source"),
     }
+
+
+def incidents_from_alerts(alerts: Iterable[Any]) -> list[dict[str, Any]]:
+    """Conway's alerts (``collector.paging``) as the open incidents ``/api/incidents`` serves,
+    newest first: one per ``ConwayRootCause`` alert, its ``ConwayImpacted`` alerts (same
+    ``root_cause``) as the impacted services. What the alerts do not carry (confidence, the
+    full evidence, history) is left out, never invented."""
+    roots: list[dict[str, Any]] = []
+    victims: dict[str, list[dict[str, Any]]] = {}
+    for a in alerts:
+        if not isinstance(a, dict):
+            continue
+        labels, ann = a.get("labels") or {}, a.get("annotations") or {}
+        if not isinstance(labels, dict) or not isinstance(ann, dict):
+            continue
+        if labels.get("alertname") == "ConwayImpacted" and labels.get("root_cause"):
+            victims.setdefault(str(labels["root_cause"]), []).append(
+                {"service": labels.get("service"), "team": labels.get("team"),
+                 "summary": ann.get("description") or ann.get("summary", "")})
+        elif labels.get("alertname") == "ConwayRootCause" and labels.get("service"):
+            roots.append(a)
+    out: list[dict[str, Any]] = []
+    for a in roots:
+        labels, ann = a["labels"], a.get("annotations") or {}
+        service = str(labels["service"])
+        description = str(ann.get("description") or "")
+        page = {"team": labels.get("team"), "on_call": ann.get("on_call"),
+                "channel": ann.get("channel"), "runbook": ann.get("runbook_url")}
+        if not labels.get("team") and ann.get("owner"):
+            page["fallback"] = ann["owner"]
+        out.append({
+            "id": str(ann.get("incident") or service), "status": "open",
+            "started_at": _parse_time(a.get("startsAt")), "source": "alertmanager",
+            "root_cause": {"service": service, "team": labels.get("team"),
+                           "kind": labels.get("kind"),
+                           "evidence": {"summary": description.split("\n", 1)[0]}},
+            "impacted": sorted(victims.get(service, []), key=lambda d: str(d["service"])),
+            "page": page, "confidence": None, "version_change": None,
+        })
+    out.sort(key=lambda i: float(i["started_at"] or 0.0), reverse=True)
+    return out
+
+
+def _parse_time(value: Any) -> float | None:
+    """An RFC 3339 time (Alertmanager's, with nanoseconds) as epoch seconds."""
+    if not isinstance(value, str):
+        return None
+    from datetime import datetime
+
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Python takes at most microseconds
+        head, rest = text.split(".", 1)
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

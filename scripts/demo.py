@@ -28,7 +28,7 @@ def alertmanager_config(console: str) -> str:
     return f"""# Written by scripts/demo.py (make demo); deploy/alertmanager.yml routes for real.
 route:
   receiver: pages
-  group_by: [alertname, incident, team, service]
+  group_by: [alertname, team, service]
   group_wait: 1s
   group_interval: 5s
   repeat_interval: 4h
@@ -40,7 +40,7 @@ route:
 inhibit_rules:
   - source_matchers: ['severity="page"']
     target_matchers: ['severity="info"']
-    equal: [team, incident]
+    equal: [team, root_cause]
 receivers:
   - name: pages
     webhook_configs:

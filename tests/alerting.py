@@ -89,7 +89,7 @@ def routing_config(receiver: str, teams: tuple[str, ...]) -> str:
     return f"""
 route:
   receiver: default
-  group_by: [alertname, incident, team]
+  group_by: [alertname, team, service]
   group_wait: 1s
   group_interval: 1s
   repeat_interval: 1h

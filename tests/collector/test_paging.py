@@ -58,9 +58,10 @@ def test_an_incident_pages_its_root_cause_team_and_informs_the_victims() -> None
                         "http://dash.example:8050")
     root, *victims = alerts
     assert dict(root.labels) == {"alertname": ROOT_ALERT, "service": "payment",
-                                 "team": "payments", "kind": "errors", "severity": "page",
-                                 "incident": "i1"}
+                                 "root_cause": "payment", "team": "payments", "kind": "errors",
+                                 "severity": "page"}
     ann = root.annotations
+    assert ann["incident"] == "i1"  # not a label: replicas' ids differ, their pages must not
     assert ann["summary"] == "payment errors: page payments; impacted checkout, frontend"
     assert "41 of 96" in ann["description"] and "ab" * 16 in ann["description"]
     assert ann["runbook_url"] == "https://runbooks.example/payments"

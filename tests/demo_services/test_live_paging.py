@@ -111,3 +111,119 @@ def test_a_fault_pages_its_team_through_alertmanager_and_tells_the_victims(
           f"incident opened (one Alertmanager of the pair "
           f"down); /api/graph {graph_ms:.0f} ms meanwhile; other teams' pages: {woken}")
     assert all(v == [] for v in woken.values()), woken  # no false page
+
+
+class ShardingProxy:
+    """Receives the shop's OTLP/HTTP spans and sends each trace's spans to one of several
+    collectors, chosen by trace id, as the OpenTelemetry Collector's ``loadbalancing``
+    exporter routes them."""
+
+    def __init__(self, collectors: list[str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        client = httpx.Client(timeout=10, trust_env=False)
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                req = ExportTraceServiceRequest.FromString(
+                    self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                shards = [ExportTraceServiceRequest() for _ in collectors]
+                for rs in req.resource_spans:
+                    for ss in rs.scope_spans:
+                        for span in ss.spans:
+                            out = shards[int.from_bytes(span.trace_id, "big") % len(shards)]
+                            if not out.resource_spans or \
+                                    out.resource_spans[-1].resource != rs.resource:
+                                added = out.resource_spans.add()
+                                added.resource.CopyFrom(rs.resource)
+                                added.scope_spans.add().scope.CopyFrom(ss.scope)
+                            out.resource_spans[-1].scope_spans[-1].spans.append(span)
+                for url, shard in zip(collectors, shards, strict=True):
+                    if shard.resource_spans:
+                        with lock:
+                            client.post(url + "/v1/traces", content=shard.SerializeToString(),
+                                        headers={"Content-Type": "application/x-protobuf"})
+                body = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.client = client
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+        self.client.close()
+
+
+@needs_alertmanager
+def test_two_collectors_sharing_the_traces_make_one_page_and_the_prometheus_source_shows_it(
+        tmp_path: Path) -> None:
+    from dashboard.promsource import CatalogOwnership, PrometheusSource
+
+    rec = Receiver()
+    am, am_url = start_alertmanager(tmp_path, routing_config(rec.url, TEAMS))
+    base = free_port_block(12)
+    topology = shifted_topology(tmp_path, base)
+    collectors = [start_collector("--topology", str(topology), "--scrape-interval", "1",
+                                  "--catalog", str(REPO / "catalog" / "catalog-info.yaml"),
+                                  "--diagnosis", "trace_quiet_s=0.5",
+                                  "--alertmanager", am_url) for _ in range(2)]
+    proxy = ShardingProxy([url for _, url in collectors])
+    shop = None
+    try:
+        shop = start_shop(tmp_path, proxy.url, token=TOKEN, extra=("--rate", "10"), base=base)
+        time.sleep(20)
+        assert shop.fault("payment", error_rate=0.5).status_code == 200
+
+        def both_opened() -> bool:
+            return all(any(i["root_cause"]["service"] == "payment" for i in httpx.get(
+                url + "/api/incidents", timeout=5, trust_env=False).json()["incidents"])
+                for _, url in collectors)
+
+        wait_until("both replicas opened an incident for payment", both_opened, timeout=40)
+        ids = {i["id"] for _, url in collectors for i in httpx.get(
+            url + "/api/incidents", timeout=5, trust_env=False).json()["incidents"]
+            if i["root_cause"]["service"] == "payment"}
+        assert len(ids) == 2  # each replica's own incident, with its own id
+        wait_until("Payments paged", lambda: rec.alerts_at("/page/payments"))
+        time.sleep(5)  # both replicas have sent (and re-sent on changes) by now
+        notes = [n for n in rec.at("/page/payments")
+                 if any(a["labels"]["service"] == "payment" and a["status"] == "firing"
+                        for a in n["alerts"])]
+        assert len(notes) == 1, notes  # one page for one root cause, not one per replica
+        # The merged view reads the incident back from Alertmanager.
+        source = PrometheusSource("http://127.0.0.1:9", CatalogOwnership(
+            REPO / "catalog" / "catalog-info.yaml"), alertmanager_url=am_url)
+        try:
+            (inc,) = source.incidents()
+        finally:
+            source.close()
+        assert inc["root_cause"]["service"] == "payment" and inc["page"]["team"] == "payments"
+        assert inc["id"] in ids and inc["page"]["runbook"].startswith("https://")
+        assert {"checkout", "frontend"} <= {d["service"] for d in inc["impacted"]}
+    finally:
+        if shop is not None:
+            shop.stop()
+        proxy.close()
+        for proc, _ in collectors:
+            stop(proc)
+        stop_process(am)
+        rec.close()
