@@ -21,6 +21,7 @@ COPY dashboard ./dashboard
 COPY demo_services ./demo_services
 COPY catalog ./catalog
 COPY deploy/healthcheck.py ./deploy/healthcheck.py
+COPY scripts/page_console.py ./scripts/page_console.py
 RUN pip install --no-deps -e . \
     && useradd --system --uid 10001 --no-create-home --home-dir /app conway \
     && mkdir -p /data \

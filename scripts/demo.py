@@ -19,38 +19,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")  # Debian's; make system-deps installs it
+DEMO_CONSOLE = "http://pages:9097"  # the page console in deploy/alertmanager-demo.yml
 
 
 def alertmanager_config(console: str) -> str:
-    """The demo's routing: every team's page to the console's /page, impacted teams' info
-    alerts to /info (chat), and an info alert for a team already paged for the same incident
-    inhibited. deploy/alertmanager.yml routes the same way to real receivers."""
-    return f"""# Written by scripts/demo.py (make demo); deploy/alertmanager.yml routes for real.
-route:
-  receiver: pages
-  group_by: [alertname, team, service]
-  group_wait: 1s
-  group_interval: 5s
-  repeat_interval: 4h
-  routes:
-    - matchers: ['severity="info"']
-      receiver: chat
-    - matchers: ['severity="page"']
-      receiver: pages
-inhibit_rules:
-  - source_matchers: ['severity="page"']
-    target_matchers: ['severity="info"']
-    equal: [team, root_cause]
-receivers:
-  - name: pages
-    webhook_configs:
-      - url: {console}/page
-        send_resolved: true
-  - name: chat
-    webhook_configs:
-      - url: {console}/info
-        send_resolved: true
-"""
+    """The demo's routing (deploy/alertmanager-demo.yml, as docker compose uses it) with the
+    page console at ``console``."""
+    text = (ROOT / "deploy" / "alertmanager-demo.yml").read_text()
+    if DEMO_CONSOLE not in text:
+        raise RuntimeError(f"deploy/alertmanager-demo.yml no longer sends to {DEMO_CONSOLE}")
+    return text.replace(DEMO_CONSOLE, console)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:

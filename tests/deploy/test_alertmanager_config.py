@@ -47,13 +47,14 @@ def test_the_example_routing_is_valid_and_pages_only_the_root_cause_team() -> No
                  "kind=shared-host") == "platform"
 
 
-def test_the_demo_routing_is_valid(tmp_path: Path) -> None:
+def test_the_demo_routing_is_valid_as_compose_and_make_demo_use_it(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("demo_launcher", ROOT / "scripts" / "demo.py")
     assert spec is not None and spec.loader is not None
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     config = tmp_path / "alertmanager.yml"
     config.write_text(demo.alertmanager_config("http://127.0.0.1:9097"))
+    assert "http://127.0.0.1:9097/page" in config.read_text()
     check = subprocess.run([AMTOOL, "check-config", str(config)], capture_output=True,
                            text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -90,6 +90,14 @@ def test_collector_prometheus_and_dashboard_are_wired() -> None:
     assert headers == {f"Authorization=Bearer%20{t}" for t in tokens}
     dashboard = services["dashboard"]["command"]
     assert "http://collector:4318" in dashboard and "http://control:8100" in dashboard
+    # Pages go through Alertmanager, routed as deploy/alertmanager-demo.yml says, to the
+    # console container that prints them.
+    assert collector[collector.index("--alertmanager") + 1] == "http://alertmanager:9093"
+    am = services["alertmanager"]
+    assert am["image"].startswith("prom/alertmanager:v")
+    assert "--config.file=/etc/conway/alertmanager-demo.yml" in am["command"]
+    assert "http://pages:9097/page" in (DEPLOY / "alertmanager-demo.yml").read_text()
+    assert services["pages"]["command"][:2] == ["python", "scripts/page_console.py"]
     prom = services["prometheus"]
     assert prom["image"].startswith("prom/prometheus:v")
     assert "--config.file=/etc/conway/prometheus.yml" in prom["command"]
@@ -113,6 +121,8 @@ def test_scale_env_routes_through_otelcol_to_two_replicas() -> None:
     assert dash[dash.index("--source") + 1] == "prometheus"
     assert dash[dash.index("--prometheus-url") + 1] == "http://prometheus:9090"
     assert "--catalog" in dash
+    # Both replicas page through the one Alertmanager; the merged view reads it back.
+    assert dash[dash.index("--alertmanager") + 1] == "http://alertmanager:9093"
     profiles = {n: s.get("profiles", []) for n, s in services.items()}
     assert {n for n, p in profiles.items() if "scale" in p} == {
         "otelcol", "collector-b", "dashboard-prometheus"}
@@ -188,6 +198,9 @@ def test_dockerfile_copies_what_the_containers_run() -> None:
                if line.strip() and not line.startswith("#")}
     for src in sources:
         assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
-        assert src not in ignored, f".dockerignore drops {src}, which the image needs"
+        # Dropped when it or a folder above it is ignored, unless a `!` line brings it back.
+        above = {"/".join(src.split("/")[:k]) for k in range(1, src.count("/") + 2)}
+        assert not (above & ignored) or f"!{src}" in ignored, \
+            f".dockerignore drops {src}, which the image needs"
     assert "deploy/healthcheck.py" in dockerfile
     assert dockerfile.startswith("#") and "FROM python:3.11" in dockerfile
