@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -179,6 +179,7 @@ class Sink:
         self.dropped = 0
         self.last_error: str | None = None
         self.last_success: float | None = None
+        self.delivered: set[str] = set()  # alerts whose firing state this sink delivered
         self._retry_at = 0.0
         self._backoff = 0.0
 
@@ -257,6 +258,10 @@ class AlertmanagerSink(Sink):
         for key, sent in batch:
             if self._pending.get(key) is sent:  # not replaced while the POST was under way
                 del self._pending[key]
+            if sent[1] is None:
+                self.delivered.add(key)
+            else:
+                self.delivered.discard(key)
         self.sent += len(batch)
 
 
@@ -265,14 +270,14 @@ class WebhookSink(Sink):
 
     def __init__(self, url: str, max_queue: int = MAX_QUEUE) -> None:
         super().__init__(url, max_queue)
-        self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._told: dict[str, str] = {}  # key -> the content last triggered (no resends)
 
     def queued(self) -> int:
         return len(self._events)
 
-    def _put(self, event: dict[str, Any]) -> None:
-        self._events.append(event)
+    def _put(self, key: str, event: dict[str, Any]) -> None:
+        self._events.append((key, event))
         while len(self._events) > self.max_queue:
             self._events.popleft()
             self.dropped += 1
@@ -281,19 +286,24 @@ class WebhookSink(Sink):
         content = alert.headline
         if self._told.get(alert.key) != content:  # a stateful receiver: tell changes only
             self._told[alert.key] = content
-            self._put(alert.to_event("trigger", now))
+            self._put(alert.key, alert.to_event("trigger", now))
 
     def resolved(self, alert: Alert, now: float) -> None:
         self._told.pop(alert.key, None)
-        self._put(alert.to_event("resolve", now))
+        self._put(alert.key, alert.to_event("resolve", now))
 
     async def send_batch(self, client: httpx.AsyncClient, now: float) -> None:
         while self._events:  # in order: a resolve never overtakes its trigger
-            r = await client.post(self.url, json=self._events[0])
+            key, event = self._events[0]
+            r = await client.post(self.url, json=event)
             if r.status_code // 100 != 2:
                 raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
             self._events.popleft()
             self.sent += 1
+            if event["event_action"] == "trigger":
+                self.delivered.add(key)
+            else:
+                self.delivered.discard(key)
 
 
 class Pager:
@@ -302,7 +312,8 @@ class Pager:
 
     def __init__(self, source: IncidentSource, sinks: Sequence[Sink],
                  dashboard_url: str | None = None, resend_s: float = RESEND_S,
-                 interval_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 interval_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 on_paged: Callable[[str, str, float], Any] | None = None) -> None:
         self.source = source
         self.sinks = list(sinks)
         self.dashboard_url = dashboard_url
@@ -310,6 +321,11 @@ class Pager:
         self.interval_s = interval_s
         self.clock = clock
         self._firing: dict[str, tuple[Alert, float]] = {}  # key -> (alert, last queued at)
+        # (incident id, what to say, when) for each page first delivered somewhere: the
+        # incident's history records who was paged, through what, and when.
+        self.on_paged = on_paged
+        self._noted: set[str] = set()
+        self._complained: set[str] = set()
 
     def tick(self, now: float | None = None) -> None:
         """Queue what changed since the last tick (new, changed, due a resend, resolved)."""
@@ -329,12 +345,34 @@ class Pager:
                 self._firing[key] = (alert, old[1])  # the newest evidence rides the resend
         for key in [k for k in self._firing if k not in wanted]:
             alert, _ = self._firing.pop(key)
+            self._noted.discard(key)
             for sink in self.sinks:
                 sink.resolved(alert, now)
 
     async def flush(self, client: httpx.AsyncClient, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         await asyncio.gather(*(s.flush(client, now) for s in self.sinks))
+        for note in self.newly_paged(now):
+            if self.on_paged is not None:
+                try:
+                    await asyncio.to_thread(self.on_paged, *note)
+                except Exception as exc:  # a history write never stops paging; said once
+                    self._complain("recording a page in the incident's history", exc)
+
+    def newly_paged(self, now: float) -> list[tuple[str, str, float]]:
+        """Pages delivered to at least one sink since the last call: (incident id, what was
+        done, when)."""
+        out = []
+        for key, (alert, _) in self._firing.items():
+            if not alert.page or key in self._noted:
+                continue
+            through = [s.name for s in self.sinks if key in s.delivered]
+            if through:
+                self._noted.add(key)
+                who = alert.labels.get("team") or alert.annotations.get("owner", "nobody")
+                out.append((alert.annotations.get("incident", ""),
+                            f"paged {who} through {', '.join(through)}", now))
+        return out
 
     async def run(self, version: Callable[[], int] | None = None) -> None:
         """Tick and send every ``interval_s``, and within ``POLL_S`` of a new evaluation
@@ -346,10 +384,19 @@ class Pager:
                 now = time.monotonic()
                 if v != seen or now - last >= self.interval_s:
                     seen, last = v, now
-                    with contextlib.suppress(Exception):  # a bad row must not stop paging
+                    try:
                         self.tick()
+                    except Exception as exc:  # a bad incident must not stop paging; said once
+                        self._complain("turning incidents into alerts", exc)
                     await self.flush(client)
                 await asyncio.sleep(POLL_S)
+
+    def _complain(self, what: str, exc: Exception) -> None:
+        key = f"{what}: {type(exc).__name__}"
+        if key not in self._complained:
+            self._complained.add(key)
+            print(f"conway collector: paging: {what} failed ({type(exc).__name__}: {exc}); "
+                  f"said once", file=sys.stderr, flush=True)
 
     def firing_alerts(self) -> int:
         return len(self._firing)
@@ -407,7 +454,8 @@ def install(service: Any, config: Any, diagnosis: Any) -> Pager | None:
     def open_incidents() -> Sequence[Mapping[str, Any]]:
         return tuple(diagnosis.latest.incidents)  # the last tick's, immutable
 
-    pager = Pager(open_incidents, sinks, extra.get("dashboard_url"), clock=service.clock)
+    pager = Pager(open_incidents, sinks, extra.get("dashboard_url"), clock=service.clock,
+                  on_paged=lambda iid, text, at: diagnosis.manager.note(iid, "paged", text, at))
 
     async def paging(request: Request) -> JSONResponse:
         return JSONResponse({"firing_alerts": pager.firing_alerts(), "sinks": pager.status()})

@@ -48,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from collector.diagnosis.api import incidents_route
+from collector.diagnosis.api import incidents_routes
 from collector.diagnosis.assessment import Assessment
 from collector.diagnosis.blast import BlastRadius
 from collector.diagnosis.consumer import DIAGNOSIS_SPAN_BUDGET, TraceDiagnosis
@@ -124,7 +124,7 @@ class Diagnosis:
             if marked:
                 windows.mark(marked, found.window_start, t)
             windows.slow_ms = found.slow_ms
-            self.manager.evaluate(causes, t)
+            self.manager.evaluate(causes, t, snap)
             impacted_by: dict[str, list[str]] = {}
             for c in causes:
                 for i in c.impacted:
@@ -267,7 +267,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         blast=BlastRadius(traces, rc),
         base=list(service.appenders))
     service.appenders.append(AssessmentView(part))
-    service.routes.append(incidents_route(manager))
+    service.routes.extend(incidents_routes(manager))
     service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part
     return part

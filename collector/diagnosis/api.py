@@ -1,5 +1,7 @@
 """``GET /api/incidents[?status=open|resolved]``: incidents newest first, at most
-``MAX_LISTED``, as the last evaluation tick left them (a read never evaluates)."""
+``MAX_LISTED``, as the last evaluation tick left them (a read never evaluates).
+``GET /api/incidents/{id}``: one incident with its whole stored history and the graph stored
+with it (the root cause, its blast radius and their calls when it opened); 404 when unknown."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ MAX_LISTED = 200
 STATUSES = ("open", "resolved")
 
 
-def incidents_route(manager: IncidentManager) -> Route:
+def incidents_routes(manager: IncidentManager) -> list[Route]:
     async def incidents(request: Request) -> JSONResponse:
         status = request.query_params.get("status")
         if status is not None and status not in STATUSES:
@@ -24,4 +26,14 @@ def incidents_route(manager: IncidentManager) -> Route:
         listed = await run_in_threadpool(manager.incidents_json, status, MAX_LISTED)
         return JSONResponse({"incidents": listed})
 
-    return Route("/api/incidents", incidents, methods=["GET"])
+    async def incident(request: Request) -> JSONResponse:
+        iid = request.path_params["id"]
+        found = await run_in_threadpool(manager.detail_json, iid)
+        if found is None:
+            return JSONResponse({"error": f"no incident {iid[:80]!r} (it may have been pruned: "
+                                          f"the store keeps the newest incidents)"},
+                                status_code=404)
+        return JSONResponse(found)
+
+    return [Route("/api/incidents", incidents, methods=["GET"]),
+            Route("/api/incidents/{id}", incident, methods=["GET"])]

@@ -51,12 +51,15 @@ from typing import Any
 from collector.checkpoint import WriteFailures, check_state_file, transaction
 from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
 from collector.diagnosis.versions import VersionTracker
+from collector.model import Snapshot
 
 QUIET_S = 30.0
 MAX_INCIDENTS = 1_000
 MAX_HISTORY = 100
 MAX_IMPACTED = 200
 HISTORY_LISTED = 20  # events per incident in the JSON (the store keeps MAX_HISTORY)
+MAX_GRAPH_NODES = 60  # nodes of an incident's stored graph (the root cause first)
+MAX_GRAPH_EDGES = 300
 DB_NAME = "incidents.sqlite3"
 NO_HOST_OWNER = "no owner — platform"
 
@@ -88,6 +91,10 @@ class Incident:
     confidence: float
     version_change: dict[str, Any] | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # The root cause, its blast radius and their calls, with the worst numbers the graph
+    # showed while the incident was open: kept with it, so it survives restarts and the
+    # traffic's retention. See ``incident_graph``.
+    graph: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -95,7 +102,13 @@ class Incident:
 
     def body(self) -> dict[str, Any]:
         return {"root_cause": self.root_cause, "impacted": self.impacted, "page": self.page,
-                "confidence": self.confidence, "version_change": self.version_change}
+                "confidence": self.confidence, "version_change": self.version_change,
+                "graph": self.graph}
+
+    def detail_json(self) -> dict[str, Any]:
+        """``to_json`` with every stored history event and the stored graph
+        (``GET /api/incidents/{id}``)."""
+        return {**self.to_json(), "history": list(self.history), "graph": self.graph}
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "started_at": self.started_at,
@@ -205,9 +218,11 @@ class IncidentStore:
                 if not (isinstance(b["impacted"], list) and isinstance(b["page"], dict)
                         and isinstance(b["confidence"], int | float)):
                     raise TypeError("impacted, page or confidence of the wrong type")
+                graph = b.get("graph")
                 out.append(Incident(iid, status, started, updated, resolved, last_seen,
                                     root, b["impacted"], b["page"], b["confidence"],
-                                    b.get("version_change"), hist.get(iid, [])))
+                                    b.get("version_change"), hist.get(iid, []),
+                                    graph if isinstance(graph, dict) else None))
             except (ValueError, TypeError, KeyError) as exc:
                 bad_rows += 1
                 skipped[str(iid)] = _why(exc)
@@ -221,13 +236,15 @@ class IncidentStore:
         return out
 
     def save(self, inc: Incident, event: str | None = None,
-             detail: dict[str, Any] | None = None) -> None:
-        """Write ``inc`` (and ``event``, if given, to its history) with whatever earlier
-        writes failed; a failure leaves it all pending (never raises for SQLite errors)."""
+             detail: dict[str, Any] | None = None, at: float | None = None) -> None:
+        """Write ``inc`` (and ``event``, if given, to its history, at ``at``: by default its
+        ``updated_at``) with whatever earlier writes failed; a failure leaves it all pending
+        (never raises for SQLite errors)."""
         with self._lock:
             _, events = self._pending.setdefault(inc.id, (inc, []))
             if event is not None:
-                events.append((inc.updated_at, event, json.dumps(detail or {})))
+                events.append((inc.updated_at if at is None else at, event,
+                               json.dumps(detail or {})))
                 del events[: -self.max_history]
             self._write()
 
@@ -324,7 +341,29 @@ class IncidentManager:
         with self.lock:
             return [i.to_json() for i in self.incidents(status, limit)]
 
-    def evaluate(self, causes: Sequence[RootCause], now: float) -> None:
+    def get(self, incident_id: str) -> Incident | None:
+        with self.lock:
+            return next((i for i in self._all if i.id == incident_id), None)
+
+    def detail_json(self, incident_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            inc = next((i for i in self._all if i.id == incident_id), None)
+            return inc.detail_json() if inc is not None else None
+
+    def note(self, incident_id: str, event: str, summary: str, now: float) -> bool:
+        """Add ``event`` to an incident's history (the pager's ``paged``); False when there
+        is no such incident any more."""
+        with self.lock:
+            inc = next((i for i in self._all if i.id == incident_id), None)
+            if inc is None:
+                return False
+            inc.history.append({"at": now, "event": event, "summary": summary})
+            del inc.history[: -self.store.max_history]
+            self.store.save(inc, event, {"summary": summary}, at=now)
+            return True
+
+    def evaluate(self, causes: Sequence[RootCause], now: float,
+                 snap: Snapshot | None = None) -> None:
         with self.lock:
             self.store.flush()  # what failed to be written before (a full disk) catches up
             open_by_key = {i.key: i for i in self.open()}
@@ -336,9 +375,15 @@ class IncidentManager:
                 present.add(key)
                 inc = open_by_key.get(key)
                 if inc is None:
-                    self._open(cause, now)
+                    inc = self._open(cause, now)
+                    if snap is not None:
+                        inc.graph = incident_graph(snap, inc, now)
+                        self.store.save(inc)
                 else:
                     self._update(inc, cause, now)
+                    if snap is not None:
+                        inc.graph = incident_graph(snap, inc, now, inc.graph)
+                        self.store.save(inc)
             # A root cause now listed as impacted by another: the verdict moved (checkout's
             # errors were payment's, once payment's spans showed). The old page is wrong; it
             # resolves now rather than after quiet_s, and says where the verdict went.
@@ -363,7 +408,7 @@ class IncidentManager:
                     self.store.forget(sorted(dropped))
                     self._all = [i for i in self._all if i.id not in dropped]
 
-    def _open(self, cause: RootCause, now: float) -> None:
+    def _open(self, cause: RootCause, now: float) -> Incident:
         service = cause.service
         owner = self.owner_of(service) if self.owner_of else None
         team = cause.team or (owner or {}).get("team")
@@ -382,8 +427,10 @@ class IncidentManager:
                        page, cause.confidence, change)
         self._all.append(inc)
         self._log(inc, "opened", cause.evidence["summary"])
+        return inc
 
-    def _update(self, inc: Incident, cause: RootCause, now: float) -> None:
+    def _update(self, inc: Incident, cause: RootCause, now: float) -> bool:
+        """Merge this tick's finding into ``inc``; True when its blast radius grew."""
         before = {d["service"]: n for n, d in enumerate(inc.impacted)}
         for impact in cause.impacted:
             d = impact.to_json()
@@ -412,11 +459,79 @@ class IncidentManager:
             self._log(inc, "updated", f"confidence {old_conf:.2f} -> {inc.confidence:.2f}")
         else:
             self.store.save(inc)
+        return bool(added)
 
     def _log(self, inc: Incident, event: str, summary: str) -> None:
         inc.history.append({"at": inc.updated_at, "event": event, "summary": summary})
         del inc.history[: -self.store.max_history]
         self.store.save(inc, event, {"summary": summary})
+
+
+def incident_graph(snap: Snapshot, inc: Incident, now: float,
+                   before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The part of the graph an incident is about: its root cause (for a shared host, the
+    services it slowed), its impacted services, and the calls among them, at most
+    ``MAX_GRAPH_NODES`` nodes. Their numbers are the worst ``snap`` or the graph stored
+    ``before`` showed (highest rate, error ratio and p95, worst health) while it was open: the
+    graph of the incident, kept with it, not of whatever the traffic is later."""
+    root = str(inc.root_cause["service"])
+    roles: dict[str, str] = {}
+    if inc.root_cause.get("kind") == SHARED_HOST:
+        for name in inc.root_cause.get("evidence", {}).get("services", []) or []:
+            roles[str(name)] = "slowed"
+    else:
+        roles[root] = "root"
+    for d in inc.impacted:
+        roles.setdefault(str(d["service"]), "impacted")
+    names = list(roles)[:MAX_GRAPH_NODES]
+    old_nodes = {n["id"]: n for n in (before or {}).get("nodes", [])}
+    old_edges = {(e["source"], e["target"]): e for e in (before or {}).get("edges", [])}
+    nodes = []
+    for name in names:
+        n = snap.nodes.get(name)
+        now_seen = {"id": name, "role": roles[name],
+                    "kind": n.kind if n is not None else "service",
+                    "team": n.team if n is not None else None,
+                    **_stats(n.health, n.rate_rps, n.error_ratio, n.p95_ms)} \
+            if n is not None else {"id": name, "role": roles[name], "kind": "service",
+                                   "team": None, **_stats("unknown", None, None, None)}
+        nodes.append(_worst(old_nodes.get(name), now_seen))
+    inside = set(names)
+    edges = []
+    for (src, dst), e in sorted(snap.edges.items()):
+        if src in inside and dst in inside:
+            edges.append(_worst(old_edges.pop((src, dst), None), {
+                "source": src, "target": dst,
+                **_stats(e.health, e.rate_rps, e.error_ratio, e.p95_ms)}))
+    edges += [e for k, e in old_edges.items() if k[0] in inside and k[1] in inside]
+    return {"captured_at": (before or {}).get("captured_at", now), "updated_at": now,
+            "nodes": nodes, "edges": edges[:MAX_GRAPH_EDGES],
+            "left_out": max(0, len(roles) - len(names))}
+
+
+_HEALTH_RANK = {"down": 0, "failing": 1, "degraded": 2, "healthy": 3, "unknown": 4, "": 5}
+
+
+def _stats(health: str, rate: float | None, errors: float | None,
+           p95: float | None) -> dict[str, Any]:
+    return {"health": health or "unknown", "rate_rps": _num(rate), "error_ratio": _num(errors),
+            "p95_ms": _num(p95)}
+
+
+def _worst(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    if old is None:
+        return new
+    out = dict(new)
+    for k in ("rate_rps", "error_ratio", "p95_ms"):
+        vals = [v for v in (old.get(k), new.get(k)) if isinstance(v, int | float)]
+        out[k] = max(vals) if vals else None
+    if _HEALTH_RANK.get(str(old.get("health")), 5) < _HEALTH_RANK.get(str(new["health"]), 5):
+        out["health"] = old["health"]
+    return out
+
+
+def _num(v: float | None) -> float | None:
+    return round(float(v), 4) if v is not None and v == v else None
 
 
 def _why(exc: Exception) -> str:

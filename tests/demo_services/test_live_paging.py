@@ -87,6 +87,14 @@ def test_a_fault_pages_its_team_through_alertmanager_and_tells_the_victims(
         ("checkout", "orders"), ("frontend", "web")}
     assert all(a["labels"]["severity"] == "info" and a["labels"]["root_cause"] == "payment"
                and a["labels"]["root_cause_team"] == "payments" for a in told)
+    # The incident's history says who was paged, through what, and when.
+    (inc,) = [i for i in httpx.get(url + "/api/incidents", timeout=5, trust_env=False).json()[
+        "incidents"] if i["root_cause"]["service"] == "payment"]
+    detail = httpx.get(url + f"/api/incidents/{inc['id']}", timeout=5, trust_env=False).json()
+    paged = [e for e in detail["history"] if e["event"] == "paged"]
+    assert len(paged) == 1 and paged[0]["summary"].startswith("paged payments through "), paged
+    assert detail["graph"]["nodes"][0] == {**detail["graph"]["nodes"][0], "id": "payment",
+                                           "role": "root"}
     up, down = httpx.get(url + "/api/paging", timeout=5, trust_env=False).json()["sinks"]
     assert up["sent"] >= 3 and up["failures"] == 0 and up["last_error"] is None
     assert down["sent"] == 0 and down["failures"] >= 1 and down["queued"] >= 3

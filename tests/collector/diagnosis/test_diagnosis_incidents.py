@@ -250,3 +250,69 @@ def test_a_root_cause_now_impacted_by_another_moves_the_verdict_at_once() -> Non
     manager.evaluate([cause("cart")], T0 + 3)
     manager.evaluate([], T0 + 10)
     assert {i.key: i.status for i in manager.incidents()}["cart"] == "open"
+
+
+def test_an_incident_keeps_the_graph_it_opened_with_across_a_restart(tmp_path: Path) -> None:
+    service, clock = make_service(T0, data_dir=tmp_path)
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"payment": Fault(error_rate=0.5)}
+    drive(service, clock, shop, 20, evaluate=True)
+    manager = service.parts["diagnosis"].manager
+    (inc,) = manager.incidents()
+    detail = manager.detail_json(inc.id)
+    graph = detail["graph"]
+    roles = {n["id"]: n["role"] for n in graph["nodes"]}
+    assert roles["payment"] == "root"
+    assert {"checkout", "frontend"} <= {k for k, v in roles.items() if v == "impacted"}
+    calls = {(e["source"], e["target"]): e for e in graph["edges"]}
+    # The failing call at its worst while the incident was open (a 60 s window: ~half of
+    # its calls in the last 20 s failed).
+    assert calls[("checkout", "payment")]["error_ratio"] > 0.1
+    assert ("frontend", "checkout") in calls
+    payment = next(n for n in graph["nodes"] if n["id"] == "payment")
+    assert payment["health"] in ("failing", "degraded") and payment["rate_rps"] > 0
+    assert graph["captured_at"] <= graph["updated_at"] <= clock.t
+
+    # The incident resolves; later traffic (healthy again) does not touch its graph.
+    shop.faults = {}
+    drive(service, clock, shop, 60, evaluate=True)
+    assert manager.incidents()[0].status == "resolved"
+    graph = manager.detail_json(inc.id)["graph"]
+    assert {(e["source"], e["target"]): e for e in graph["edges"]}[
+        ("checkout", "payment")]["error_ratio"] > 0.1
+    drive(service, clock, shop, 30, evaluate=True)
+    assert manager.detail_json(inc.id)["graph"] == graph
+    manager.store.close()
+    # Traffic forgotten (a new collector, nothing ingested): the stored graph is unchanged.
+    again, _ = make_service(clock.t + 600, data_dir=tmp_path)
+    stored = again.parts["diagnosis"].manager.detail_json(inc.id)
+    assert stored["graph"] == graph
+    assert again.parts["diagnosis"].manager.detail_json("no-such-id") is None
+    again.parts["diagnosis"].manager.store.close()
+
+
+def test_the_detail_api_serves_the_whole_history_and_404s_an_unknown_id() -> None:
+    service, clock = make_service(T0)
+    shop = Shop()
+    drive(service, clock, shop, 80)
+    shop.faults = {"payment": Fault(error_rate=0.5)}
+    drive(service, clock, shop, 20, evaluate=True)
+    manager = service.parts["diagnosis"].manager
+    (inc,) = manager.incidents()
+    assert manager.note(inc.id, "paged", "paged payments through http://am:9093", clock.t)
+    assert not manager.note("gone", "paged", "nobody", clock.t)
+    app = Starlette(routes=service.routes)
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path)
+
+    body = asyncio.run(get(f"/api/incidents/{inc.id}")).json()
+    assert body["id"] == inc.id and body["graph"]["nodes"]
+    assert [e["event"] for e in body["history"]][0] == "opened"
+    assert body["history"][-1] == {"at": clock.t, "event": "paged",
+                                   "summary": "paged payments through http://am:9093"}
+    missing = asyncio.run(get("/api/incidents/nope"))
+    assert missing.status_code == 404 and "no incident 'nope'" in missing.json()["error"]
