@@ -111,6 +111,7 @@ def shell(config: Settings) -> html.Div:
             html.Span("Conway", className="brand"),
             dcc.Link("Overview", href="/", id="nav-overview"),
             dcc.Link("Teams", href="/teams", id="nav-teams"),
+            dcc.Link("Incidents", href="/incidents", id="nav-incidents"),
             dcc.Link("Demo", href="/demo", id="nav-demo"),
             dcc.Checklist(
                 id="pause",

@@ -100,6 +100,8 @@ class Source(Protocol):
 
     def graph(self, window_s: float) -> dict[str, Any]: ...
     def incidents(self) -> list[dict[str, Any]]: ...
+    def incident_list(self) -> list[dict[str, Any]]: ...
+    def incident(self, incident_id: str) -> dict[str, Any]: ...
     def teams(self) -> dict[str, Any]: ...
     def team(self, name: str, window_s: float) -> dict[str, Any]: ...
     def teammap(self, window_s: float) -> dict[str, Any]: ...
@@ -127,6 +129,16 @@ class CollectorClient(_JsonClient):
     def incidents(self) -> list[dict[str, Any]]:
         body = self.request("GET", "/api/incidents", params={"status": "open"}) or {}
         return [i for i in body.get("incidents", []) if isinstance(i, dict)]
+
+    def incident_list(self) -> list[dict[str, Any]]:
+        """Open and resolved incidents, newest first."""
+        body = self.request("GET", "/api/incidents") or {}
+        return [i for i in body.get("incidents", []) if isinstance(i, dict)]
+
+    def incident(self, incident_id: str) -> dict[str, Any]:
+        """One incident with its whole history and its stored graph."""
+        return dict(self.request("GET", "/api/incidents/" + quote(incident_id, safe=""))
+                    or {})
 
     def teams(self) -> dict[str, Any]:
         return dict(self.request("GET", "/api/teams") or {})

@@ -390,6 +390,38 @@ def apply_highlight(elements: list[Element], highlight: Mapping[str, Any] | None
         el["classes"] = " ".join(classes)
 
 
+def incident_elements(graph: Mapping[str, Any] | None) -> list[Element]:
+    """An incident's stored graph (``/api/incidents/{id}``: its root cause, blast radius and
+    their calls at their worst while it was open) as Cytoscape elements: the root cause
+    marked ``root-cause``, the rest ``impacted`` (for a shared host, the services it slowed)."""
+    out: list[Element] = []
+    names = set()
+    for n in (graph or {}).get("nodes", []) or []:
+        if not isinstance(n, Mapping) or not n.get("id"):
+            continue
+        name = str(n["id"])
+        names.add(name)
+        health = str(n.get("health") or "unknown")
+        kind = "virtual" if n.get("kind") == "virtual" else "service"
+        role = "root-cause" if n.get("role") == "root" else "impacted"
+        out.append({"data": {"id": node_el_id(name), "name": name, "health": health,
+                             "label": display_text(name) + "\n" + _metrics_line(n),
+                             "color": health_color(health), "role": str(n.get("role"))},
+                    "classes": " ".join((health, kind, role))})
+    for e in (graph or {}).get("edges", []) or []:
+        if not isinstance(e, Mapping):
+            continue
+        src, dst = str(e.get("source")), str(e.get("target"))
+        if src not in names or dst not in names:
+            continue
+        out.append({"data": {"id": edge_el_id(src, dst), "source": node_el_id(src),
+                             "target": node_el_id(dst), "width": 2.5,
+                             "color": edge_color(e.get("error_ratio")),
+                             "label": _metrics_line(e)},
+                    "classes": "blast"})
+    return out
+
+
 def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
     """The graph's stylesheet; ``stale`` greys everything out while the collector is away."""
     sheet: list[dict[str, Any]] = [

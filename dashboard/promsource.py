@@ -283,6 +283,19 @@ class PrometheusSource(_JsonClient):
                                                  "inhibited": "true"})
         return incidents_from_alerts(body if isinstance(body, list) else [])
 
+    def incident_list(self) -> list[dict[str, Any]]:
+        """The open ones only: Alertmanager forgets resolved alerts (the collectors keep
+        them)."""
+        return self.incidents()
+
+    def incident(self, incident_id: str) -> dict[str, Any]:
+        for inc in self.incidents():
+            if inc["id"] == incident_id:
+                return inc
+        raise ApiError(f"no open incident {incident_id!r} in Alertmanager; resolved incidents, "
+                       f"their history and stored graph are kept by the collectors: open a "
+                       f"replica's own dashboard", status=404)
+
     def close(self) -> None:
         super().close()
         if self.alertmanager is not None:

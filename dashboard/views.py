@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from dash import dcc, html
 from dash.development.base_component import Component
@@ -154,6 +155,10 @@ def _incident_block(inc: Mapping[str, Any], now: float, names: Mapping[str, str]
                 html.Span("team "),
                 team_link(rc.get("team"), names.get(str(rc.get("team")))),
                 html.Span(f" · since {ago(inc.get('started_at'), now)}"),
+                html.Span(" · "),
+                dcc.Link("incident page", href="/incidents/" + quote(str(inc.get("id", root)),
+                                                                     safe=""),
+                         className="incident-page-link"),
                 html.Span(
                     f" · confidence {float(confidence) * 100:.0f}%"
                     if isinstance(confidence, int | float)
