@@ -4,7 +4,7 @@ Each open incident (as the last evaluation tick left it, ``Diagnosis.latest``) b
 
 - one ``ConwayRootCause`` alert for its root cause, labels ``alertname``, ``service`` (the
   host, for a ``shared-host`` incident) and ``root_cause`` (the same), ``team`` (absent when
-  nobody owns it), ``kind``, ``severity="page"``; annotations ``incident`` (its id),
+  nobody owns it), ``severity="page"``; annotations ``incident`` (its id), ``kind``,
   ``summary``, ``description`` (the evidence), ``runbook_url``, ``dashboard_url``, ``on_call``,
   ``channel`` where known;
 - one ``ConwayImpacted`` alert per impacted service, ``severity="info"``, labelled with the
@@ -12,11 +12,11 @@ Each open incident (as the last evaluation tick left it, ``Diagnosis.latest``) b
   tell that team without waking it (``deploy/alertmanager.yml`` sends ``info`` to chat and
   inhibits it for a team that is paged for the same root cause).
 
-The incident id is an annotation, not a label: past one collector each replica (fed its share
-of the traces) opens its own incident, with its own id, for the same root cause; with the same
-labels their alerts are one alert in Alertmanager, hence one page. An incident's kind only
-escalates (latency, then errors, then down); grouping by ``alertname``, ``team`` and
-``service`` keeps an escalation in the same notification group.
+The incident id and the kind are annotations, not labels: past one collector each replica
+(fed its share of the traces) opens its own incident, with its own id, for the same root cause,
+and may judge its kind a moment apart; with the same labels their alerts are one alert in
+Alertmanager, hence one page. So too an incident whose kind escalates (latency, then errors,
+then down): the same alert, its annotations updated, not a second page.
 
 ``Pager.tick`` (after each evaluation tick, and every ``interval_s``, from the pager's own
 task) compares them with what it sent:
@@ -112,7 +112,8 @@ class Alert:
                             "source": labels.get("service", ""),
                             "severity": "critical" if self.page else "info",
                             "timestamp": _rfc3339(at), "component": labels.get("service", ""),
-                            "group": labels.get("team", ""), "class": labels.get("kind", ""),
+                            "group": labels.get("team", ""),
+                            "class": self.annotations.get("kind", ""),
                             "custom_details": {"labels": dict(labels),
                                                "annotations": dict(self.annotations)}},
                 "links": [{"href": self.generator_url, "text": "Conway"}]
@@ -142,8 +143,8 @@ def alerts_for(incident: Mapping[str, Any], dashboard_url: str | None = None) ->
     for d in impacted[:10]:
         description += f"\n{d.get('summary', '')}"
     labels = _clean({"alertname": ROOT_ALERT, "service": service, "root_cause": service,
-                     "team": team, "kind": kind, "severity": "page"})
-    annotations = _clean({"incident": inc_id, "summary": summary,
+                     "team": team, "severity": "page"})
+    annotations = _clean({"incident": inc_id, "kind": kind, "summary": summary,
                           "description": description[:MAX_DESCRIPTION_CHARS],
                           "runbook_url": page.get("runbook"), "dashboard_url": link,
                           "on_call": page.get("on_call"), "channel": page.get("channel"),
@@ -155,9 +156,8 @@ def alerts_for(incident: Mapping[str, Any], dashboard_url: str | None = None) ->
                  if dashboard_url else "")
         out.append(Alert(
             _clean({"alertname": IMPACT_ALERT, "service": victim, "team": d.get("team"),
-                    "kind": kind, "severity": "info", "root_cause": service,
-                    "root_cause_team": team}),
-            _clean({"incident": inc_id,
+                    "severity": "info", "root_cause": service, "root_cause_team": team}),
+            _clean({"incident": inc_id, "kind": kind,
                     "summary": f"{victim} is impacted by {service} ({kind}), owned by "
                                f"{owner}: not yours to fix",
                     "description": str(d.get("summary", ""))[:MAX_DESCRIPTION_CHARS],

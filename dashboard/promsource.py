@@ -496,7 +496,7 @@ def incidents_from_alerts(alerts: Iterable[Any]) -> list[dict[str, Any]]:
             "id": str(ann.get("incident") or service), "status": "open",
             "started_at": _parse_time(a.get("startsAt")), "source": "alertmanager",
             "root_cause": {"service": service, "team": labels.get("team"),
-                           "kind": labels.get("kind"),
+                           "kind": ann.get("kind") or labels.get("kind"),
                            "evidence": {"summary": description.split("\n", 1)[0]}},
             "impacted": sorted(victims.get(service, []), key=lambda d: str(d["service"])),
             "page": page, "confidence": None, "version_change": None,

@@ -25,7 +25,7 @@ def lines(path: str, notification: dict[str, Any]) -> list[str]:
     for alert in notification.get("alerts", []):
         lab, ann = alert.get("labels", {}), alert.get("annotations", {})
         team = lab.get("team") or ann.get("owner") or "no owner"
-        what = f"{lab.get('service', '?')} {lab.get('kind', '')}".strip()
+        what = f"{lab.get('service', '?')} {ann.get('kind', '')}".strip()
         if alert.get("status") == "resolved":
             word = "RESOLVED" if path == "/page" else "info resolved"
             out.append(f"{word} → {team}: {what}")

@@ -13,9 +13,10 @@ evaluation tick found at ``now``:
   after it is back, which read as errors): that is one incident for the team to page, whose
   kind is the most severe seen (down, then errors, then latency), each change in its history;
 - an open incident whose root cause has been absent for ``quiet_s`` (default 30 s) resolves;
-- an open incident whose root cause is absent and now listed as *impacted* by a root cause
-  found this tick resolves at once, with a ``moved`` event naming where the verdict went (its
-  page was wrong; the pager resolves it and pages the new root cause's team).
+- an open incident whose root cause has been absent ``MOVE_AFTER_S`` (3 s) and is now listed
+  as *impacted* by a root cause found this tick resolves then, with a ``moved`` event naming
+  where the verdict went (its page was wrong; the pager resolves it and pages the new root
+  cause's team).
 
 ``IncidentStore`` persists incidents and their history (opened / updated / resolved events) in
 SQLite, WAL mode, at ``data_dir/incidents.sqlite3`` — or in memory when there is no data dir.
@@ -54,6 +55,7 @@ from collector.diagnosis.versions import VersionTracker
 from collector.model import Snapshot
 
 QUIET_S = 30.0
+MOVE_AFTER_S = 3.0  # an incident whose root cause became another's victim moves after this
 MAX_INCIDENTS = 1_000
 MAX_HISTORY = 100
 MAX_IMPACTED = 200
@@ -386,12 +388,14 @@ class IncidentManager:
                         self.store.save(inc)
             # A root cause now listed as impacted by another: the verdict moved (checkout's
             # errors were payment's, once payment's spans showed). The old page is wrong; it
-            # resolves now rather than after quiet_s, and says where the verdict went.
+            # resolves MOVE_AFTER_S after the old root cause was last found (a verdict that
+            # flips for a tick or two must not page twice) rather than after quiet_s, and
+            # says where the verdict went.
             victim_of = {i.service: c.service for c in causes for i in c.impacted}
             for key, inc in open_by_key.items():
                 if key in present:
                     continue
-                if key in victim_of:
+                if key in victim_of and now - inc.last_seen >= MOVE_AFTER_S:
                     inc.status, inc.resolved_at, inc.updated_at = "resolved", now, now
                     self._log(inc, "moved", f"verdict moved to {victim_of[key]}: {key} is "
                                             f"impacted by it, not a root cause")

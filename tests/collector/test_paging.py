@@ -58,10 +58,12 @@ def test_an_incident_pages_its_root_cause_team_and_informs_the_victims() -> None
                         "http://dash.example:8050")
     root, *victims = alerts
     assert dict(root.labels) == {"alertname": ROOT_ALERT, "service": "payment",
-                                 "root_cause": "payment", "team": "payments", "kind": "errors",
+                                 "root_cause": "payment", "team": "payments",
                                  "severity": "page"}
     ann = root.annotations
-    assert ann["incident"] == "i1"  # not a label: replicas' ids differ, their pages must not
+    # Not labels: replicas' ids differ and their kinds may, an incident's kind escalates;
+    # none of that may make a second page.
+    assert (ann["incident"], ann["kind"]) == ("i1", "errors")
     assert ann["summary"] == "payment errors: page payments; impacted checkout, frontend"
     assert "41 of 96" in ann["description"] and "ab" * 16 in ann["description"]
     assert ann["runbook_url"] == "https://runbooks.example/payments"

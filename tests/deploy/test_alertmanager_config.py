@@ -44,7 +44,7 @@ def test_the_example_routing_is_valid_and_pages_only_the_root_cause_team() -> No
         assert route(config, "alertname=ConwayImpacted", "severity=info",
                      f"team={team}", "root_cause_team=payments") == f"{team}-chat"
     assert route(config, "alertname=ConwayRootCause", "severity=page",
-                 "kind=shared-host") == "platform"
+                 "service=vm") == "platform"
 
 
 def test_the_demo_routing_is_valid_as_compose_and_make_demo_use_it(tmp_path: Path) -> None:

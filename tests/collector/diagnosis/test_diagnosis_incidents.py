@@ -238,12 +238,16 @@ def test_a_root_cause_now_impacted_by_another_moves_the_verdict_at_once() -> Non
 
     manager = IncidentManager(IncidentStore(), quiet_s=30.0)
     manager.evaluate([cause("checkout")], T0)  # checkout's errors, before payment's spans
-    manager.evaluate([cause("payment", ("checkout", "frontend"))], T0 + 2)
+    manager.evaluate([cause("payment", ("checkout", "frontend"))], T0 + 1)
     by = {i.key: i for i in manager.incidents()}
     assert by["payment"].status == "open"
-    old = by["checkout"]
-    # Resolved now, not after the 30 s quiet period, saying where the verdict went.
-    assert old.status == "resolved" and old.resolved_at == T0 + 2
+    # A verdict that flips for a tick must not page twice: not yet.
+    assert by["checkout"].status == "open"
+    manager.evaluate([cause("payment", ("checkout", "frontend"))], T0 + 3)
+    old = {i.key: i for i in manager.incidents()}["checkout"]
+    # Resolved 3 s after checkout was last named, not after the 30 s quiet period, saying
+    # where the verdict went.
+    assert old.status == "resolved" and old.resolved_at == T0 + 3
     assert old.history[-1]["event"] == "moved"
     assert "verdict moved to payment" in old.history[-1]["summary"]
     # A root cause that merely went quiet still waits for the quiet period.
