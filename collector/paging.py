@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import math
@@ -69,6 +70,7 @@ MAX_QUEUE = 1_000  # alerts (Alertmanager) or events (webhook) a sink holds whil
 BACKOFF_MAX_S = 60.0
 SEND_TIMEOUT_S = 5.0
 POLL_S = 0.1  # how often the pager looks for a new evaluation
+FINAL_FLUSH_S = 2.0  # at shutdown, the time given to deliver what is still queued
 MAX_DESCRIPTION_CHARS = 4_000
 MAX_IMPACTED_ALERTS = 50  # per incident: the rest are counted in the root cause's annotation
 
@@ -391,6 +393,21 @@ class Pager:
                     await self.flush(client)
                 await asyncio.sleep(POLL_S)
 
+    async def last_flush(self) -> None:
+        """At shutdown: one more try, within ``FINAL_FLUSH_S``, for what is still queued (a
+        resolve queued just before a stop would otherwise be lost with the process)."""
+        if not any(s.queued() for s in self.sinks):
+            return
+        async with httpx.AsyncClient(timeout=FINAL_FLUSH_S, trust_env=False) as client:
+            for s in self.sinks:
+                s._retry_at = 0.0  # no backoff wait: this is the last chance
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(client), FINAL_FLUSH_S)
+        lost = sum(s.queued() for s in self.sinks)
+        if lost:
+            print(f"conway collector: paging: {lost} alerts or events were not delivered "
+                  f"before stopping", file=sys.stderr, flush=True)
+
     def _complain(self, what: str, exc: Exception) -> None:
         key = f"{what}: {type(exc).__name__}"
         if key not in self._complained:
@@ -462,5 +479,6 @@ def install(service: Any, config: Any, diagnosis: Any) -> Pager | None:
 
     service.parts["pager"] = pager
     service.routes.append(Route("/api/paging", paging, methods=["GET"]))
-    service.run_in_background(lambda: pager.run(lambda: int(diagnosis.latest.seq)))
+    service.run_in_background(lambda: pager.run(lambda: int(diagnosis.latest.seq)),
+                              pager.last_flush)
     return pager

@@ -211,3 +211,26 @@ def test_a_sink_holds_a_bounded_queue_and_counts_what_it_drops(make: Any) -> Non
     assert dropped.value == 2 and dropped.labels == {"sink": "http://127.0.0.1:9",
                                                      "kind": sink.kind}
     assert metrics["conway_paging_firing_alerts"].samples[0].value == 5
+
+
+def test_at_a_stop_what_is_queued_gets_one_last_try(capsys: pytest.CaptureFixture[str]) -> None:
+    rec = Receiver()
+    rec.fail_next = 1
+    try:
+        current = [incident("p1", "payment", "payments", {})]
+        sink = WebhookSink(rec.url + "/events")
+        pager = Pager(lambda: current, [sink])
+        now = time.time()
+        drive(pager, now)  # fails: backing off for a second
+        current.clear()
+        pager.tick(now + 0.1)  # the resolve, queued behind the trigger
+        assert sink.queued() == 2
+        asyncio.run(pager.last_flush())  # no waiting out the backoff at a stop
+        assert [e["event_action"] for e in rec.at("/events")] == ["trigger", "resolve"]
+    finally:
+        rec.close()
+    dead = Pager(lambda: [incident("p2", "payment", "payments", {})],
+                 [AlertmanagerSink(f"http://127.0.0.1:{free_port()}")])
+    dead.tick()
+    asyncio.run(dead.last_flush())
+    assert "1 alerts or events were not delivered before stopping" in capsys.readouterr().err
