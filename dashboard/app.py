@@ -178,7 +178,7 @@ def refresh(_n: int | None, state: dict[str, Any] | None) -> dict[str, Any]:
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
     """Collector banner, who-to-page banner and the header's status line for one state."""
-    collector = views.collector_banner(state, now)
+    collector = views.collector_banner(state, now) or views.paging_banner(state)
     page = views.page_banner(
         (state or {}).get("incidents", []) or [], now, (state or {}).get("team_names") or {}
     )

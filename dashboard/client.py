@@ -102,6 +102,7 @@ class Source(Protocol):
     def incidents(self) -> list[dict[str, Any]]: ...
     def incident_list(self) -> list[dict[str, Any]]: ...
     def incident(self, incident_id: str) -> dict[str, Any]: ...
+    def paging(self) -> dict[str, Any] | None: ...
     def teams(self) -> dict[str, Any]: ...
     def team(self, name: str, window_s: float) -> dict[str, Any]: ...
     def teammap(self, window_s: float) -> dict[str, Any]: ...
@@ -134,6 +135,17 @@ class CollectorClient(_JsonClient):
         """Open and resolved incidents, newest first."""
         body = self.request("GET", "/api/incidents") or {}
         return [i for i in body.get("incidents", []) if isinstance(i, dict)]
+
+    def paging(self) -> dict[str, Any] | None:
+        """The collector's pager: each sink's sent, failed, queued and last error; None when
+        it pages nowhere (no ``--alertmanager`` or ``--page-webhook``)."""
+        try:
+            body = self.request("GET", "/api/paging")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(body) if isinstance(body, dict) else None
 
     def incident(self, incident_id: str) -> dict[str, Any]:
         """One incident with its whole history and its stored graph."""

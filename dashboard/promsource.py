@@ -283,6 +283,10 @@ class PrometheusSource(_JsonClient):
                                                  "inhibited": "true"})
         return incidents_from_alerts(body if isinstance(body, list) else [])
 
+    def paging(self) -> dict[str, Any] | None:
+        """Each collector pages on its own; their pagers' state is on their /api/paging."""
+        return None
+
     def incident_list(self) -> list[dict[str, Any]]:
         """The open ones only: Alertmanager forgets resolved alerts (the collectors keep
         them)."""

@@ -24,6 +24,7 @@ class Fetched:
     incidents: list[dict[str, Any]] | None = None
     incidents_error: str | None = None
     team_names: dict[str, str] | None = None
+    paging: dict[str, Any] | None = None  # the collector's pager, when it has one
     error: str | None = None
     unreachable: bool = False
     notes: list[str] = field(default_factory=list)
@@ -42,6 +43,7 @@ def initial_state(collector_url: str, source: str = "Collector") -> State:
         "incidents": [],
         "incidents_error": None,
         "team_names": {},
+        "paging_errors": [],
         "positions": P.empty_positions(),
     }
 
@@ -59,6 +61,10 @@ def fetch(client: Source, window_s: float) -> Fetched:
         out.incidents = client.incidents()
     except ApiError as exc:
         out.incidents_error = str(exc)
+    try:
+        out.paging = client.paging()
+    except ApiError:
+        out.paging = None  # its incidents still show; the pager's state is decoration
     try:
         teams = client.teams()
         out.team_names = {
@@ -100,6 +106,12 @@ def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: fl
         state["incidents_error"] = fetched.incidents_error
     if fetched.team_names is not None:
         state["team_names"] = fetched.team_names
+    # Sinks the collector cannot deliver pages to: said on every page, since a page that
+    # does not leave is what on call must not miss.
+    state["paging_errors"] = [
+        {k: s.get(k) for k in ("sink", "kind", "last_error", "queued", "failures")}
+        for s in (fetched.paging or {}).get("sinks", []) or []
+        if isinstance(s, dict) and s.get("last_error")]
     state["positions"] = P.assign(state.get("positions"), graph["nodes"])
     return state
 

@@ -91,6 +91,22 @@ def collector_banner(state: State | None, now: float) -> Component | None:
     return html.Div(lines, id="collector-banner", className="banner banner-unreachable")
 
 
+def paging_banner(state: State | None) -> Component | None:
+    """"Pages are not getting through" while the collector cannot deliver to a sink."""
+    failing = [s for s in (state or {}).get("paging_errors", []) or [] if isinstance(s, dict)]
+    if not failing:
+        return None
+    lines: list[Component] = [html.Strong(
+        "Pages are not getting through: the collector cannot reach "
+        + ", ".join(display_text(f"{s.get('kind')} {s.get('sink')}") for s in failing)
+        + ". Incidents still show here; it keeps retrying.")]
+    for s in failing:
+        lines.append(html.Div(display_text(
+            f"{s.get('sink')}: {s.get('last_error')} ({s.get('queued')} alerts waiting, "
+            f"{s.get('failures')} failed sends)"), className="banner-detail"))
+    return html.Div(lines, id="paging-banner", className="banner banner-unreachable")
+
+
 def page_banner(
     incidents: Sequence[Mapping[str, Any]],
     now: float,

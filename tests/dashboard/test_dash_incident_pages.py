@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from dash_procs import StartCollector, StartDashboard
 from dash_traffic import Shop
+from procs import free_port
 from test_dash_browser import cy_state, screenshot, send, until
 
 
@@ -47,11 +48,15 @@ def test_incident_pages_show_the_timeline_evidence_and_the_graph_kept_across_a_r
     processes: list[Any], tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    url = start_collector(extra=["--data-dir", str(data)])
+    # It pages to an Alertmanager that is not there: the dashboard must say so.
+    dead = f"http://127.0.0.1:{free_port()}"
+    url = start_collector(extra=["--data-dir", str(data), "--alertmanager", dead])
     inc = open_payment_incident(url)
     dash_url = start_dashboard(url)
 
     browser.driver.get(dash_url + "/incidents")
+    banner = until("the paging banner", lambda: browser.find_element("#paging-banner").text)
+    assert "Pages are not getting through" in banner and dead in banner
     link = until("payment in the incident list",
                  lambda: [a for a in browser.find_elements(".incident-link")
                           if a.text == "payment"])
@@ -63,6 +68,7 @@ def test_incident_pages_show_the_timeline_evidence_and_the_graph_kept_across_a_r
         f"/incidents/{inc['id']}"))
     timeline = until("the timeline", lambda: browser.find_element("#inc-timeline").text)
     assert "opened" in timeline and "payment" in timeline
+    assert "No page sent" in browser.find_element(".inc-paged").text  # none delivered
     # Trace ids a person can look up, and the impacted services (the page refreshes every
     # second, so each is read until it holds).
     until("example trace ids", lambda: re.search(
@@ -90,6 +96,8 @@ def test_incident_pages_show_the_timeline_evidence_and_the_graph_kept_across_a_r
     url2 = start_collector(extra=["--data-dir", str(data)])
     dash2 = start_dashboard(url2)
     browser.driver.get(dash2 + f"/incidents/{inc['id']}")
+    until("no paging banner without a pager", lambda: browser.find_element(
+        "#inc-timeline") and not browser.find_elements("#paging-banner"))
     again = until("the stored graph after a restart", lambda: (d := drawn(browser)) and
                   "s:payment" in d and d)
     assert set(again) == set(nodes)
