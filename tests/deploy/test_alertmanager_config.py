@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,60 @@ def test_the_demo_routing_is_valid_as_compose_and_make_demo_use_it(tmp_path: Pat
     assert check.returncode == 0, check.stdout + check.stderr
     assert route(config, "severity=page", "team=payments") == "pages"
     assert route(config, "severity=info", "team=orders") == "chat"
+
+
+def test_the_example_is_what_the_generator_writes_for_the_demo_catalog() -> None:
+    from collector.alert_routes import render
+
+    assert (ROOT / "deploy" / "alertmanager.yml").read_text() == render(
+        ROOT / "catalog" / "catalog-info.yaml", "catalog/catalog-info.yaml")
+
+
+CATALOG = """\
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata:
+  name: checkout-team
+  annotations:
+    pagerduty.com/integration-key: 0123456789abcdef0123456789abcdef
+    conway.dev/chat-channel: "#checkout"
+spec: {type: team, children: []}
+---
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata: {name: quiet-team}
+spec: {type: team, children: []}
+"""
+
+
+def test_routes_from_a_catalog_use_its_keys_and_channels(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog-info.yaml"
+    catalog.write_text(CATALOG)
+    out = subprocess.run([sys.executable, "-m", "collector.alert_routes", "--catalog",
+                          str(catalog)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(out.stdout)
+    doc = yaml.safe_load(out.stdout)
+    receivers = {r["name"]: r for r in doc["receivers"]}
+    # The integration key is the Events v2 routing key, used as it is; the channel too.
+    assert receivers["checkout-team-page"]["pagerduty_configs"][0]["routing_key"] == (
+        "0123456789abcdef0123456789abcdef")
+    assert receivers["checkout-team-chat"]["slack_configs"][0]["channel"] == "#checkout"
+    # A team that says nothing gets placeholders to fill in, never someone else's pager.
+    assert "webhook_configs" in receivers["quiet-team-page"]
+    assert "pagerduty_configs" not in receivers["quiet-team-page"]
+    assert route(config, "severity=page", "team=checkout-team") == "checkout-team-page"
+    assert route(config, "severity=info", "team=quiet-team") == "quiet-team-chat"
+
+
+def test_a_catalog_the_collector_refuses_is_refused_here_too(tmp_path: Path) -> None:
+    bomb = tmp_path / "catalog-info.yaml"
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)))
+    out = subprocess.run([sys.executable, "-m", "collector.alert_routes", "--catalog",
+                          str(bomb)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "the catalog is invalid" in out.stderr
+    assert out.stdout == ""
