@@ -63,10 +63,12 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
 
 
 def shop_batch(rng: random.Random, first_id: int, traces: int, t0_ns: int,
-               id_prefix: bytes = b"") -> tuple[bytes, int, int]:
+               id_prefix: bytes = b"", fail: dict[str, float] | None = None
+               ) -> tuple[bytes, int, int]:
     """(OTLP protobuf body, spans, calls) for ``traces`` whole shop traces numbered from
     ``first_id``; trace ids are ``id_prefix`` + the number, 16 bytes in all. Realistic spans:
-    semantic-convention attributes, 2% of calls failing on both halves."""
+    semantic-convention attributes, 2% of calls failing on both halves (``fail``: another
+    share for the calls to some servers, a fault there)."""
     req = ExportTraceServiceRequest()
     scopes = {}
     for svc in SERVICES:
@@ -90,7 +92,7 @@ def shop_batch(rng: random.Random, first_id: int, traces: int, t0_ns: int,
             cid = (n * 16 + 2 * j + 1).to_bytes(8, "big")
             sid = (n * 16 + 2 * j + 2).to_bytes(8, "big")
             dur = int(rng.lognormvariate(16, 0.5))
-            err = rng.random() < 0.02
+            err = rng.random() < (fail or {}).get(server, 0.02)
             c = scopes[client].add()
             c.trace_id, c.span_id, c.parent_span_id = trace, cid, root_id
             c.name, c.kind = f"GET {server}", 3
