@@ -240,7 +240,8 @@ class AlertmanagerSink(Sink):
         self._pending.pop(alert.key, None)
         self._pending[alert.key] = (alert, ends_at)
         while len(self._pending) > self.max_queue:
-            self._pending.popitem(last=False)
+            key, _ = self._pending.popitem(last=False)
+            self.delivered.discard(key)
             self.dropped += 1
 
     def firing(self, alert: Alert, now: float) -> None:
@@ -281,7 +282,8 @@ class WebhookSink(Sink):
     def _put(self, key: str, event: dict[str, Any]) -> None:
         self._events.append((key, event))
         while len(self._events) > self.max_queue:
-            self._events.popleft()
+            key, _ = self._events.popleft()
+            self.delivered.discard(key)
             self.dropped += 1
 
     def firing(self, alert: Alert, now: float) -> None:

@@ -384,8 +384,12 @@ class IncidentManager:
                 else:
                     self._update(inc, cause, now)
                     if snap is not None:
-                        inc.graph = incident_graph(snap, inc, now, inc.graph)
-                        self.store.save(inc)
+                        graph = incident_graph(snap, inc, now, inc.graph)
+                        old = inc.graph or {}
+                        if (graph["nodes"], graph["edges"]) != (old.get("nodes"),
+                                                                old.get("edges")):
+                            inc.graph = graph  # worse numbers or a new victim: kept
+                            self.store.save(inc)
             # A root cause now listed as impacted by another: the verdict moved (checkout's
             # errors were payment's, once payment's spans showed). The old page is wrong; it
             # resolves MOVE_AFTER_S after the old root cause was last found (a verdict that
