@@ -269,8 +269,11 @@ class SharedHosts:
         for c in causes:
             recent = c.evidence.get("window") == "recent"
             if c.kind == LATENCY:
+                # The floor is judged on the last few seconds whichever window named it: a
+                # sleep that began there lifts every request since, while the detection
+                # window still holds the seconds before it.
                 if starved(c.service, recent) and not self._floor_rose(
-                        c.service, recent_start if recent else t0, now, t0, baseline_s):
+                        c.service, recent_start, now, t0, baseline_s):
                     out.add(c.service)
             elif c.kind == ERRORS and _timing_out(c) and _mostly_unanswered(c) \
                     and not c.virtual:
