@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from procs import free_port
+from procs import free_port, stop
 
 AM_BIN = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 needs_alertmanager = pytest.mark.skipif(
@@ -118,11 +118,11 @@ def start_alertmanager(tmp: Path, config: str, port: int | None = None
     cfg.write_text(config)
     data = tmp / f"am-data-{port}"
     data.mkdir(exist_ok=True)
-    log = (tmp / f"alertmanager-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [AM_BIN, f"--config.file={cfg}", f"--storage.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=log, stderr=subprocess.STDOUT)
+    with (tmp / f"alertmanager-{port}.log").open("wb") as log:  # the child keeps its own fd
+        proc = subprocess.Popen(
+            [AM_BIN, f"--config.file={cfg}", f"--storage.path={data}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -138,14 +138,8 @@ def start_alertmanager(tmp: Path, config: str, port: int | None = None
     raise RuntimeError("alertmanager did not become ready")
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# Alertmanager processes are ended like every other child of a test (``procs.stop``).
+stop_process = stop
 
 
 def am_alerts(url: str) -> list[dict[str, Any]]:
