@@ -22,6 +22,7 @@ from procs import REPO, start_collector, stop
 
 TOKEN = "live-diagnosis-token"
 WAIT_S = 30.0  # the longest a verdict may take here before the test gives up
+HOG_WAIT_S = 60.0  # the same for the CPU hog's shared-host incident (see the test)
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +50,15 @@ def incidents(url: str) -> list[dict[str, Any]]:
     return list(body["incidents"])
 
 
-def wait_for(what: str, check: Any, url: str) -> tuple[float, list[dict[str, Any]]]:
+def wait_for(what: str, check: Any, url: str,
+             wait_s: float = WAIT_S) -> tuple[float, list[dict[str, Any]]]:
     start = time.monotonic()
-    while time.monotonic() - start < WAIT_S:
+    while time.monotonic() - start < wait_s:
         listed = incidents(url)
         if check(listed):
             return time.monotonic() - start, listed
         time.sleep(0.1)
-    raise AssertionError(f"no {what} within {WAIT_S:g} s: {incidents(url)}")
+    raise AssertionError(f"no {what} within {wait_s:g} s: {incidents(url)}")
 
 
 def test_fresh_start_names_payment_with_its_blast_radius_from_the_traces(
@@ -101,7 +103,9 @@ def test_a_cpu_hog_is_one_shared_host_incident(demo: tuple[str, Shop]) -> None:
         def shared(listed: list[dict[str, Any]]) -> bool:
             return any(i["root_cause"]["kind"] == "shared-host" for i in listed)
 
-        took, _ = wait_for("shared-host incident", shared, url)
+        # A hog in one process takes at most about a core (the GIL): on a busy 2-core host
+        # the slowdown it adds can take a while to stand out (seconds are the campaign's).
+        took, _ = wait_for("shared-host incident", shared, url, wait_s=HOG_WAIT_S)
         time.sleep(10)  # give any per-service incident time to open too
         opened = [i for i in incidents(url) if i["id"] not in before]
     finally:
