@@ -50,8 +50,9 @@ from collector.checkpoint import (
 from collector.diagnosis.incidents import IncidentStoreError
 from collector.ownership.catalog import CatalogInvalid
 from collector.pairing import PairingConfig
-from collector.scraper import TopologyError, topology_targets
+from collector.scraper import topology_targets
 from collector.service import CollectorConfig, CollectorService
+from collector.topology import TopologyError
 from collector.wiring import build_app, build_service
 
 TOKEN_ENV = "CONWAY_INGEST_TOKEN"

@@ -28,29 +28,18 @@ from dataclasses import dataclass, field
 
 from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import Attributes, Call, ConnectionType, SpanRecord
-
-USER_NODE = "user"
-
-_SERVER = 2
-_CLIENT = 3
-_PRODUCER = 4
-_CONSUMER = 5
-
-# Which span attributes name the peer of an outgoing call, in order. Conway's default puts the
-# database's own name ahead of the network address, so `db.namespace=orders` names the node
-# `orders` even when `server.address` is 127.0.0.1; `TEMPO_PEER_ATTRIBUTES` is Tempo's order.
-PEER_ATTRIBUTES: tuple[str, ...] = (
-    "peer.service",
-    "service.peer.name",
-    "peer.service.name",
-    "db.namespace",
-    "db.name",
-    "db.system",
-    "db.system.name",
-    "messaging.system",
-    "server.address",
-    "net.peer.name",
+from collector.vocabulary import (
+    CALLER_ATTRIBUTES,
+    DATABASE_ATTRIBUTES,
+    PEER_ATTRIBUTES,
+    USER_NODE,
 )
+from collector.vocabulary import CLIENT as _CLIENT
+from collector.vocabulary import CONSUMER as _CONSUMER
+from collector.vocabulary import PRODUCER as _PRODUCER
+from collector.vocabulary import SERVER as _SERVER
+
+# Tempo's order of the attributes that name a call's peer (Conway's is `PEER_ATTRIBUTES`).
 TEMPO_PEER_ATTRIBUTES: tuple[str, ...] = (
     "peer.service",
     "server.address",
@@ -67,14 +56,11 @@ OTELCOL_PEER_ATTRIBUTES: tuple[str, ...] = (
     "db.name",
     "db.system",
 )
-DATABASE_ATTRIBUTES: tuple[str, ...] = ("db.system", "db.system.name", "db.name", "db.namespace")
 # A waiting half with at most this many attributes (and a name this short) is kept as it is.
 _KEEP_AS_IS = 8
 _KEEP_AS_IS_NAME = 256
 # Attributes read from a waiting half besides the peer and database ones.
 _EXTRA_KEPT: tuple[str, ...] = ("messaging.system", "network.peer.port")
-# Attributes a root SERVER/CONSUMER span may carry to name who called it (Tempo's behaviour).
-CALLER_ATTRIBUTES: tuple[str, ...] = ("peer.service", "service.peer.name", "peer.service.name")
 
 
 class PendingFull(Exception):

@@ -25,10 +25,10 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.service import CollectorConfig, CollectorService
+from collector.topology import service_ports
 
 SCRAPE_TIMEOUT_S = 2.0
 MAX_SCRAPE_BYTES = 4 * 1024 * 1024
@@ -41,10 +41,6 @@ CPU_HISTORY = 600
 MIN_CPU_SPAN_S = 1.5  # a rate needs scrapes at least this far apart
 _STATUS_LABELS = ("status", "status_code", "code", "http_status_code", "http_response_status_code")
 _SERVICE_LABELS = ("service", "service_name", "job")
-
-
-class TopologyError(ValueError):
-    """The topology file cannot give scrape targets; the message says what to fix."""
 
 
 @dataclass
@@ -87,34 +83,13 @@ class Parsed(NamedTuple):
 
 
 def topology_targets(path: Path, host_template: str = "127.0.0.1") -> dict[str, str]:
-    """Service name -> metrics URL from a topology file's ``services: {name: {port: N}}``.
+    """Service name -> metrics URL from the topology file's service ports.
 
     ``host_template`` is the host each service is scraped at, ``{service}`` standing for its
     name: ``127.0.0.1`` for the local demo, ``{service}`` in containers (``http://payment:8109``).
     """
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise TopologyError(f"cannot read topology file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"topology file {path} is not valid YAML: {exc}") from exc
-    services = doc.get("services") if isinstance(doc, dict) else None
-    if not isinstance(services, dict) or not services:
-        raise TopologyError(
-            f"topology file {path} needs a top-level 'services:' mapping of "
-            "service name -> {port: N}"
-        )
-    out: dict[str, str] = {}
-    for name, spec in services.items():
-        port = spec.get("port") if isinstance(spec, dict) else None
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise TopologyError(
-                f"topology file {path}: service {name!r} needs an integer 'port' (1..65535), "
-                f"got {port!r}"
-            )
-        host = host_template.replace("{service}", str(name))
-        out[str(name)] = f"http://{host}:{port}/metrics"
-    return out
+    return {name: f"http://{host_template.replace('{service}', name)}:{port}/metrics"
+            for name, port in service_ports(path).items()}
 
 
 def parse_metrics(text: str) -> Parsed:

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from collector.vocabulary import BAD_HEALTH, USER_NODE, worst_health
 from dashboard import positions as P
 from dashboard.text import display_text, fmt_ms, fmt_pct, fmt_rate
 
@@ -34,7 +35,6 @@ HEALTH_COLORS = {
     "down": "#5c0011",
     "unknown": "#adb5bd",
 }
-HEALTH_RANK = {"down": 4, "failing": 3, "degraded": 2, "healthy": 1, "unknown": 0}
 EDGE_OK = "#868e96"
 EDGE_WARN = "#f59f00"
 EDGE_BAD = "#e03131"
@@ -73,11 +73,6 @@ def health_color(health: object) -> str:
     return HEALTH_COLORS.get(str(health), HEALTH_COLORS["unknown"])
 
 
-def worst_health(healths: Iterable[str]) -> str:
-    known = [h for h in healths if h in HEALTH_RANK]
-    return max(known, key=lambda h: HEALTH_RANK[h], default="unknown")
-
-
 def edge_color(error_ratio: object) -> str:
     ratio = float(error_ratio) if isinstance(error_ratio, int | float) else 0.0
     if ratio >= ERROR_BAD:
@@ -95,7 +90,7 @@ def edge_width(rate: float, max_rate: float) -> float:
 
 def virtual_kind(node_id: str, edges: list[dict[str, Any]]) -> str:
     """"user", "database" (an incoming call is a database call) or "external"."""
-    if node_id == "user":
+    if node_id == USER_NODE:
         return "user"
     for e in edges:
         if e.get("target") == node_id and e.get("connection_type") == "database":
@@ -264,7 +259,7 @@ def _collapsed_node(
 ) -> Element:
     healths = [str(n.get("health", "unknown")) for n in group_nodes]
     health = worst_health(healths)
-    bad = sum(1 for h in healths if h in ("failing", "down"))
+    bad = sum(1 for h in healths if h in BAD_HEALTH)
     label = f"{display_text(title)}\n{len(group_nodes)} services" + (
         f" · {bad} failing" if bad else "")
     classes = ["collapsed", health]

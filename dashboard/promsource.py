@@ -45,8 +45,8 @@ import httpx
 from collector.diagnosis.health import HealthThresholds
 from collector.model import ConnectionType, Edge, Node, Snapshot
 from collector.ownership.part import Ownership
-from collector.ownership.resolve import ENTRY_NODE
 from collector.ownership.teammap import edge_dict, rounded
+from collector.vocabulary import USER_NODE
 from dashboard.client import DEFAULT_TIMEOUT_S, ApiError, _JsonClient
 
 TOTAL = "traces_service_graph_request_total"
@@ -437,9 +437,9 @@ def _service_names(counts: dict[tuple[str, str], _EdgeCounts]) -> set[str]:
             out.update((client, server))
         elif ctype == ConnectionType.DATABASE:
             out.add(client)
-        elif client == ENTRY_NODE:
+        elif client == USER_NODE:
             out.add(server)
-    out.discard(ENTRY_NODE)
+    out.discard(USER_NODE)
     return out
 
 

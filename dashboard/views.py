@@ -15,6 +15,7 @@ from urllib.parse import quote
 from dash import dcc, html
 from dash.development.base_component import Component
 
+from collector.vocabulary import BAD_HEALTH
 from dashboard import elements as E
 from dashboard import positions as P
 from dashboard.state import State, is_stale
@@ -289,7 +290,7 @@ def details_panel(
         nodes = graph.get("nodes", [])
         orphans = sum(1 for n in nodes if n.get("kind") != "virtual" and not n.get("team"))
         members = [n for n in nodes if P.group_of(n, orphans) == group]
-        bad = sorted(str(n.get("id")) for n in members if n.get("health") in ("failing", "down"))
+        bad = sorted(str(n.get("id")) for n in members if n.get("health") in BAD_HEALTH)
         return html.Div(
             [
                 html.H4(team_link(team, title) if group.startswith("team:")

@@ -12,16 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from collector.topology import TopologyError, check_port, read_document
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "catalog" / "topology.yaml"
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _RESERVED_PREFIXES = ("/admin", "/metrics", "/healthz")
-
-
-class TopologyError(ValueError):
-    """The topology file is malformed; the message names the file and the entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +96,7 @@ class Topology:
 def load_topology(path: Path | str | None = None) -> Topology:
     """Read and check a topology file (default: the repository's catalog/topology.yaml)."""
     source = Path(path) if path is not None else DEFAULT_TOPOLOGY
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TopologyError(f"cannot read topology file {source}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"{source} is not valid YAML: {exc}") from exc
+    raw = read_document(source)
     try:
         return parse_topology(raw, source)
     except TopologyError as exc:
@@ -147,9 +138,7 @@ def parse_topology(raw: object, source: Path | None = None) -> Topology:
         if name in virtual:
             raise TopologyError(f"{where}: the name is also a virtual dependency")
         item = _mapping(entry, where)
-        port = item.get("port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-            raise TopologyError(f"{where}.port must be an integer in 1..65535, got {port!r}")
+        port = check_port(item.get("port"), where)
         if port in ports:
             raise TopologyError(f"{where}.port {port} is already used by {ports[port]}")
         ports[port] = name

@@ -43,10 +43,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from collector.diagnosis.api import incidents_routes
 from collector.diagnosis.assessment import Assessment
@@ -60,6 +57,7 @@ from collector.limits import MEMORY_BUDGET_MB, MemoryLimits
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
 from collector.service import CollectorConfig, CollectorService
+from collector.topology import TopologyError, service_ports
 
 OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0,
            "recent_window_s": 1.0, "baseline_s": 300.0,
@@ -237,8 +235,12 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
                             span_budget=opts["span_budget"],
                             memory=MemoryLimits.from_budget(float(config.extra.get(
                                 "memory_budget_mb", MEMORY_BUDGET_MB))))
-    for port, name in _topology_ports(config.topology).items():
-        traces.ports.set(port, name)
+    if config.topology is not None:
+        try:
+            for name, port in service_ports(config.topology).items():
+                traces.ports.set(port, name)
+        except TopologyError:
+            pass  # the scraper reports a bad topology file; ports are only a hint here
 
     def owner_of(name: str) -> dict[str, Any] | None:
         # Looked up lazily: ownership may be installed after us, or not at all.
@@ -271,22 +273,3 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
     service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part
     return part
-
-
-def _topology_ports(path: Path | None) -> dict[int, str]:
-    """``services: {name: {port: int}}`` from the demo topology, when given; other shapes are
-    the graph's business and ignored here."""
-    if path is None:
-        return {}
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    services = doc.get("services") if isinstance(doc, dict) else None
-    out: dict[int, str] = {}
-    if isinstance(services, dict):
-        for name, spec in services.items():
-            port = spec.get("port") if isinstance(spec, dict) else None
-            if isinstance(port, int) and not isinstance(port, bool):
-                out[port] = str(name)
-    return out

@@ -34,7 +34,9 @@ from collector.diagnosis.traces import MAX_TRACE_OPEN_S, QUIET_S, PortMap, Trace
 from collector.diagnosis.versions import VersionTracker
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
 from collector.limits import DEFAULT_MEMORY, MemoryLimits
-from collector.model import SpanKind, SpanRecord
+from collector.model import SpanRecord
+from collector.vocabulary import CONSUMER as _CONSUMER
+from collector.vocabulary import SERVER as _SERVER
 
 # Spans per second analysed in full; above it, traces are head-sampled down to about this.
 DIAGNOSIS_SPAN_BUDGET = 20_000.0
@@ -42,7 +44,6 @@ DIAGNOSIS_SPAN_BUDGET = 20_000.0
 # load within about a second, and a burst of N spans at one instant reads as N spans/s.
 RATE_TAU_S = 1.0
 
-_SERVER, _CONSUMER = int(SpanKind.SERVER), int(SpanKind.CONSUMER)
 
 
 class TraceDiagnosis:

@@ -31,8 +31,8 @@ from typing import Any
 
 from collector.diagnosis.consumer import TraceDiagnosis
 from collector.model import Edge, Node, Snapshot
+from collector.vocabulary import HEALTH_RANK
 
-SEVERITY = {"unknown": -1, "healthy": 0, "degraded": 1, "failing": 2, "down": 3}
 BASELINE_S = 300.0
 
 
@@ -143,11 +143,11 @@ class HealthJudge:
             return enter
         prev: _State | None = states.get(key)
         if prev is None or enter in ("down", "unknown") or prev.level in ("down", "unknown") \
-                or SEVERITY[enter] >= SEVERITY[prev.level]:
+                or HEALTH_RANK[enter] >= HEALTH_RANK[prev.level]:
             states[key] = _State(enter, 0, now)
             return enter
         leave = classify(m, self.th, exit_=True)
-        if SEVERITY[leave] >= SEVERITY[prev.level]:
+        if HEALTH_RANK[leave] >= HEALTH_RANK[prev.level]:
             prev.below = 0
         elif now > prev.last_t:  # several snapshots at one instant count as one evaluation
             prev.below += 1

@@ -53,6 +53,7 @@ from collector.checkpoint import WriteFailures, check_state_file, transaction
 from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
 from collector.diagnosis.versions import VersionTracker
 from collector.model import Snapshot
+from collector.vocabulary import health_rank
 
 QUIET_S = 30.0
 MOVE_AFTER_S = 3.0  # an incident whose root cause became another's victim moves after this
@@ -517,9 +518,6 @@ def incident_graph(snap: Snapshot, inc: Incident, now: float,
             "left_out": max(0, len(roles) - len(names))}
 
 
-_HEALTH_RANK = {"down": 0, "failing": 1, "degraded": 2, "healthy": 3, "unknown": 4, "": 5}
-
-
 def _stats(health: str, rate: float | None, errors: float | None,
            p95: float | None) -> dict[str, Any]:
     return {"health": health or "unknown", "rate_rps": _num(rate), "error_ratio": _num(errors),
@@ -533,7 +531,7 @@ def _worst(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     for k in ("rate_rps", "error_ratio", "p95_ms"):
         vals = [v for v in (old.get(k), new.get(k)) if isinstance(v, int | float)]
         out[k] = max(vals) if vals else None
-    if _HEALTH_RANK.get(str(old.get("health")), 5) < _HEALTH_RANK.get(str(new["health"]), 5):
+    if health_rank(old.get("health")) > health_rank(new["health"]):
         out["health"] = old["health"]
     return out
 

@@ -41,7 +41,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from collector.limits import DEFAULT_MEMORY, RecentSpans
-from collector.model import SpanKind, SpanRecord
+from collector.model import SpanRecord
+from collector.vocabulary import (
+    CALLEE_KINDS,
+    CALLER_KINDS,
+    PEER_ADDRESS_ATTRIBUTES,
+    PEER_NAME_ATTRIBUTES,
+)
+from collector.vocabulary import CLIENT as _CLIENT
+from collector.vocabulary import CONSUMER as _CONSUMER
+from collector.vocabulary import PRODUCER as _PRODUCER
+from collector.vocabulary import SERVER as _SERVER
 
 QUIET_S = 1.5
 # The caps of the default memory budget (`collector.limits.MemoryLimits`, 256 MB): pending
@@ -57,11 +67,6 @@ MAX_SEEN_SPANS = DEFAULT_MEMORY.max_seen_spans
 MAX_TRACE_OPEN_S = 20.0
 MAX_PORTS = 4_096
 
-_CLIENTISH = (SpanKind.CLIENT, SpanKind.PRODUCER)
-_SERVERISH = (SpanKind.SERVER, SpanKind.CONSUMER)
-# Plain ints for the hot comparisons (an IntEnum compares more slowly).
-_SERVER, _CLIENT, _PRODUCER, _CONSUMER = (int(k) for k in (SpanKind.SERVER, SpanKind.CLIENT,
-                                                           SpanKind.PRODUCER, SpanKind.CONSUMER))
 # Head sampling: the last 8 bytes of a trace id (all of a 64-bit Zipkin id) times an odd
 # constant mod 2**64 (Fibonacci hashing). A bijection, so random ids stay uniform, and
 # sequential ids (test generators, some legacy tracers) are spread evenly too.
@@ -69,12 +74,9 @@ _MIX = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 _PORT_KEYS = ("server.port", "net.host.port", "net.peer.port")
 _SERVER_PORT_KEYS = ("server.port", "net.host.port", "url.port")
-# Same order as the graph's pairing, so a virtual callee gets the same node name.
-_NAME_KEYS = ("peer.service", "service.peer.name", "peer.service.name", "db.namespace",
-              "db.name", "db.system", "db.system.name", "messaging.system")
 # What analysis reads of a span's attributes: a pending span with more attributes than
 # _KEEP_AS_IS (or a longer name) waits with these only (and no name).
-_ANALYSED_KEYS = (*_NAME_KEYS, *_PORT_KEYS, "server.address", "net.peer.name", "error.type")
+_ANALYSED_KEYS = (*PEER_NAME_ATTRIBUTES, *_PORT_KEYS, *PEER_ADDRESS_ATTRIBUTES, "error.type")
 _KEEP_AS_IS = 8
 _KEEP_AS_IS_NAME = 256
 
@@ -95,7 +97,7 @@ class PortMap:
         self.by_port[port] = service
 
     def learn(self, span: SpanRecord) -> None:
-        if span.kind not in _SERVERISH:
+        if span.kind not in CALLEE_KINDS:
             return
         for key in _SERVER_PORT_KEYS:
             port = _as_port(span.attributes.get(key))
@@ -121,7 +123,7 @@ def peer_name(span: SpanRecord, ports: PortMap | None = None) -> str | None:
     system; else the service known to serve on its ``server.port``; else ``server.address``
     (the same virtual node name the graph uses)."""
     a = span.attributes
-    for key in _NAME_KEYS:
+    for key in PEER_NAME_ATTRIBUTES:
         v = a.get(key)
         if isinstance(v, str) and v:
             return v
@@ -132,7 +134,7 @@ def peer_name(span: SpanRecord, ports: PortMap | None = None) -> str | None:
             break
     if port is not None and ports is not None and port in ports.by_port:
         return ports.by_port[port]
-    for key in ("server.address", "net.peer.name"):
+    for key in PEER_ADDRESS_ATTRIBUTES:
         addr = a.get(key)
         if isinstance(addr, str) and addr:
             return addr
@@ -427,12 +429,12 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
             continue
         blamed, client_only, caller, timeout = s.service, False, None, False
         no_answer_timeout = False
-        if s.kind in _CLIENTISH:
+        if s.kind in CALLER_KINDS:
             callee = _server_child(children.get(s.span_id))
             if callee is not None:
                 # The callee succeeded but the client gave up: follow where its time went.
                 slow = _slowest(callee, children)
-                if slow.kind in _CLIENTISH and _server_child(children.get(slow.span_id)) is None:
+                if slow.kind in CALLER_KINDS and _server_child(children.get(slow.span_id)) is None:
                     name = peer_name(slow, ports) or slow.service
                 else:
                     name = slow.service
@@ -453,7 +455,7 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
             if not parent.error:
                 origin.absorbed_by = parent.service
                 break
-            if parent.kind in _SERVERISH and parent.service != blamed \
+            if parent.kind in CALLEE_KINDS and parent.service != blamed \
                     and parent.service not in origin.victims:
                 origin.victims.append(parent.service)
             cur = parent
@@ -502,7 +504,7 @@ def _caller_visit(s: SpanRecord, parent: SpanRecord | None, visit_of: dict[bytes
         idx = visit_of.get(parent.span_id)
         if idx is not None and visits[idx].service == s.service:
             return idx
-    visits.append(Visit(s.service, s.error and s.kind not in _CLIENTISH, 0, s.duration_ns,
+    visits.append(Visit(s.service, s.error and s.kind not in CALLER_KINDS, 0, s.duration_ns,
                         False, parent.service if parent else None,
                         visit_of.get(parent.span_id, -1) if parent is not None else -1))
     return len(visits) - 1

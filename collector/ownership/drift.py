@@ -18,8 +18,8 @@ from typing import Any
 
 from collector.model import Snapshot
 from collector.ownership.catalog import Catalog
-from collector.ownership.resolve import ENTRY_NODE
 from collector.ownership.teammap import edge_calls
+from collector.vocabulary import USER_NODE
 
 TRAFFIC_KINDS = ("component", "resource")
 
@@ -47,7 +47,7 @@ def find_drift(snap: Snapshot, catalog: Catalog) -> Drift:
     by_lower = {node_id.lower(): node_id for node_id in snap.nodes}
     observed: set[tuple[str, str]] = set()  # lower-cased
     for edge in snap.edges.values():
-        if edge.source == ENTRY_NODE or edge.target == ENTRY_NODE:
+        if edge.source == USER_NODE or edge.target == USER_NODE:
             continue
         source = snap.nodes.get(edge.source)
         if source is None or source.kind != "service":

@@ -25,13 +25,13 @@ from typing import Any
 from collector.model import SpanRecord
 from collector.ownership.catalog import Catalog, Component, Group
 from collector.ownership.contact import Contact
+from collector.vocabulary import USER_NODE
 
 log = logging.getLogger(__name__)
 
 SOURCE_CATALOG = "catalog"
 SOURCE_RESOURCE = "resource attribute"
 RESOURCE_TEAM_KEYS = ("team", "service.owner.name")
-ENTRY_NODE = "user"  # the virtual node for traffic entering the system; no one owns it
 DEFAULT_MAX_SERVICES = 10_000
 MAX_PARENT_DEPTH = 16  # Group parents walked for contact details; also stops a parent cycle
 
@@ -151,7 +151,7 @@ def _attribute_owner(catalog: Catalog, team: str) -> Owner:
 
 def resolve_owner(catalog: Catalog, attrs: ResourceTeams, name: str,
                   kind: str = "service") -> Owner | None:
-    if name == ENTRY_NODE and kind != "service":
+    if name == USER_NODE and kind != "service":
         return None
     if kind == "virtual":
         entity = catalog.resource_named(name) or catalog.component_named(name)
@@ -166,4 +166,4 @@ def resolve_owner(catalog: Catalog, attrs: ResourceTeams, name: str,
 
 
 def is_orphan(name: str, kind: str, owner: Owner | None) -> bool:
-    return owner is None and kind == "service" and name != ENTRY_NODE
+    return owner is None and kind == "service" and name != USER_NODE

@@ -16,27 +16,15 @@ A pure function of a snapshot whose nodes already carry ``team`` (the ownership 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from collector.model import Edge, Snapshot
-from collector.ownership.resolve import ENTRY_NODE
+from collector.vocabulary import USER_NODE, worst_health
 
 ORPHANS = "(orphans)"
 EXTERNAL = "(external)"
-
-# Worst first; "unknown" ranks below every known state so one known service decides.
-_SEVERITY = {"down": 4, "failing": 3, "degraded": 2, "healthy": 1, "unknown": 0}
-
-
-def worst_health(states: Iterable[str]) -> str:
-    worst = "unknown"
-    for state in states:
-        if _SEVERITY.get(state, 0) > _SEVERITY[worst]:
-            worst = state
-    return worst
-
 
 def edge_calls(edge: Edge, window_s: float) -> int:
     """Calls in the window: the traffic appender's count, else rate x window."""
@@ -76,7 +64,7 @@ def edge_dict(edge: Edge, window_s: float) -> dict[str, Any]:
 def group_of(snap: Snapshot, node_id: str) -> str | None:
     """The team-map node a graph node belongs to; None for nodes left out."""
     node = snap.nodes.get(node_id)
-    if node is None or node.id == ENTRY_NODE:
+    if node is None or node.id == USER_NODE:
         return None
     if node.team is not None:
         return node.team

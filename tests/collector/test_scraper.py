@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Info, start_http_server
 
-from collector.scraper import Scraper, TopologyError, parse_metrics, topology_targets
+from collector.scraper import Scraper, parse_metrics, topology_targets
+from collector.topology import TopologyError
 
 
 def free_port() -> int:

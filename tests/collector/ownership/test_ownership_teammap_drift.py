@@ -10,7 +10,8 @@ from ownership_helpers import docs, snapshot
 from collector.model import Snapshot
 from collector.ownership.catalog import load_catalog
 from collector.ownership.drift import find_drift
-from collector.ownership.teammap import EXTERNAL, ORPHANS, team_map, worst_health
+from collector.ownership.teammap import EXTERNAL, ORPHANS, team_map
+from collector.vocabulary import worst_health
 
 TEAMS = {"web": "web", "api": "core", "db": "core", "auth": "sec", "billing": "core"}
 
