@@ -64,9 +64,8 @@ class DecodeResult:
     spans: list[SpanRecord] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
-    # Added by the hardening work (optional, defaults keep older callers valid): rejected spans
-    # by reason (`collector.limits.SpanReason`), string values truncated and attributes dropped
-    # by the caps of `collector.limits.SpanLimits`.
+    # Rejected spans by reason (`collector.limits.SpanReason`); string values truncated and
+    # attributes dropped by the caps of `collector.limits.SpanLimits`.
     reasons: dict[str, int] = field(default_factory=dict)
     truncated_values: int = 0
     dropped_attributes: int = 0

@@ -22,11 +22,6 @@ Bins = dict[int, int]
 ZERO_KEY = -(2**31)
 
 
-def bin_index(value: float) -> int:
-    """The bin of a positive value (callers handle ``value <= MIN_VALUE`` as zero)."""
-    return math.ceil(math.log(value) * _INV_LOG_GAMMA)
-
-
 def bin_value(index: int) -> float:
     """The representative value of a bin: relative error <= RELATIVE_ACCURACY for its members."""
     return 2.0 * GAMMA**index / (GAMMA + 1.0)
@@ -67,27 +62,3 @@ def quantiles(bins: Mapping[int, int], qs: Iterable[float]) -> list[float | None
                 break
         out.append(value)
     return out
-
-
-class Sketch:
-    """A standalone sketch object (stats keeps raw ``Bins`` dicts on its hot path)."""
-
-    __slots__ = ("bins",)
-
-    def __init__(self, values: Iterable[float] = ()) -> None:
-        self.bins: Bins = {}
-        for v in values:
-            add(self.bins, v)
-
-    def add(self, value: float) -> None:
-        add(self.bins, value)
-
-    def merge(self, other: Sketch) -> None:
-        merge_into(self.bins, other.bins)
-
-    @property
-    def count(self) -> int:
-        return sum(self.bins.values())
-
-    def quantile(self, q: float) -> float | None:
-        return quantiles(self.bins, (q,))[0]

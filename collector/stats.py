@@ -309,17 +309,6 @@ class RollingStats:
     def __len__(self) -> int:
         return len(self._series)
 
-    def last_seen(self, key: Hashable) -> float | None:
-        s = self._series.get(key)
-        return None if s is None else (s.last_idx + 1) * self.bucket_s
-
-    def check_window(self, window_s: float) -> None:
-        if not (self.bucket_s <= window_s <= self.retention_s):
-            raise ValueError(
-                f"window must be between {self.bucket_s:g} and {self.retention_s:g} seconds "
-                f"(the retention), got {window_s:g}"
-            )
-
     def _range(self, now: float, window_s: float) -> tuple[int, int]:
         n = max(1, int(round(window_s * self._inv_bucket)))
         now_idx = int(now * self._inv_bucket)

@@ -243,7 +243,8 @@ def _stop_helper_processes() -> None:
     """Stop and wait on multiprocessing's fork server and resource tracker.
 
     Left alone they exit when ``up`` exits, but then nobody waits on them (PID 1 may not reap
-    orphans). ``_stop`` is the standard library's own way to do this (used by its tests).
+    orphans). The standard library has no public way to stop them (3.11–3.13); ``_stop`` is
+    the one its own tests use, looked up with ``getattr`` so a version without it skips it.
     """
     from multiprocessing import forkserver, resource_tracker
 
