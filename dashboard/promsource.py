@@ -42,11 +42,11 @@ from typing import Any, Self
 
 import httpx
 
-from collector.diagnosis.health import HealthThresholds
+from collector.diagnosis.health import HealthInputs, HealthThresholds, classify
 from collector.model import ConnectionType, Edge, Node, Snapshot
 from collector.ownership.part import Ownership
 from collector.ownership.teammap import edge_dict, rounded
-from collector.vocabulary import USER_NODE
+from collector.vocabulary import DOWN, USER_NODE
 from dashboard.client import DEFAULT_TIMEOUT_S, ApiError, _JsonClient
 
 TOTAL = "traces_service_graph_request_total"
@@ -232,18 +232,11 @@ class PrometheusSource(_JsonClient):
     ) -> str:
         """The collector's entry thresholds on error ratio (and its no-baseline latency
         bound); ``down`` when Prometheus' scrape of the service failed."""
-        th = self.thresholds
         if up is False:
-            return "down"
-        if calls <= 0:
-            return "unknown" if up is None else "healthy"
-        if calls >= th.min_calls and error_ratio >= th.failing_ratio:
-            return "failing"
-        if error_ratio > th.degraded_ratio:
-            return "degraded"
-        if p95_ms is not None and p95_ms > th.latency_no_baseline_ms:
-            return "degraded"
-        return "healthy"
+            return DOWN
+        return classify(HealthInputs(calls, error_ratio, p95_ms, None, up, in_calls=0.0,
+                                     in_client_only_errors=0.0, is_service=True),
+                        self.thresholds)
 
     def _snapshot_for(self, window_s: float) -> Snapshot:
         # One refresh asks for the graph, then the teams: one set of queries serves both.

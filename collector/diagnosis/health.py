@@ -52,7 +52,10 @@ class HealthThresholds:
 
 
 @dataclass(slots=True)
-class _Metrics:
+class HealthInputs:
+    """What `classify` judges: the window's calls and error ratio, p95 against its baseline,
+    whether the scrape reached it, and the calls into it that failed with no server span."""
+
     calls: float
     error_ratio: float
     p95_ms: float | None
@@ -70,7 +73,7 @@ class _State:
     last_t: float
 
 
-def classify(m: _Metrics, th: HealthThresholds, exit_: bool = False) -> str:
+def classify(m: HealthInputs, th: HealthThresholds, exit_: bool = False) -> str:
     """The health these metrics support: entry thresholds, or the lower exit ones."""
     no_traffic = m.calls <= 0 and m.in_calls <= 0
     if m.up is False and (m.in_client_only_errors > 0 or no_traffic):
@@ -136,7 +139,7 @@ class HealthJudge:
             for gone_e in set(self._edges) - set(snap.edges):
                 del self._edges[gone_e]
 
-    def _judge(self, states: dict[Any, _State], key: object, m: _Metrics, now: float,
+    def _judge(self, states: dict[Any, _State], key: object, m: HealthInputs, now: float,
                stateful: bool) -> str:
         enter = classify(m, self.th)
         if not stateful:
@@ -156,7 +159,7 @@ class HealthJudge:
         prev.last_t = now
         return prev.level
 
-    def _node_metrics(self, node: Node, into: list[Edge], snap: Snapshot) -> _Metrics:
+    def _node_metrics(self, node: Node, into: list[Edge], snap: Snapshot) -> HealthInputs:
         in_calls = sum(_num(e.meta.get("calls")) for e in into)
         in_errors = sum(_num(e.meta.get("errors")) for e in into)
         in_client_only = sum(_num(e.meta.get("client_only_errors")) for e in into)
@@ -176,16 +179,17 @@ class HealthJudge:
         if base.incl_hist.samples >= 20:  # values seen, whatever their sampling weight
             baseline = base.incl_hist.quantile(0.95)
         up = node.meta.get("up")
-        return _Metrics(calls, ratio, node.p95_ms, baseline, up if isinstance(up, bool) else None,
-                        in_calls, in_client_only, node.kind == "service")
+        return HealthInputs(calls, ratio, node.p95_ms, baseline,
+                            up if isinstance(up, bool) else None,
+                            in_calls, in_client_only, node.kind == "service")
 
 
-def _edge_metrics(edge: Edge, target: Node | None) -> _Metrics:
+def _edge_metrics(edge: Edge, target: Node | None) -> HealthInputs:
     calls = _num(edge.meta.get("calls"))
     client_only = _num(edge.meta.get("client_only_errors"))
     target_down = target is not None and target.health == "down"
-    return _Metrics(calls, edge.error_ratio, edge.p95_ms, None,
-                    False if target_down else None, 0.0, client_only, False)
+    return HealthInputs(calls, edge.error_ratio, edge.p95_ms, None,
+                        False if target_down else None, 0.0, client_only, False)
 
 
 def _num(v: object) -> float:
