@@ -97,9 +97,12 @@ class BlastRadius:
                         impacted.append(hit)
                         nxt.append(src)
             frontier = nxt
-        # Services the traces name but the graph does not connect (yet).
+        # Services the traces name but the graph does not connect (yet) to the root cause. One
+        # the graph does connect was reached above or left out on purpose (a caller that fell
+        # back on the root cause's failures stops the walk for its callers).
+        upstream = _upstream(root, callers)
         for name in windows.services(t0, now):
-            if name in seen:
+            if name in seen or name in upstream:
                 continue
             win = windows.aggregate(name, t0, now)
             if win.victim_of.get(root) or win.slowed_by.get(root):
@@ -162,3 +165,15 @@ def _is_virtual(snap: Snapshot, name: str) -> bool:
 def _team(snap: Snapshot, name: str) -> str | None:
     node = snap.nodes.get(name)
     return node.team if node is not None else None
+
+
+def _upstream(root: str, callers: dict[str, list[str]]) -> set[str]:
+    """Every service the graph shows calling ``root``, directly or through others."""
+    found = {root}
+    stack = [root]
+    while stack:
+        for src in callers.get(stack.pop(), ()):
+            if src not in found:
+                found.add(src)
+                stack.append(src)
+    return found

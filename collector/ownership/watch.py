@@ -75,15 +75,19 @@ class CatalogStore:
         """Read the catalog again. True if a new catalog is in force, False if it was invalid."""
         if self.path is None:
             return False
-        self._fingerprint = fingerprint(self.path)
+        # Taken before reading (an edit during the load is seen at the next poll) and kept only
+        # once the load has an outcome: a load that raised is retried at the next poll.
+        seen = fingerprint(self.path)
         last_good_at = self.catalog.loaded_at
         try:
             catalog = load_catalog(self.path, now=self.clock(), last_good_at=last_good_at)
         except CatalogInvalid as exc:
+            self._fingerprint = seen
             log.error("%s\nthe last good catalog (loaded %s) stays in force", exc,
                       when(last_good_at))
             self._finish(exc.errors)
             return False
+        self._fingerprint = seen
         self.catalog = catalog  # one reference swap: readers see the old or the new catalog
         log.info("ownership catalog %s reloaded: %d entities", self.path, catalog.entities)
         self._finish([])
