@@ -84,7 +84,7 @@ def runbook_link(links: list[dict[str, Any]]) -> str | None:
         label = f"{link.get('title') or ''} {link.get('type') or ''}".lower()
         if "runbook" in label:
             url = link.get("url")
-            return url if isinstance(url, str) else None
+            return url.strip() or None if isinstance(url, str) else None
     return None
 
 
@@ -98,5 +98,5 @@ def contact_from(
         on_call=on_call_text(annotations),
         channel=channel or None,
         runbook=runbook_link(links),
-        email=email or None,
+        email=(email or "").strip() or None,
     )

@@ -181,3 +181,15 @@ def test_over_chains_through_several_levels() -> None:
 def test_contact_is_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         TEAM.channel = "#other"  # type: ignore[misc]
+
+
+def test_a_blank_runbook_url_is_no_runbook_so_the_team_runbook_shows_through() -> None:
+    assert runbook_link([{"title": "Runbook", "url": "  "}]) is None
+    component = contact_from({}, [{"title": "Runbook", "url": ""}], None)
+    team = contact_from({}, [{"title": "Runbook", "url": "https://wiki/team"}], None)
+    assert component.over(team).runbook == "https://wiki/team"
+
+
+def test_a_blank_email_is_no_email() -> None:
+    assert contact_from({}, [], "  ").email is None
+    assert contact_from({}, [], " a@b.c ").email == "a@b.c"
