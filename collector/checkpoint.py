@@ -532,7 +532,7 @@ def _bucket_rows(which: str, changes: list[Change]) -> list[tuple[str, str, int,
 def install(service: CollectorService, config: CollectorConfig) -> Checkpointer | None:
     """With a data dir: restore the graph from it now, then checkpoint every interval and at
     shutdown. Needs ``parts["graph"]`` and ``parts["ingest"]``; publishes
-    ``parts["checkpoint"]``."""
+    ``parts["checkpoint"]`` and registers its /metrics collector."""
     if config.data_dir is None:
         return None
     graph: TrafficGraph = service.parts["graph"]
@@ -561,6 +561,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Checkpointer 
     if getattr(store, "path", None) is not None:
         writers.append(store)
     service.parts["state_files"] = cp.state_files = StateFiles(writers)
+    service.metrics.register(cp)
 
     async def loop() -> None:
         backoff = 0.0

@@ -9,15 +9,19 @@ other appenders read. The numbers of distinct nodes and edges are capped (``max_
 ``max_edges``); what a cap refuses is counted in ``dropped_nodes`` / ``dropped_edges``, and
 the appender puts every cap, its use and its drops in ``snap.meta["limits"]`` (served as the
 ``limits`` object of ``/api/graph``). Memory is therefore bounded by the caps, not by traffic.
+`GraphCollector` puts the graph's series and counters on ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from collector.exposition import EdgeTotals
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from collector.exposition import EdgeTotals, service_graph_families
 from collector.limits import MemoryLimits
 from collector.model import Call, Edge, Node, Snapshot, SpanRecord
 from collector.pairing import Pairer, PairingConfig
@@ -245,17 +249,8 @@ class TrafficGraph:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def node_names(self) -> list[str]:
-        return sorted(self.kinds)
-
-    def kind(self, name: str) -> str | None:
-        return self.kinds.get(name)
-
     def node(self, name: str, now: float, window_s: float) -> Summary:
         return self.nodes.summary(name, now, window_s)
-
-    def edge(self, source: str, target: str, now: float, window_s: float) -> Summary:
-        return self.edges.summary((source, target), now, window_s)
 
     def edge_views(self, now: float, window_s: float) -> list[EdgeView]:
         """Edges with at least one call in the window, sorted by (source, target)."""
@@ -346,8 +341,75 @@ class TrafficAppender:
                 node.meta["rate_of"] = "calls made"
 
 
+class GraphCollector(Collector):
+    """The graph on ``/metrics``: Tempo's service-graph series, pairing, the caps and what
+    they refused, versions, and calls too old for the retention; read at scrape time."""
+
+    def __init__(self, graph: TrafficGraph) -> None:
+        self.graph = graph
+
+    def collect(self) -> Iterator[Metric]:
+        g = self.graph
+        yield from service_graph_families(g.totals)
+        pc = g.pairer.counters
+        for name, doc, value in (
+            ("conway_pairing_paired", "Calls from a client and a server half that met",
+             pc.paired),
+            ("conway_pairing_expired", "Halves that expired without their other half",
+             pc.expired),
+            ("conway_pairing_dropped",
+             "Spans dropped from pairing because the pending store was full", pc.dropped),
+            ("conway_pairing_unpaired", "Expired halves that produced no call", pc.unpaired),
+            ("conway_pairing_virtual", "Expired client halves turned into virtual calls",
+             pc.virtual),
+            ("conway_pairing_duplicates",
+             "Spans seen lately (same trace and span id: a retry, a replayed batch), "
+             "dropped before pairing", pc.duplicates),
+            ("conway_pairing_roots",
+             "Root server/consumer spans turned into calls from user (or from the caller "
+             "their peer.service names)", pc.roots),
+            ("conway_pairing_database",
+             "Database client spans turned into calls at once (no server half awaited)",
+             pc.database),
+            ("conway_pairing_replaced",
+             "Waiting halves dropped because a newer half of the same call and kind came "
+             "(a retry or a re-sent span); the newer one waits instead", pc.replaced),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily("conway_pairing_pending", "Halves waiting for their other half",
+                                value=len(g.pairer))
+        yield CounterMetricFamily(
+            "conway_graph_dropped_nodes",
+            "Spans or calls dropped because the node limit was reached", value=g.dropped_nodes)
+        yield CounterMetricFamily(
+            "conway_graph_dropped_edges", "Calls dropped because the edge limit was reached",
+            value=g.dropped_edges)
+        limits = GaugeMetricFamily("conway_limit", "Configured caps (see /api/graph limits)",
+                                   labels=["name"])
+        usage = GaugeMetricFamily("conway_limit_used", "Current use of each cap",
+                                  labels=["name"])
+        for name, cap, used in g.limit_usage():
+            limits.add_metric([name], cap)
+            usage.add_metric([name], used)
+        yield limits
+        yield usage
+        yield CounterMetricFamily("conway_versions_dropped",
+                                  "Versions forgotten past the per-service cap",
+                                  value=g.versions.dropped)
+        yield CounterMetricFamily("conway_stats_late_dropped",
+                                  "Calls older than the retention when they arrived",
+                                  value=g.nodes.late_dropped + g.edges.late_dropped)
+        yield CounterMetricFamily(
+            "conway_graph_spans",
+            "Spans the traffic graph was given (re-sent ones included: see "
+            "conway_pairing_duplicates_total)", value=g.spans)
+        yield CounterMetricFamily("conway_graph_calls", "Calls recorded on the graph's edges",
+                                  value=g.calls)
+
+
 def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
-    """Register the graph: consumer, traffic appender, periodic expiry, parts["graph"]."""
+    """Register the graph: consumer, traffic appender, periodic expiry, parts["graph"] and
+    its /metrics collector."""
     pairing = config.extra.get("pairing")
     if not isinstance(pairing, PairingConfig):
         pairing = PairingConfig()
@@ -373,6 +435,7 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
     graph.versions.max_per_service = versions_cap
     service.parts["graph"] = graph
     service.consumers.append(graph)
+    service.metrics.register(GraphCollector(graph))
 
     def up_of() -> dict[str, bool | None]:
         scraper = service.parts.get("scraper")

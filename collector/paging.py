@@ -458,8 +458,9 @@ def _rfc3339(t: float) -> str:
 
 
 def install(service: Any, config: Any, diagnosis: Any) -> Pager | None:
-    """Register the pager (``parts["pager"]``, ``GET /api/paging``) when ``--alertmanager`` or
-    ``--page-webhook`` is given: it pages on the diagnosis' open incidents."""
+    """Register the pager (``parts["pager"]``, ``GET /api/paging``, its /metrics collector)
+    when ``--alertmanager`` or ``--page-webhook`` is given: it pages on the diagnosis' open
+    incidents."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -480,6 +481,7 @@ def install(service: Any, config: Any, diagnosis: Any) -> Pager | None:
         return JSONResponse({"firing_alerts": pager.firing_alerts(), "sinks": pager.status()})
 
     service.parts["pager"] = pager
+    service.metrics.register(pager)
     service.routes.append(Route("/api/paging", paging, methods=["GET"]))
     service.run_in_background(lambda: pager.run(lambda: int(diagnosis.latest.seq)),
                               pager.last_flush)

@@ -10,7 +10,8 @@ the last ``CPU_HISTORY`` scrapes of those with its request total, from which ``c
 a service's CPU, CPU-wait and request rates over a period (``collector.diagnosis.hosts`` uses
 them to tell a starved process from one slow on its own). A target's service is its topology
 name, else a ``service`` / ``service_name`` label on ``target_info`` (or on any sample), else
-the target's host:port.
+the target's host:port. `ScraperCollector` puts each target's scrapes, failures and ``up`` on
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from collector.service import CollectorConfig, CollectorService
 from collector.topology import service_ports
@@ -203,9 +206,6 @@ class Scraper:
         return CpuUse(sum(r.cpu for r in rates), sum(r.wait for r in rates),
                       sum(r.requests for r in rates), min(r.seconds for r in rates))
 
-    def target_for(self, service: str) -> Target | None:
-        return next((t for t in self._targets.values() if t.service == service), None)
-
     def _now(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
@@ -255,14 +255,43 @@ class Scraper:
             await asyncio.sleep(self.interval_s)
 
 
+class ScraperCollector(Collector):
+    """Each target's scrapes, failures and ``up`` on ``/metrics``; with no scraper, the same
+    families without samples."""
+
+    def __init__(self, scraper: Scraper | None) -> None:
+        self.scraper = scraper
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["target", "service"]
+        failures = CounterMetricFamily("conway_scrape_failures", "Failed scrapes per target",
+                                       labels=labels)
+        up = GaugeMetricFamily("conway_scrape_up", "1 when the last scrape of a target worked",
+                               labels=labels)
+        scrapes = CounterMetricFamily("conway_scrapes",
+                                      "Scrapes per target (failed ones included)",
+                                      labels=labels)
+        if self.scraper is not None:
+            for t in self.scraper.targets():
+                failures.add_metric([t.url, t.service], t.failures)
+                up.add_metric([t.url, t.service], 1.0 if t.up else 0.0)
+                scrapes.add_metric([t.url, t.service], t.scrapes)
+        yield failures
+        yield up
+        yield scrapes
+
+
 def install(service: CollectorService, config: CollectorConfig) -> Scraper | None:
-    """Register the scraper (parts["scraper"]) when there is anything to scrape."""
+    """Register the scraper (parts["scraper"]) when there is anything to scrape, and its
+    /metrics collector in any case."""
     host_template = str(config.extra.get("scrape_host_template", "127.0.0.1"))
     named = (topology_targets(config.topology, host_template)
              if config.topology is not None else {})
     if not named and not config.scrape:
+        service.metrics.register(ScraperCollector(None))
         return None
     scraper = Scraper(config.scrape, named, config.scrape_interval_s, clock=service.clock)
+    service.metrics.register(ScraperCollector(scraper))
     service.parts["scraper"] = scraper
     service.run_in_background(scraper.run)
     return scraper

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
+from prometheus_client.registry import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from collector.model import Snapshot, SpanRecord
@@ -66,6 +67,9 @@ class CollectorService:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Concerns publish objects other concerns or routes need by name (e.g. "graph", "catalog").
     parts: dict[str, Any] = field(default_factory=dict)
+    # What ``/metrics`` serves: each concern's install registers its own collector here.
+    metrics: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=False))
     lock: threading.RLock = field(default_factory=threading.RLock)
     read_cache_s: float = READ_CACHE_S
     _reads: dict[Hashable, _Cached] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from collector import sketch
 
@@ -19,6 +20,8 @@ FINE_BUCKETS = 120
 COARSE_FACTOR = 10
 MAX_SERIES_POINTS = 120
 MAX_VERSIONS_PER_SERVICE = 32
+# A version change this close to an incident is reported with it (a deploy, then a fault).
+VERSION_CHANGE_HORIZON_S = 3_600.0
 
 _INV_LOG_GAMMA = 1.0 / math.log(sketch.GAMMA)
 _ZERO = sketch.ZERO_KEY
@@ -431,3 +434,18 @@ class VersionLog:
 
     def forget(self, service: str) -> None:
         self._seen.pop(service, None)
+
+    def change_near(self, service: str, t: float,
+                    horizon_s: float = VERSION_CHANGE_HORIZON_S) -> dict[str, Any] | None:
+        """The version change of ``service`` nearest ``t`` (within ``horizon_s``), or None:
+        ``{"service", "from", "to", "at"}``. A change is a version first seen after another
+        one was already known."""
+        ordered = self.versions(service)
+        best: dict[str, Any] | None = None
+        for prev, cur in zip(ordered, ordered[1:], strict=False):
+            at = cur.first_seen
+            if abs(at - t) > horizon_s:
+                continue
+            if best is None or abs(at - t) < abs(best["at"] - t):
+                best = {"service": service, "from": prev.version, "to": cur.version, "at": at}
+        return best

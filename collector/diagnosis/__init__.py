@@ -26,7 +26,8 @@ above it the diagnosis head-samples whole traces by trace id, keeping a fraction
 ``p = budget / rate`` and weighting each kept trace by ``1/p`` (see ``consumer``), so its cost
 stays near the budget's while counts and ratios stay unbiased. The graph (``/api/graph``,
 ``/metrics`` service-graph series) still counts every span. ``counters()`` reports the spans
-and traces sampled out and the keep fraction in force; ``/metrics`` exports them as
+and traces sampled out and the keep fraction in force, with what the caps dropped; its
+`DiagnosisCollector` exports every one of them (``METRICS`` names each), e.g.
 ``conway_diagnosis_spans_sampled_out_total``, ``conway_diagnosis_traces_sampled_out_total``
 and the gauge ``conway_diagnosis_keep_fraction``.
 
@@ -42,8 +43,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from collector.diagnosis.api import incidents_routes
 from collector.diagnosis.assessment import Assessment
@@ -57,6 +62,7 @@ from collector.limits import MEMORY_BUDGET_MB, MemoryLimits
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
 from collector.service import CollectorConfig, CollectorService
+from collector.stats import VersionLog
 from collector.topology import TopologyError, service_ports
 
 OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0,
@@ -209,6 +215,80 @@ class AssessmentView:
         snap.meta["incidents"] = [dict(i) for i in a.incidents]
 
 
+# Each key of `Diagnosis.counters` -> (metric type, name, help) on /metrics; a key missing
+# here is not exported (tests/collector/test_metrics_exposition.py fails).
+METRICS: dict[str, tuple[str, str, str]] = {
+    "spans_sampled_out": ("counter", "conway_diagnosis_spans_sampled_out",
+                          "Spans the diagnosis left out by head sampling, above its span "
+                          "budget"),
+    "traces_sampled_out": ("counter", "conway_diagnosis_traces_sampled_out",
+                           "Traces (root spans) the diagnosis left out by head sampling"),
+    "keep_fraction": ("gauge", "conway_diagnosis_keep_fraction",
+                      "Share of traces the diagnosis analyses now (1: all; below 1 above its "
+                      "span budget)"),
+    "spans_duplicate": ("counter", "conway_diagnosis_spans_duplicate",
+                        "Spans the diagnosis dropped as re-sent (same trace and span id seen "
+                        "lately)"),
+    "traces_finished_early": ("counter", "conway_diagnosis_traces_finished_early",
+                              "Traces finished before going quiet (trace cap, pending-spans "
+                              "cap or maximum age)"),
+    "traces_finished_max_age": ("counter", "conway_diagnosis_traces_finished_max_age",
+                                "Traces finished at their maximum age, still receiving spans"),
+    "traces_finished_span_cap": ("counter", "conway_diagnosis_traces_finished_span_cap",
+                                 "Traces finished early because all pending traces held the "
+                                 "most spans the memory budget allows"),
+    "spans_pending": ("gauge", "conway_diagnosis_spans_pending",
+                      "Spans waiting in pending traces"),
+    "memory_budget_bytes": ("gauge", "conway_memory_budget_bytes",
+                            "The memory budget the caps are derived from"),
+    "evaluations": ("counter", "conway_diagnosis_evaluations", "Evaluation ticks run"),
+    "evaluation_seconds": ("gauge", "conway_diagnosis_evaluation_seconds",
+                           "What the last evaluation tick took"),
+    "evaluation_interval_seconds": ("gauge", "conway_diagnosis_evaluation_interval_seconds",
+                                    "Seconds between evaluation ticks now (longer than the "
+                                    "configured interval when a tick takes long)"),
+    "spans_seen": ("counter", "conway_diagnosis_spans_seen",
+                   "Spans the diagnosis was given (before head sampling and the re-sent "
+                   "check)"),
+    "traces_pending": ("gauge", "conway_diagnosis_traces_pending",
+                       "Traces being assembled (waiting to go quiet)"),
+    "max_pending_spans": ("gauge", "conway_diagnosis_max_pending_spans",
+                          "Limit of spans waiting in pending traces (from the memory budget)"),
+    "traces_finished": ("counter", "conway_diagnosis_traces_finished",
+                        "Traces assembled and analysed (gone quiet, or finished early)"),
+    "spans_dropped_trace_full": ("counter", "conway_diagnosis_spans_dropped_trace_full",
+                                 "Spans the diagnosis dropped because their trace already held "
+                                 "the most spans per trace the memory budget allows"),
+    "services_dropped": ("counter", "conway_diagnosis_services_dropped",
+                         "Service visits the diagnosis did not record because it already "
+                         "tracks the most services it may (window.MAX_SERVICES)"),
+    "ports_dropped": ("counter", "conway_diagnosis_ports_dropped",
+                      "Server ports the diagnosis did not learn because its port map was full "
+                      "(traces.MAX_PORTS)"),
+    "hosts_dropped": ("counter", "conway_diagnosis_hosts_dropped",
+                      "Resources whose host the diagnosis did not record because its host map "
+                      "was full (hosts.MAX_SERVICES)"),
+    "incidents_pruned": ("counter", "conway_diagnosis_incidents_pruned",
+                         "Resolved incidents deleted, oldest first, to keep the incident store "
+                         "within its cap (incidents.MAX_INCIDENTS)"),
+}
+
+
+class DiagnosisCollector(Collector):
+    """`Diagnosis.counters` on ``/metrics``, as ``METRICS`` names them."""
+
+    def __init__(self, diagnosis: Diagnosis) -> None:
+        self.diagnosis = diagnosis
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.diagnosis.counters()
+        for key, (kind, name, doc) in METRICS.items():
+            if kind == "counter":
+                yield CounterMetricFamily(name, doc, value=d.get(key, 0))
+            else:
+                yield GaugeMetricFamily(name, doc, value=d.get(key, 0))
+
+
 def options(config: CollectorConfig) -> dict[str, float]:
     given = config.extra.get("diagnosis", {}) or {}
     if not isinstance(given, dict):
@@ -254,7 +334,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         return lookup(name, start, end) if callable(lookup) else None
 
     store = IncidentStore(config.data_dir / DB_NAME if config.data_dir is not None else None)
-    manager = IncidentManager(store, traces.versions, owner_of, opts["incident_quiet_s"],
+    manager = IncidentManager(store, _versions(service), owner_of, opts["incident_quiet_s"],
                               now=service.clock())
     rc = RootCauseConfig(detect_window_s=opts["detect_window_s"], baseline_s=opts["baseline_s"],
                          recent_window_s=opts["recent_window_s"])
@@ -272,4 +352,12 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
     service.routes.extend(incidents_routes(manager))
     service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part
+    service.metrics.register(DiagnosisCollector(part))
     return part
+
+
+def _versions(service: CollectorService) -> VersionLog:
+    """The graph's record of the versions each service reported (one record for the graph's
+    service page and the incidents' "changed before" line); its own when there is no graph."""
+    versions = getattr(service.parts.get("graph"), "versions", None)
+    return versions if isinstance(versions, VersionLog) else VersionLog()

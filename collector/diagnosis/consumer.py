@@ -31,7 +31,6 @@ from collections.abc import Sequence
 
 from collector.diagnosis.hosts import HostMap
 from collector.diagnosis.traces import MAX_TRACE_OPEN_S, QUIET_S, PortMap, TraceAssembler, analyze
-from collector.diagnosis.versions import VersionTracker
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
 from collector.limits import DEFAULT_MEMORY, MemoryLimits
 from collector.model import SpanRecord
@@ -61,7 +60,6 @@ class TraceDiagnosis:
             raise ValueError(f"diagnosis span budget must be >= 0 spans/s (0: no budget), "
                              f"got {span_budget}")
         self.ports = PortMap()
-        self.versions = VersionTracker()
         self.hosts = HostMap()
         self.windows = ServiceWindows(bucket_s, retention_s)
         self.memory = memory
@@ -82,7 +80,6 @@ class TraceDiagnosis:
         for s in spans:
             if s.kind == _SERVER or s.kind == _CONSUMER:  # the only spans `learn` reads
                 learn(s)
-        self.versions.observe(spans, now)
         self.hosts.learn(spans)
         self.assembler.add(spans, now, self._offer(len(spans), now))
 
@@ -125,5 +122,5 @@ class TraceDiagnosis:
                 "traces_sampled_out": a.traces_sampled_out,
                 "keep_fraction": self.keep_fraction,
                 "services_dropped": self.windows.dropped_services,
-                "ports_dropped": self.ports.dropped, "versions_dropped": self.versions.dropped,
+                "ports_dropped": self.ports.dropped,
                 "hosts_dropped": self.hosts.dropped}

@@ -51,8 +51,8 @@ from typing import Any
 
 from collector.checkpoint import WriteFailures, check_state_file, transaction
 from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
-from collector.diagnosis.versions import VersionTracker
 from collector.model import Snapshot
+from collector.stats import VersionLog
 from collector.vocabulary import health_rank
 
 QUIET_S = 30.0
@@ -311,7 +311,7 @@ class IncidentStore:
 class IncidentManager:
     """The lifecycle. Not thread-safe by itself: callers hold ``lock``."""
 
-    def __init__(self, store: IncidentStore, versions: VersionTracker | None = None,
+    def __init__(self, store: IncidentStore, versions: VersionLog | None = None,
                  owner_of: OwnerLookup | None = None, quiet_s: float = QUIET_S,
                  now: float | None = None) -> None:
         if quiet_s < 0:
@@ -429,7 +429,7 @@ class IncidentManager:
             # No Resource in the catalog owns the host: the platform's, named as unowned.
             page["fallback"] = NO_HOST_OWNER
         change = None
-        if self.versions and cause.kind != SHARED_HOST:
+        if self.versions is not None and cause.kind != SHARED_HOST:
             change = self.versions.change_near(service, now)
         inc = Incident(uuid.uuid4().hex[:16], "open", now, now, None, now,
                        _root(cause, team), [i.to_json() for i in cause.impacted[:MAX_IMPACTED]],

@@ -11,8 +11,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import replay
-from collector.exposition import ConwayCollector, IngestCounters, make_registry
-from collector.graph import TrafficGraph
+from collector.exposition import IngestCollector, IngestCounters, make_registry
+from collector.graph import GraphCollector, TrafficGraph
 from collector.pairing import PairingConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +109,8 @@ def test_tempo_max_items_one_drops_and_says_so() -> None:
 
 def test_tempo_histograms_through_metrics() -> None:
     g, _ = run("tempo--trace-with-queue-database.json", PairingConfig.tempo())
-    text = generate_latest(make_registry(ConwayCollector(g, IngestCounters()))).decode()
+    registry = make_registry(GraphCollector(g), IngestCollector(IngestCounters()))
+    text = generate_latest(registry).decode()
     sums = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

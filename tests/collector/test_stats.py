@@ -129,3 +129,16 @@ def test_versions_first_and_last_seen_bounded() -> None:
     log.record("cart", "1.2", 40.0)
     assert [v.version for v in log.versions("cart")] == ["1.1", "1.2"]
     assert log.dropped == 1
+
+
+def test_version_change_nearest_the_time_within_the_horizon() -> None:
+    log = VersionLog()
+    log.record("cart", "1.0", 100.0)
+    assert log.change_near("cart", 150.0) is None  # one version: no change
+    log.record("cart", "1.1", 200.0)
+    log.record("cart", "1.2", 5_000.0)
+    assert log.change_near("cart", 250.0) == {"service": "cart", "from": "1.0", "to": "1.1",
+                                              "at": 200.0}
+    assert log.change_near("cart", 4_900.0)["to"] == "1.2"  # type: ignore[index]
+    assert log.change_near("cart", 250.0, horizon_s=10.0) is None
+    assert log.change_near("checkout", 250.0) is None
