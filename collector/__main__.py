@@ -2,7 +2,7 @@
 
 Bad arguments exit with status 2 and a message; SIGINT/SIGTERM shut down cleanly (uvicorn
 handles both and runs the shutdown hooks, the last checkpoint among them). Every cap of
-`collector.limits`, `collector.app` and `collector.graph` has a flag; the ingest token comes
+`collector.limits`, `collector.edge` and `collector.graph` has a flag; the ingest token comes
 from ``--ingest-token`` or the environment variable ``CONWAY_INGEST_TOKEN``.
 
 Data dir (``--data-dir``): locked for the process lifetime (``DIR/.lock`` holds the PID); a
@@ -15,7 +15,7 @@ Unreadable incident rows are skipped with a warning (counted as
 later never stops the collector: ``/healthz`` says ``degraded`` (still 200) while a file
 cannot be written (see `collector.checkpoint.StateFiles`).
 
-Connections (`collector.app.ConnectionGuard`): ``--max-connections`` (default 1024) open at
+Connections (`collector.edge.ConnectionGuard`): ``--max-connections`` (default 1024) open at
 once, of them ``--max-idle-connections`` (default 512) without a request in progress (past it
 the oldest idle one is closed to make room); ``--header-timeout`` (default 5 s) to send a
 request's complete headers, ``--keep-alive-timeout`` (default 5 s) idle between requests.
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from collector import app, diagnosis, graph, limits, otlp
+from collector import diagnosis, edge, graph, limits, otlp
 from collector.checkpoint import (
     CHECKPOINT_INTERVAL_S,
     CheckpointError,
@@ -56,9 +56,9 @@ from collector.topology import TopologyError
 from collector.wiring import build_app, build_service
 
 TOKEN_ENV = "CONWAY_INGEST_TOKEN"
-# Connections served at once (see `collector.app.ConnectionGuard`): idle ones are closed
+# Connections served at once (see `collector.edge.ConnectionGuard`): idle ones are closed
 # after the header or keep-alive timeout, or to make room past the idle limit.
-MAX_CONNECTIONS = app.MAX_CONNECTIONS
+MAX_CONNECTIONS = edge.MAX_CONNECTIONS
 # File descriptors the process needs besides its connections (files, the loop, listeners).
 SPARE_FDS = 256
 # Cyclic GC thresholds for the collector process (CPython's defaults are 700, 10, 10). Spans
@@ -146,16 +146,16 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                      metavar="S", help="reject spans starting or ending more than S seconds "
                                        "from the collector clock; 0 accepts any time, for "
                                        "replaying recorded traces (default 86400)")
-    lim.add_argument("--max-inflight", type=_positive(int), default=app.MAX_INFLIGHT,
+    lim.add_argument("--max-inflight", type=_positive(int), default=edge.MAX_INFLIGHT,
                      metavar="N", help="receiver requests in progress before answering 503 "
-                                       f"(default {app.MAX_INFLIGHT})")
+                                       f"(default {edge.MAX_INFLIGHT})")
     lim.add_argument("--max-inflight-bytes", type=_positive(int),
-                     default=app.MAX_INFLIGHT_BYTES, metavar="N",
+                     default=edge.MAX_INFLIGHT_BYTES, metavar="N",
                      help="request-body bytes held at once before answering 503 "
-                          f"(default {app.MAX_INFLIGHT_BYTES})")
-    lim.add_argument("--body-timeout", type=_positive(float), default=app.BODY_TIMEOUT_S,
+                          f"(default {edge.MAX_INFLIGHT_BYTES})")
+    lim.add_argument("--body-timeout", type=_positive(float), default=edge.BODY_TIMEOUT_S,
                      metavar="S", help="seconds to receive a whole body before answering 408 "
-                                       f"(default {app.BODY_TIMEOUT_S:g})")
+                                       f"(default {edge.BODY_TIMEOUT_S:g})")
     lim.add_argument("--max-connections", type=_positive(int), default=MAX_CONNECTIONS,
                      metavar="N", help="connections open at once; past it the oldest idle one "
                                        "is closed, or with none idle the new one gets 503 "
@@ -163,24 +163,24 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                                        "conway_http_rejected_total{reason=\"connection_limit\"}"
                                        f" (default {MAX_CONNECTIONS})")
     lim.add_argument("--max-idle-connections", type=_positive(int),
-                     default=app.MAX_IDLE_CONNECTIONS, metavar="N",
+                     default=edge.MAX_IDLE_CONNECTIONS, metavar="N",
                      help="connections open without a request in progress (headers not "
                           "complete, or idle between requests); past it the oldest is closed, "
                           "counted as conway_http_connections_closed_total"
-                          f"{{reason=\"idle_evicted\"}} (default {app.MAX_IDLE_CONNECTIONS})")
-    lim.add_argument("--header-timeout", type=_positive(float), default=app.HEADER_TIMEOUT_S,
+                          f"{{reason=\"idle_evicted\"}} (default {edge.MAX_IDLE_CONNECTIONS})")
+    lim.add_argument("--header-timeout", type=_positive(float), default=edge.HEADER_TIMEOUT_S,
                      metavar="S", help="seconds a connection has to send a request's complete "
                                        "headers (from connecting, or from the request's first "
                                        "byte on a kept-alive connection); then it is closed, "
                                        "counted as conway_http_connections_closed_total"
                                        "{reason=\"header_timeout\"} "
-                                       f"(default {app.HEADER_TIMEOUT_S:g})")
+                                       f"(default {edge.HEADER_TIMEOUT_S:g})")
     lim.add_argument("--keep-alive-timeout", type=_positive(int),
-                     default=app.KEEP_ALIVE_TIMEOUT_S, metavar="S",
+                     default=edge.KEEP_ALIVE_TIMEOUT_S, metavar="S",
                      help="whole seconds a connection may stay idle after a response; then it "
                           "is closed, counted as conway_http_connections_closed_total"
                           "{reason=\"keep_alive_timeout\"} "
-                          f"(default {app.KEEP_ALIVE_TIMEOUT_S})")
+                          f"(default {edge.KEEP_ALIVE_TIMEOUT_S})")
     p.add_argument("--ingest-token", metavar="T", default=os.environ.get(TOKEN_ENV) or None,
                    help="require 'Authorization: Bearer T' on POST /v1/traces and "
                         f"/api/v2/spans (default: ${TOKEN_ENV}, else no token; prefer the "
@@ -343,10 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.on_startup.append(announce)
     gc.set_threshold(*GC_THRESHOLDS)
     extra = config.extra
-    guard = app.ConnectionGuard(
+    guard = edge.ConnectionGuard(
         int(extra.get("max_connections", MAX_CONNECTIONS)),
-        int(extra.get("max_idle_connections", app.MAX_IDLE_CONNECTIONS)),
-        float(extra.get("header_timeout_s", app.HEADER_TIMEOUT_S)))
+        int(extra.get("max_idle_connections", edge.MAX_IDLE_CONNECTIONS)),
+        float(extra.get("header_timeout_s", edge.HEADER_TIMEOUT_S)))
     service.parts["metrics_registry"].register(guard)
     _raise_open_files(guard.max_connections + SPARE_FDS)
     # The guard bounds connections (uvicorn's limit_concurrency would count idle ones too and
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        log_level="warning", lifespan="on", access_log=False,
                        http=guard.protocol(), ws="none",
                        timeout_keep_alive=int(extra.get("keep_alive_timeout_s",
-                                                        app.KEEP_ALIVE_TIMEOUT_S)))
+                                                        edge.KEEP_ALIVE_TIMEOUT_S)))
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal for the
     # previous handler: make that a quiet, successful exit instead of a traceback.

@@ -17,6 +17,11 @@ teams" (run without ``--catalog`` for that). See ``collector.ownership.catalog``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from collector.ownership.api import routes
 from collector.ownership.catalog import CatalogError, CatalogInvalid, load_catalog
 from collector.ownership.part import Ownership, OwnershipAppender
@@ -48,3 +53,37 @@ def install(service: CollectorService, config: CollectorConfig) -> None:
     if ownership.store.path is not None:
         service.run_in_background(lambda: ownership.store.watch(poll_s))
     service.parts["ownership"] = ownership
+    service.metrics.register(OwnershipCollector(ownership))
+
+
+class OwnershipCollector(Collector):
+    """The catalog in force and its reloads, and the resource-attribute teams' cap."""
+
+    def __init__(self, ownership: Ownership) -> None:
+        self.ownership = ownership
+
+    def collect(self) -> Iterator[Metric]:
+        store, attrs = self.ownership.store, self.ownership.attrs
+        cat = store.catalog
+        entities = GaugeMetricFamily("conway_catalog_entities",
+                                     "Entities in the catalog in force, by kind (ignored: kinds "
+                                     "Conway does not use, e.g. API)", labels=["kind"])
+        for kind, n in (("group", len(cat.groups)), ("user", len(cat.users)),
+                        ("system", len(cat.systems)), ("component", len(cat.components)),
+                        ("resource", len(cat.resources)), ("ignored", cat.ignored)):
+            entities.add_metric([kind], n)
+        yield entities
+        yield GaugeMetricFamily("conway_catalog_loaded_timestamp_seconds",
+                                "When the catalog in force was loaded (0: no catalog)",
+                                value=cat.loaded_at if store.path is not None else 0.0)
+        yield CounterMetricFamily("conway_catalog_loads",
+                                  "Catalog loads tried after the first (valid or not)",
+                                  value=store.generation)
+        yield GaugeMetricFamily("conway_catalog_errors",
+                                "Problems in the catalog file(s) now on disk (the last good "
+                                "catalog stays in force while there are any)",
+                                value=len(store.errors))
+        yield CounterMetricFamily("conway_ownership_resource_teams_dropped",
+                                  "Spans of services whose resource-attribute team was not "
+                                  "remembered: the most services it may remember were known",
+                                  value=attrs.dropped)

@@ -292,7 +292,7 @@ def test_bad_cli_arguments_exit_with_a_message(tmp_path: Path) -> None:
     bad_topology.write_text("services:\n  cart: {port: nope}\n")
     for args, needle in (
         (["--scrape", "not-a-url"], "not an http(s) URL"),
-        (["--topology", str(bad_topology)], "integer 'port'"),
+        (["--topology", str(bad_topology)], "port must be an integer"),
         (["--retention", "-5"], "positive"),
         (["--catalog", str(tmp_path / "missing.yaml")], "does not exist"),
         (["--diagnosis", "trace_quiet"], "expected OPTION=SECONDS"),
@@ -369,7 +369,7 @@ def shop_spans() -> list[SpanRecord]:
 
 
 def check_golden(name: str, actual: Any) -> None:
-    from collector.app import dumps
+    from collector.readapi import dumps
 
     path = GOLDEN / name
     text = dumps(actual)

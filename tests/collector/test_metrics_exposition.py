@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import diagnosis, replay
@@ -109,3 +111,50 @@ def test_new_counters_count_a_trace_past_the_span_cap() -> None:
         assert got["conway_diagnosis_traces_pending"] == ("gauge", 0)
 
     against_app(service, scenario)
+
+
+CATALOG = """\
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata: {name: payments}
+spec: {type: team, children: []}
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata: {name: payment}
+spec: {type: service, lifecycle: production, owner: group:payments}
+---
+apiVersion: backstage.io/v1alpha1
+kind: API
+metadata: {name: payment-api}
+spec: {type: openapi, lifecycle: production, owner: group:payments, definition: x}
+"""
+
+
+def test_the_catalog_in_force_and_a_bad_edit_are_on_metrics(tmp_path: Path) -> None:
+    path = tmp_path / "catalog-info.yaml"
+    path.write_text(CATALOG)
+    service = build_service(CollectorConfig(catalog=path, data_dir=None))
+
+    def series() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(service.metrics).decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name.startswith(("conway_catalog", "conway_ownership"))}
+
+    got = series()
+    assert got[("conway_catalog_entities", (("kind", "component"),))] == 1
+    assert got[("conway_catalog_entities", (("kind", "group"),))] == 1
+    assert got[("conway_catalog_entities", (("kind", "ignored"),))] == 1  # the API
+    assert got[("conway_catalog_errors", ())] == 0
+    assert got[("conway_catalog_loads_total", ())] == 0
+    assert got[("conway_catalog_loaded_timestamp_seconds", ())] > 0
+    assert got[("conway_ownership_resource_teams_dropped_total", ())] == 0
+
+    path.write_text(CATALOG.replace("owner: group:payments}", "owner: group:nobody}", 1))
+    assert service.parts["ownership"].store.reload() is False
+    got = series()
+    assert got[("conway_catalog_errors", ())] >= 1
+    assert got[("conway_catalog_loads_total", ())] == 1
+    # The last good catalog stays in force.
+    assert got[("conway_catalog_entities", (("kind", "component"),))] == 1

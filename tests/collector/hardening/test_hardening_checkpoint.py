@@ -19,8 +19,8 @@ from hardening_helpers import Collector, edge_calls, graph, metric, sdk_call, sd
 from prometheus_client.exposition import generate_latest
 
 from collector import checkpoint
-from collector.app import graph_json
 from collector.model import SpanKind, SpanRecord
+from collector.readapi import graph_json
 from collector.service import CollectorConfig, CollectorService
 from collector.wiring import build_service
 
@@ -76,8 +76,9 @@ def views(service: CollectorService) -> dict[str, Any]:
     out["metrics"] = sorted(line for line in text.splitlines()
                             if not line.startswith("#") and "checkpoint" not in line
                             and "inflight" not in line
-                            # Traces waiting to finish are in flight, not checkpointed state.
-                            and "spans_pending" not in line)
+                            # The diagnosis (traces in flight, its counters) is not
+                            # checkpointed: a restart starts it afresh.
+                            and not line.startswith("conway_diagnosis_"))
     return out
 
 

@@ -95,7 +95,7 @@ def open_incidents(url: str) -> list[dict[str, Any]]:
 
 def healthz(url: str) -> dict[str, Any]:
     r = httpx.get(url + "/healthz", timeout=10)
-    assert r.status_code == 200, r.text  # degraded still answers 200 (see app.Api.healthz)
+    assert r.status_code == 200, r.text  # degraded still answers 200 (see readapi.ReadApi.healthz)
     body: dict[str, Any] = r.json()
     return body
 

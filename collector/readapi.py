@@ -1,0 +1,230 @@
+"""The read API: ``/api/graph``, ``/api/services/NAME``, ``/metrics`` and ``/healthz``.
+
+GET only (anything else answers 405, see `collector.errors`). Snapshots and ``/metrics`` are
+built in worker threads so the event loop keeps answering while they hold the service lock.
+Errors answer JSON ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from prometheus_client.core import Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collector.errors import error
+from collector.graph import TrafficGraph
+from collector.model import Edge, Node, Snapshot
+from collector.service import CollectorService
+
+# The read API's paths counted by name in conway_http_requests_total (see edge.RequestCounter).
+COUNTED_PATHS = ("/api/graph", "/metrics", "/healthz")
+
+
+def _round(v: float | None, digits: int = 6) -> float | None:
+    if v is None or not math.isfinite(v):
+        return None
+    return round(v, digits)
+
+
+def _jsonable(v: Any, depth: int = 0) -> bool:
+    if depth > 6:
+        return False
+    if v is None or isinstance(v, str | bool | int):
+        return True
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, list | tuple):
+        return all(_jsonable(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _jsonable(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def node_json(n: Node) -> dict[str, Any]:
+    """A node as the API serves it: meta keys that are plain JSON first, contract keys on top."""
+    out = {k: v for k, v in n.meta.items() if _jsonable(v)}
+    out.update(
+        id=n.id, kind=n.kind, team=n.team, health=n.health, rate_rps=_round(n.rate_rps),
+        error_ratio=_round(n.error_ratio), p50_ms=_round(n.p50_ms, 3),
+        p95_ms=_round(n.p95_ms, 3), p99_ms=_round(n.p99_ms, 3),
+    )
+    return out
+
+
+def edge_json(e: Edge) -> dict[str, Any]:
+    out = {k: v for k, v in e.meta.items() if _jsonable(v)}
+    out.update(
+        source=e.source, target=e.target, rate_rps=_round(e.rate_rps),
+        error_ratio=_round(e.error_ratio), p50_ms=_round(e.p50_ms, 3),
+        p95_ms=_round(e.p95_ms, 3), p99_ms=_round(e.p99_ms, 3),
+        connection_type=e.connection_type, health=e.health,
+    )
+    return out
+
+
+def graph_json(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "window_s": snap.window_s,
+        "generated_at": snap.generated_at,
+        "nodes": [node_json(snap.nodes[k]) for k in sorted(snap.nodes)],
+        "edges": [edge_json(snap.edges[k]) for k in sorted(snap.edges)],
+        "limits": snap.meta.get("limits", {}),
+    }
+
+
+def parse_window(service: CollectorService, raw: str | None) -> float:
+    """The ``window`` query parameter in seconds; ValueError with a message when invalid."""
+    cfg = service.config
+    if raw is None or raw == "":
+        return cfg.default_window_s
+    try:
+        w = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"window must be a number of seconds between {cfg.bucket_s:g} and "
+            f"{cfg.retention_s:g}, got {raw!r}"
+        ) from None
+    if not math.isfinite(w) or not cfg.bucket_s <= w <= cfg.retention_s:
+        raise ValueError(
+            f"window must be between {cfg.bucket_s:g} and {cfg.retention_s:g} seconds "
+            f"(the retention), got {raw}"
+        )
+    return w
+
+
+class ReadApi:
+    """The read API's route handlers bound to one service."""
+
+    def __init__(self, service: CollectorService, registry: CollectorRegistry) -> None:
+        self.service = service
+        self.registry = registry
+        self.graph: TrafficGraph = service.parts["graph"]
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/graph", self.graph_api, methods=["GET"]),
+            Route("/api/services/{name:path}", self.service_api, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+        ]
+
+    async def graph_api(self, request: Request) -> Response:
+        try:
+            window = parse_window(self.service, request.query_params.get("window"))
+        except ValueError as exc:
+            return error(400, str(exc))
+        body = await run_in_threadpool(self._graph_body, window)
+        return Response(body, media_type="application/json")
+
+    def _graph_body(self, window: float) -> bytes:
+        service = self.service
+        return service.cached_json(("graph", window),
+                                   lambda: graph_json(service.read_snapshot(window)))
+
+    async def service_api(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            window = parse_window(self.service, request.query_params.get("window"))
+        except ValueError as exc:
+            return error(400, str(exc))
+        body = await run_in_threadpool(
+            self.service.cached_json, ("service", name, window),
+            lambda: self._service_body(name, window))
+        if body == b"null":
+            known = ", ".join(sorted(self.graph.kinds)[:50]) or "(none yet)"
+            return error(404, f"unknown service {name!r}; known services: {known}")
+        return Response(body, media_type="application/json")
+
+    def _service_body(self, name: str, window: float) -> dict[str, Any] | None:
+        snap = self.service.read_snapshot(window)
+        node = snap.nodes.get(name)
+        if node is None:
+            return None
+        with self.service.lock:
+            series = self.graph.series(name, snap.generated_at, window)
+            versions = self.graph.versions_of(name)
+
+        def peer(e: Edge, other: str) -> dict[str, Any]:
+            return {"service": other, "rate_rps": _round(e.rate_rps),
+                    "error_ratio": _round(e.error_ratio), "p95_ms": _round(e.p95_ms, 3),
+                    "health": e.health}
+
+        owner = node.meta.get("owner")
+        return {
+            "name": name,
+            "kind": node.kind,
+            "team": node.team,
+            "health": node.health,
+            "rate_rps": _round(node.rate_rps),
+            "error_ratio": _round(node.error_ratio),
+            "p50_ms": _round(node.p50_ms, 3),
+            "p95_ms": _round(node.p95_ms, 3),
+            "p99_ms": _round(node.p99_ms, 3),
+            "up": node.meta.get("up"),
+            "series": [
+                {"t": p.t, "rate_rps": _round(p.rate_rps), "error_ratio": _round(p.error_ratio),
+                 "p95_ms": _round(p.p95_ms, 3)}
+                for p in series
+            ],
+            "callers": [peer(e, e.source) for k, e in sorted(snap.edges.items()) if k[1] == name],
+            "callees": [peer(e, e.target) for k, e in sorted(snap.edges.items()) if k[0] == name],
+            "versions": [
+                {"version": v.version, "first_seen": v.first_seen, "last_seen": v.last_seen}
+                for v in versions
+            ],
+            "owner": owner if _jsonable(owner) else None,
+        }
+
+    async def metrics(self, request: Request) -> Response:
+        def render() -> bytes:
+            # Only gathering the values needs the lock; formatting them (most of the time
+            # for a large graph) happens outside it, so ingest does not wait for the text.
+            with self.service.lock:
+                families = list(self.registry.collect())
+            return generate_latest(_Collected(families))
+
+        body = await run_in_threadpool(self.service.cached, ("metrics",), render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(self, request: Request) -> Response:
+        """200 ``{"status": "ok"}``; while a data-dir file cannot be written (a full disk),
+        still 200 (the collector serves ingest and reads, and a restart would not free the
+        disk but would lose what is waiting to be written) with ``"status": "degraded"`` and
+        ``state_write_errors``: each file, SQLite's error, since when, failed writes. So too
+        while a paging sink fails (``paging_errors``: each sink's last error and queue)."""
+        files = self.service.parts.get("state_files")
+        problems = files.problems() if files is not None else []
+        pager = self.service.parts.get("pager")
+        failing = [s for s in pager.status() if s["last_error"]] if pager is not None else []
+        if problems or failing:
+            body: dict[str, Any] = {"status": "degraded"}
+            if problems:
+                body["state_write_errors"] = problems
+            if failing:
+                # An Alertmanager or webhook that cannot be reached: pages wait in its queue.
+                body["paging_errors"] = failing
+            return JSONResponse(body)
+        return JSONResponse({"status": "ok"})
+
+
+class _Collected:
+    """Metric families already gathered, in the shape ``generate_latest`` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def dumps(obj: Any) -> str:
+    """Stable JSON text (sorted keys) for golden files."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
