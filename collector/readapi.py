@@ -19,65 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from collector.apijson import graph_json, jsonable, peer_json, rounded
 from collector.errors import error
 from collector.graph import TrafficGraph
-from collector.model import Edge, Node, Snapshot
 from collector.service import CollectorService
 
 # The read API's paths counted by name in conway_http_requests_total (see edge.RequestCounter).
 COUNTED_PATHS = ("/api/graph", "/metrics", "/healthz")
-
-
-def _round(v: float | None, digits: int = 6) -> float | None:
-    if v is None or not math.isfinite(v):
-        return None
-    return round(v, digits)
-
-
-def _jsonable(v: Any, depth: int = 0) -> bool:
-    if depth > 6:
-        return False
-    if v is None or isinstance(v, str | bool | int):
-        return True
-    if isinstance(v, float):
-        return math.isfinite(v)
-    if isinstance(v, list | tuple):
-        return all(_jsonable(x, depth + 1) for x in v)
-    if isinstance(v, dict):
-        return all(isinstance(k, str) and _jsonable(x, depth + 1) for k, x in v.items())
-    return False
-
-
-def node_json(n: Node) -> dict[str, Any]:
-    """A node as the API serves it: meta keys that are plain JSON first, contract keys on top."""
-    out = {k: v for k, v in n.meta.items() if _jsonable(v)}
-    out.update(
-        id=n.id, kind=n.kind, team=n.team, health=n.health, rate_rps=_round(n.rate_rps),
-        error_ratio=_round(n.error_ratio), p50_ms=_round(n.p50_ms, 3),
-        p95_ms=_round(n.p95_ms, 3), p99_ms=_round(n.p99_ms, 3),
-    )
-    return out
-
-
-def edge_json(e: Edge) -> dict[str, Any]:
-    out = {k: v for k, v in e.meta.items() if _jsonable(v)}
-    out.update(
-        source=e.source, target=e.target, rate_rps=_round(e.rate_rps),
-        error_ratio=_round(e.error_ratio), p50_ms=_round(e.p50_ms, 3),
-        p95_ms=_round(e.p95_ms, 3), p99_ms=_round(e.p99_ms, 3),
-        connection_type=e.connection_type, health=e.health,
-    )
-    return out
-
-
-def graph_json(snap: Snapshot) -> dict[str, Any]:
-    return {
-        "window_s": snap.window_s,
-        "generated_at": snap.generated_at,
-        "nodes": [node_json(snap.nodes[k]) for k in sorted(snap.nodes)],
-        "edges": [edge_json(snap.edges[k]) for k in sorted(snap.edges)],
-        "limits": snap.meta.get("limits", {}),
-    }
 
 
 def parse_window(service: CollectorService, raw: str | None) -> float:
@@ -152,35 +100,32 @@ class ReadApi:
             series = self.graph.series(name, snap.generated_at, window)
             versions = self.graph.versions_of(name)
 
-        def peer(e: Edge, other: str) -> dict[str, Any]:
-            return {"service": other, "rate_rps": _round(e.rate_rps),
-                    "error_ratio": _round(e.error_ratio), "p95_ms": _round(e.p95_ms, 3),
-                    "health": e.health}
-
         owner = node.meta.get("owner")
         return {
             "name": name,
             "kind": node.kind,
             "team": node.team,
             "health": node.health,
-            "rate_rps": _round(node.rate_rps),
-            "error_ratio": _round(node.error_ratio),
-            "p50_ms": _round(node.p50_ms, 3),
-            "p95_ms": _round(node.p95_ms, 3),
-            "p99_ms": _round(node.p99_ms, 3),
+            "rate_rps": rounded(node.rate_rps),
+            "error_ratio": rounded(node.error_ratio),
+            "p50_ms": rounded(node.p50_ms, 3),
+            "p95_ms": rounded(node.p95_ms, 3),
+            "p99_ms": rounded(node.p99_ms, 3),
             "up": node.meta.get("up"),
             "series": [
-                {"t": p.t, "rate_rps": _round(p.rate_rps), "error_ratio": _round(p.error_ratio),
-                 "p95_ms": _round(p.p95_ms, 3)}
+                {"t": p.t, "rate_rps": rounded(p.rate_rps), "error_ratio": rounded(p.error_ratio),
+                 "p95_ms": rounded(p.p95_ms, 3)}
                 for p in series
             ],
-            "callers": [peer(e, e.source) for k, e in sorted(snap.edges.items()) if k[1] == name],
-            "callees": [peer(e, e.target) for k, e in sorted(snap.edges.items()) if k[0] == name],
+            "callers": [peer_json(e, e.source) for k, e in sorted(snap.edges.items())
+                        if k[1] == name],
+            "callees": [peer_json(e, e.target) for k, e in sorted(snap.edges.items())
+                        if k[0] == name],
             "versions": [
                 {"version": v.version, "first_seen": v.first_seen, "last_seen": v.last_seen}
                 for v in versions
             ],
-            "owner": owner if _jsonable(owner) else None,
+            "owner": owner if jsonable(owner) else None,
         }
 
     async def metrics(self, request: Request) -> Response:

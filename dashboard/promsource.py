@@ -42,10 +42,10 @@ from typing import Any, Self
 
 import httpx
 
+from collector.apijson import graph_json, node_json, peer_json, rounded
 from collector.diagnosis.health import HealthInputs, HealthThresholds, classify
 from collector.model import ConnectionType, Edge, Node, Snapshot
 from collector.ownership.part import Ownership
-from collector.ownership.teammap import edge_dict, rounded
 from collector.vocabulary import DOWN, USER_NODE
 from dashboard.client import DEFAULT_TIMEOUT_S, ApiError, _JsonClient
 
@@ -252,18 +252,7 @@ class PrometheusSource(_JsonClient):
         if snap.meta.get("edges_left_out"):
             notes.append(f"{snap.meta['edges_left_out']} edges with the fewest calls left out "
                          f"(more than {MAX_EDGES})")
-        return {
-            "window_s": window_s,
-            "generated_at": snap.generated_at,
-            "source": SOURCE_NAME,
-            "notes": notes,
-            "nodes": [_node_dict(n) for n in sorted(snap.nodes.values(), key=lambda n: n.id)],
-            "edges": [
-                {**_edge_stats(e), "connection_type": e.connection_type,
-                 "calls": e.meta["calls"], "errors": e.meta["errors"], "health": e.health}
-                for _, e in sorted(snap.edges.items())
-            ],
-        }
+        return {**graph_json(snap), "window_s": window_s, "source": SOURCE_NAME, "notes": notes}
 
     def incidents(self) -> list[dict[str, Any]]:
         """The open incidents the collectors page for, read back from Alertmanager (every
@@ -319,18 +308,14 @@ class PrometheusSource(_JsonClient):
             raise ApiError(f"Prometheus has no service-graph series for {name!r} in the last "
                            f"{window_s:.0f} s", status=404)
 
-        def neighbour(edge: Edge, other: str) -> dict[str, Any]:
-            return {"service": other, **{k: v for k, v in edge_dict(edge, window_s).items()
-                                         if k in ("rate_rps", "error_ratio", "p95_ms", "health")}}
-
         return {
-            **_node_dict(node),
+            **node_json(node),
             "name": name,
             "source": SOURCE_NAME,
             "series": self._series(name, window_s),
-            "callers": [neighbour(e, e.source) for (_, t), e in sorted(snap.edges.items())
+            "callers": [peer_json(e, e.source) for (_, t), e in sorted(snap.edges.items())
                         if t == name],
-            "callees": [neighbour(e, e.target) for (s, _), e in sorted(snap.edges.items())
+            "callees": [peer_json(e, e.target) for (s, _), e in sorted(snap.edges.items())
                         if s == name],
             "versions": [],
             "owner": self.catalog.current().owner_of(name),
@@ -434,31 +419,6 @@ def _service_names(counts: dict[tuple[str, str], _EdgeCounts]) -> set[str]:
             out.add(server)
     out.discard(USER_NODE)
     return out
-
-
-def _edge_stats(e: Edge | Node) -> dict[str, Any]:
-    return {
-        "rate_rps": rounded(e.rate_rps),
-        "error_ratio": rounded(e.error_ratio),
-        "p50_ms": rounded(e.p50_ms, 3),
-        "p95_ms": rounded(e.p95_ms, 3),
-        "p99_ms": rounded(e.p99_ms, 3),
-        **({"source": e.source, "target": e.target} if isinstance(e, Edge) else {}),
-    }
-
-
-def _node_dict(n: Node) -> dict[str, Any]:
-    return {
-        "id": n.id,
-        "kind": n.kind,
-        "team": n.team,
-        "health": n.health,
-        **_edge_stats(n),
-        "up": n.meta.get("up"),
-        "calls": n.meta.get("calls", 0),
-        "errors": n.meta.get("errors", 0),
-        "team_source": n.meta.get("team_source"),
-    }
 
 
 def incidents_from_alerts(alerts: Iterable[Any]) -> list[dict[str, Any]]:

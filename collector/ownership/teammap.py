@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.apijson import rounded
 from collector.model import Edge, Snapshot
 from collector.vocabulary import USER_NODE, worst_health
 
@@ -39,13 +40,6 @@ def edge_errors(edge: Edge, window_s: float) -> int:
     if isinstance(errors, int | float):
         return int(errors)
     return round(edge.error_ratio * edge_calls(edge, window_s))
-
-
-def rounded(value: float | None, digits: int = 6) -> float | None:
-    """JSON-friendly: fixed precision, and None for a missing or non-finite value."""
-    if value is None or not math.isfinite(value):
-        return None
-    return round(value, digits)
 
 
 def edge_dict(edge: Edge, window_s: float) -> dict[str, Any]:
