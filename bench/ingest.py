@@ -148,7 +148,7 @@ def in_process(batches: list[tuple[bytes, int, int]], rounds: int) -> tuple[floa
     gone quiet). Enough rounds that the budget's rate meter reaches its steady state."""
     sys.path.insert(0, str(REPO))
     from collector import otlp
-    from collector.service import CollectorConfig
+    from collector.config import CollectorConfig
     from collector.wiring import build_service
 
     ns: dict[str, object] = {}

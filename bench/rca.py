@@ -31,8 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector import diagnosis, graph  # noqa: E402
+from collector.config import CollectorConfig, DiagnosisConfig  # noqa: E402
 from collector.model import Attributes, SpanKind, SpanRecord  # noqa: E402
-from collector.service import CollectorConfig, CollectorService  # noqa: E402
+from collector.service import CollectorService  # noqa: E402
 
 NS = 1_000_000  # ns per ms
 BASELINE_S = 60
@@ -241,7 +242,8 @@ def run_scenario(seed: int, n_faults: int, options: dict[str, float] | None = No
     topo = make_topology(rng)
     sim = Simulator(topo, random.Random(seed + 1))
     clock = Clock(1_700_000_000.0)
-    config = CollectorConfig(extra={"diagnosis": {"baseline_s": 300.0, **(options or {})}})
+    config = CollectorConfig(diagnosis=DiagnosisConfig.from_options(
+        {"baseline_s": 300.0, **(options or {})}))
     service = CollectorService(config=config, clock=clock)
     graph.install(service, config)
     diagnosis.install(service, config)

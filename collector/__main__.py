@@ -40,25 +40,29 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from collector import diagnosis, edge, graph, limits, otlp
-from collector.checkpoint import (
-    CHECKPOINT_INTERVAL_S,
-    CheckpointError,
-    lock_data_dir,
-    move_aside,
+from collector import config as C
+from collector import edge, limits, otlp
+from collector.checkpoint import CheckpointError, lock_data_dir, move_aside
+from collector.config import (
+    CheckpointConfig,
+    CollectorConfig,
+    DiagnosisConfig,
+    EdgeConfig,
+    GraphConfig,
+    PagingConfig,
 )
 from collector.diagnosis.incidents import IncidentStoreError
 from collector.ownership.catalog import CatalogInvalid
 from collector.pairing import PairingConfig
 from collector.scraper import topology_targets
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 from collector.topology import TopologyError
 from collector.wiring import build_app, build_service
 
 TOKEN_ENV = "CONWAY_INGEST_TOKEN"
 # Connections served at once (see `collector.edge.ConnectionGuard`): idle ones are closed
 # after the header or keep-alive timeout, or to make room past the idle limit.
-MAX_CONNECTIONS = edge.MAX_CONNECTIONS
+MAX_CONNECTIONS = C.MAX_CONNECTIONS
 # File descriptors the process needs besides its connections (files, the loop, listeners).
 SPARE_FDS = 256
 # Cyclic GC thresholds for the collector process (CPython's defaults are 700, 10, 10). Spans
@@ -114,15 +118,16 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                         "instead of exiting with status 2")
     p.add_argument("--retention", type=_positive(float), default=900.0, metavar="S",
                    help="seconds of statistics kept (default 900)")
-    p.add_argument("--max-body-bytes", type=_positive(int), default=8 * 1024 * 1024,
+    p.add_argument("--max-body-bytes", type=_positive(int), default=C.MAX_BODY_BYTES,
                    metavar="N", help="largest request body accepted (default 8 MiB)")
-    p.add_argument("--pairing-ttl", type=_positive(float), default=2.0, metavar="S",
-                   help="seconds a span waits for its other half (default 2)")
+    p.add_argument("--pairing-ttl", type=_positive(float), default=C.PAIRING_TTL_S, metavar="S",
+                   help="seconds a span waits for its other half "
+                        f"(default {C.PAIRING_TTL_S:g})")
     lim = p.add_argument_group("limits (each refusal is counted on /metrics with a reason)")
-    lim.add_argument("--max-nodes", type=_positive(int), default=graph.MAX_NODES, metavar="N",
-                     help=f"services and virtual nodes kept (default {graph.MAX_NODES})")
-    lim.add_argument("--max-edges", type=_positive(int), default=graph.MAX_EDGES, metavar="N",
-                     help=f"edges kept (default {graph.MAX_EDGES})")
+    lim.add_argument("--max-nodes", type=_positive(int), default=C.MAX_NODES, metavar="N",
+                     help=f"services and virtual nodes kept (default {C.MAX_NODES})")
+    lim.add_argument("--max-edges", type=_positive(int), default=C.MAX_EDGES, metavar="N",
+                     help=f"edges kept (default {C.MAX_EDGES})")
     lim.add_argument("--memory-budget-mb", type=_positive(float),
                      default=limits.MEMORY_BUDGET_MB, metavar="MB",
                      help="memory budget of the whole process: the caps of pending traces, "
@@ -146,16 +151,16 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                      metavar="S", help="reject spans starting or ending more than S seconds "
                                        "from the collector clock; 0 accepts any time, for "
                                        "replaying recorded traces (default 86400)")
-    lim.add_argument("--max-inflight", type=_positive(int), default=edge.MAX_INFLIGHT,
+    lim.add_argument("--max-inflight", type=_positive(int), default=C.MAX_INFLIGHT,
                      metavar="N", help="receiver requests in progress before answering 503 "
-                                       f"(default {edge.MAX_INFLIGHT})")
+                                       f"(default {C.MAX_INFLIGHT})")
     lim.add_argument("--max-inflight-bytes", type=_positive(int),
-                     default=edge.MAX_INFLIGHT_BYTES, metavar="N",
+                     default=C.MAX_INFLIGHT_BYTES, metavar="N",
                      help="request-body bytes held at once before answering 503 "
-                          f"(default {edge.MAX_INFLIGHT_BYTES})")
-    lim.add_argument("--body-timeout", type=_positive(float), default=edge.BODY_TIMEOUT_S,
+                          f"(default {C.MAX_INFLIGHT_BYTES})")
+    lim.add_argument("--body-timeout", type=_positive(float), default=C.BODY_TIMEOUT_S,
                      metavar="S", help="seconds to receive a whole body before answering 408 "
-                                       f"(default {edge.BODY_TIMEOUT_S:g})")
+                                       f"(default {C.BODY_TIMEOUT_S:g})")
     lim.add_argument("--max-connections", type=_positive(int), default=MAX_CONNECTIONS,
                      metavar="N", help="connections open at once; past it the oldest idle one "
                                        "is closed, or with none idle the new one gets 503 "
@@ -163,24 +168,24 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                                        "conway_http_rejected_total{reason=\"connection_limit\"}"
                                        f" (default {MAX_CONNECTIONS})")
     lim.add_argument("--max-idle-connections", type=_positive(int),
-                     default=edge.MAX_IDLE_CONNECTIONS, metavar="N",
+                     default=C.MAX_IDLE_CONNECTIONS, metavar="N",
                      help="connections open without a request in progress (headers not "
                           "complete, or idle between requests); past it the oldest is closed, "
                           "counted as conway_http_connections_closed_total"
-                          f"{{reason=\"idle_evicted\"}} (default {edge.MAX_IDLE_CONNECTIONS})")
-    lim.add_argument("--header-timeout", type=_positive(float), default=edge.HEADER_TIMEOUT_S,
+                          f"{{reason=\"idle_evicted\"}} (default {C.MAX_IDLE_CONNECTIONS})")
+    lim.add_argument("--header-timeout", type=_positive(float), default=C.HEADER_TIMEOUT_S,
                      metavar="S", help="seconds a connection has to send a request's complete "
                                        "headers (from connecting, or from the request's first "
                                        "byte on a kept-alive connection); then it is closed, "
                                        "counted as conway_http_connections_closed_total"
                                        "{reason=\"header_timeout\"} "
-                                       f"(default {edge.HEADER_TIMEOUT_S:g})")
+                                       f"(default {C.HEADER_TIMEOUT_S:g})")
     lim.add_argument("--keep-alive-timeout", type=_positive(int),
-                     default=edge.KEEP_ALIVE_TIMEOUT_S, metavar="S",
+                     default=C.KEEP_ALIVE_TIMEOUT_S, metavar="S",
                      help="whole seconds a connection may stay idle after a response; then it "
                           "is closed, counted as conway_http_connections_closed_total"
                           "{reason=\"keep_alive_timeout\"} "
-                          f"(default {edge.KEEP_ALIVE_TIMEOUT_S})")
+                          f"(default {C.KEEP_ALIVE_TIMEOUT_S})")
     p.add_argument("--ingest-token", metavar="T", default=os.environ.get(TOKEN_ENV) or None,
                    help="require 'Authorization: Bearer T' on POST /v1/traces and "
                         f"/api/v2/spans (default: ${TOKEN_ENV}, else no token; prefer the "
@@ -190,7 +195,8 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                         "service name, e.g. '{service}' in containers (default 127.0.0.1)")
     p.add_argument("--diagnosis", action="append", default=[], metavar="OPTION=SECONDS",
                    help="tune diagnosis timing and load, repeatable: "
-                        + ", ".join(f"{k} (default {v:g})" for k, v in diagnosis.OPTIONS.items())
+                        + ", ".join(f"{k} (default {v:g})"
+                                   for k, v in vars(DiagnosisConfig()).items())
                         + "; span_budget is spans/s analysed in full before traces are "
                           "head-sampled (0: no budget)")
     pg = p.add_argument_group("paging (see collector/paging.py)")
@@ -205,9 +211,9 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                     help="the dashboard's address, for the links in alerts "
                          "(e.g. http://127.0.0.1:8050)")
     p.add_argument("--checkpoint-interval", type=_positive(float),
-                   default=CHECKPOINT_INTERVAL_S, metavar="S",
+                   default=C.CHECKPOINT_INTERVAL_S, metavar="S",
                    help="seconds between checkpoints to --data-dir "
-                        f"(default {CHECKPOINT_INTERVAL_S:g})")
+                        f"(default {C.CHECKPOINT_INTERVAL_S:g})")
     a = p.parse_args(argv)
     if not 0 <= a.port < 65536:
         p.error(f"--port must be 0..65535, got {a.port}")
@@ -227,7 +233,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
             p.error(f"--diagnosis {item!r}: expected OPTION=SECONDS (span_budget: spans/s), "
                     "e.g. trace_quiet_s=1.0 or span_budget=50000")
     try:
-        diagnosis.options(CollectorConfig(extra={"diagnosis": diagnosis_options}))
+        diagnosis_config = DiagnosisConfig.from_options(diagnosis_options)
     except ValueError as exc:
         p.error(f"--diagnosis: {exc}")
     try:
@@ -281,32 +287,26 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         retention_s=a.retention,
         default_window_s=min(60.0, a.retention),
         max_body_bytes=a.max_body_bytes,
-        extra={
-            "pairing_ttl_s": a.pairing_ttl,
-            "pairing_max_items": memory.pairing_max_items if a.max_pending is None
-            else a.max_pending,
-            "memory_budget_mb": a.memory_budget_mb,
-            "max_nodes": a.max_nodes,
-            "max_edges": a.max_edges,
-            "span_limits": limits.SpanLimits(
+        memory_budget_mb=a.memory_budget_mb,
+        scrape_host_template=a.scrape_host_template,
+        graph=GraphConfig(
+            max_nodes=a.max_nodes, max_edges=a.max_edges, pairing_ttl_s=a.pairing_ttl,
+            pairing_max_items=(memory.pairing_max_items if a.max_pending is None
+                               else a.max_pending)),
+        edge=EdgeConfig(
+            max_inflight_requests=a.max_inflight, max_inflight_bytes=a.max_inflight_bytes,
+            body_timeout_s=a.body_timeout, max_connections=a.max_connections,
+            max_idle_connections=a.max_idle_connections, header_timeout_s=a.header_timeout,
+            keep_alive_timeout_s=a.keep_alive_timeout, ingest_token=a.ingest_token,
+            span_limits=limits.SpanLimits(
                 max_attributes=a.max_attributes, max_value_chars=a.max_value_chars,
-                max_service_chars=a.max_service_chars, time_window_s=a.span_time_window),
-            "max_inflight_requests": a.max_inflight,
-            "max_inflight_bytes": a.max_inflight_bytes,
-            "body_timeout_s": a.body_timeout,
-            "max_connections": a.max_connections,
-            "max_idle_connections": a.max_idle_connections,
-            "header_timeout_s": a.header_timeout,
-            "keep_alive_timeout_s": a.keep_alive_timeout,
-            "ingest_token": a.ingest_token,
-            "checkpoint_interval_s": a.checkpoint_interval,
-            "reset_state": a.reset_state,
-            "diagnosis": diagnosis_options,
-            "scrape_host_template": a.scrape_host_template,
-            "alertmanager": list(a.alertmanager),
-            "page_webhook": list(a.page_webhook),
-            "dashboard_url": a.dashboard_url,
-        },
+                max_service_chars=a.max_service_chars, time_window_s=a.span_time_window)),
+        diagnosis=diagnosis_config,
+        paging=PagingConfig(alertmanager=tuple(a.alertmanager),
+                            page_webhook=tuple(a.page_webhook),
+                            dashboard_url=a.dashboard_url),
+        checkpoint=CheckpointConfig(interval_s=a.checkpoint_interval,
+                                    reset_state=a.reset_state),
     )
 
 
@@ -342,12 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     service.on_startup.append(announce)
     gc.set_threshold(*GC_THRESHOLDS)
-    extra = config.extra
-    guard = edge.ConnectionGuard(
-        int(extra.get("max_connections", MAX_CONNECTIONS)),
-        int(extra.get("max_idle_connections", edge.MAX_IDLE_CONNECTIONS)),
-        float(extra.get("header_timeout_s", edge.HEADER_TIMEOUT_S)))
-    service.parts["metrics_registry"].register(guard)
+    guard = edge.ConnectionGuard(config.edge.max_connections, config.edge.max_idle_connections,
+                                 config.edge.header_timeout_s)
+    service.metrics.register(guard)
     _raise_open_files(guard.max_connections + SPARE_FDS)
     # The guard bounds connections (uvicorn's limit_concurrency would count idle ones too and
     # refuse every request while they stay open); the collector serves no WebSocket.
@@ -355,8 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvicorn.Config(build_app(service), host=config.host, port=config.port,
                        log_level="warning", lifespan="on", access_log=False,
                        http=guard.protocol(), ws="none",
-                       timeout_keep_alive=int(extra.get("keep_alive_timeout_s",
-                                                        edge.KEEP_ALIVE_TIMEOUT_S)))
+                       timeout_keep_alive=config.edge.keep_alive_timeout_s)
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal for the
     # previous handler: make that a quiet, successful exit instead of a traceback.
@@ -395,7 +391,7 @@ def _build_service(config: CollectorConfig) -> CollectorService:
             return build_service(config)
         except (CheckpointError, IncidentStoreError) as exc:
             path = exc.path
-            if (not config.extra.get("reset_state") or path is None or path in moved
+            if (not config.checkpoint.reset_state or path is None or path in moved
                     or not os.path.lexists(path)):
                 raise
             moved.add(path)

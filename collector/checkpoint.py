@@ -6,11 +6,12 @@ service-graph series of ``/metrics``, and the counters (ingest, pairing, caps). 
 halves waiting to be paired (at most the pairing TTL of calls) and the scraper's live state.
 
 Every ``interval_s`` (1 s) the checkpointer takes, under the service lock, only what changed
-since the last checkpoint (the buckets touched, the nodes and edges seen) and writes it in one
-transaction outside the lock; after ``kill -9`` a restart with the same data dir therefore
-loses at most about one interval of aggregates. A failed write is counted and the next
-checkpoint rewrites everything. The file is ``state.sqlite3``, next to diagnosis's
-``incidents.sqlite3``.
+since the last checkpoint (`TrafficGraph.export_changes`: the buckets touched, the nodes and
+edges seen) and writes it in one transaction outside the lock; after ``kill -9`` a restart with
+the same data dir therefore loses at most about one interval of aggregates. A failed write is
+counted and the next checkpoint replaces the file's contents with the whole state
+(`TrafficGraph.export_all`). Start-up puts the file back with `TrafficGraph.restore`. The file
+is ``state.sqlite3``, next to diagnosis's ``incidents.sqlite3``.
 
 Failures (a full disk): a failed checkpoint is logged once per episode with SQLite's own error
 (a failed rollback never replaces it), counted (``conway_checkpoint_failures_total`` and
@@ -40,21 +41,20 @@ import time
 import traceback
 from array import array
 from collections.abc import Hashable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.exposition import IngestCounters
-from collector.graph import TrafficGraph
-from collector.service import CollectorConfig, CollectorService
+from collector.config import CollectorConfig
+from collector.exposition import EdgeTotalState, IngestCounters
+from collector.graph import GraphChanges, NodeState, TrafficGraph
+from collector.service import CollectorService
 from collector.stats import COARSE_FACTOR, Change, SlotState, VersionSeen
 
 DB_NAME = "state.sqlite3"
 SCHEMA_VERSION = 1
-CHECKPOINT_INTERVAL_S = 1.0
 # Buckets older than the retention are deleted from the file this often (a full scan).
 HORIZON_EVERY_S = 60.0
 LOCK_NAME = ".lock"
@@ -298,76 +298,48 @@ class Checkpointer(Collector):
                 f"start with --reset-state)", self.path
             )
         g = self.graph
-        rows = 0
         started = meta.get("started_at")
-        if isinstance(started, int | float) and started < g.nodes.started_at:
-            g.nodes.started_at = g.edges.started_at = float(started)
-        for name, kind, seen, versions in self.db.execute(
-                "SELECT name, kind, seen, versions FROM nodes"):
-            g.kinds[name] = kind
-            if seen is not None:
-                g.seen[name] = seen
-            vs = [VersionSeen(str(v), float(f), float(la)) for v, f, la in json.loads(versions)]
-            if vs:
-                g.versions.restore(name, vs)
-            rows += 1
-        for source, target, ctype in self.db.execute(
-                "SELECT source, target, connection_type FROM edges"):
-            g.connection_types[(source, target)] = ctype
-            rows += 1
-        for row in self.db.execute("SELECT client, server, connection_type, total, failed, "
-                                   "server_hist, client_hist, server_sum, client_sum "
-                                   "FROM edge_totals"):
-            c, s, ct, total, failed, sh, ch, ssum, csum = row
-            g.totals.restore((c, s, ct), total, failed, json.loads(sh), json.loads(ch), ssum,
-                             csum)
-            rows += 1
+        counters = meta.get("counters") or {}
+        state = GraphChanges(
+            full=True,
+            started_at=float(started) if isinstance(started, int | float) else None,
+            nodes=[NodeState(name, kind, seen, [VersionSeen(str(v), float(f), float(la))
+                                                for v, f, la in json.loads(versions)])
+                   for name, kind, seen, versions in self.db.execute(
+                       "SELECT name, kind, seen, versions FROM nodes")],
+            edges=[((source, target), ctype) for source, target, ctype in self.db.execute(
+                "SELECT source, target, connection_type FROM edges")],
+            totals=[EdgeTotalState((c, s, ct), total, failed, json.loads(sh), json.loads(ch),
+                                   ssum, csum)
+                    for c, s, ct, total, failed, sh, ch, ssum, csum in self.db.execute(
+                        "SELECT client, server, connection_type, total, failed, server_hist, "
+                        "client_hist, server_sum, client_sum FROM edge_totals")],
+            counters={k: v for k, v in counters.items() if k != "ingest"},
+        )
+        rows = g.restore(state, now)
         if meta.get("bucket_s") == self.bucket_s:
-            horizon = int(now / self.bucket_s) - int(round(g.retention_s / self.bucket_s))
-            stats_of = {"n": g.nodes, "e": g.edges}
-            for row in self.db.execute(
-                    "SELECT stats, key, coarse, idx, calls, errors, server_errors, "
-                    "client_errors, bins FROM buckets"):
-                which, key_text, coarse, idx, calls, errors, se, ce, bins = row
-                newest = idx * COARSE_FACTOR + COARSE_FACTOR - 1 if coarse else idx
-                if newest < horizon:
-                    continue
-                key = key_text if which == "n" else _edge_key(key_text)
-                stats_of[which].restore(key, bool(coarse), idx,
-                                        (calls, errors, se, ce, _unpack_bins(bins)))
-                rows += 1
-            g.nodes.settle_restored()
-            g.edges.settle_restored()
+            rows += g.restore_buckets(self._saved_buckets("n"), self._saved_buckets("e"), now)
         else:
             print(f"conway collector: {self.path} was written with {meta.get('bucket_s')} s "
                   f"buckets, not {self.bucket_s} s; its statistics are not restored",
                   file=sys.stderr)
-        counters = meta.get("counters") or {}
-        self._restore_counters(counters)
+        self.ingest.restore(counters.get("ingest") or {})
         self._write_meta_static()
         self.restored_rows = rows
         return rows
 
-    def _restore_counters(self, c: dict[str, Any]) -> None:
-        g = self.graph
-        self.ingest.restore(c.get("ingest") or {})
-        for name, value in (c.get("pairing") or {}).items():
-            if hasattr(g.pairer.counters, name):
-                setattr(g.pairer.counters, name, int(value))
-        gc = c.get("graph") or {}
-        g.spans = int(gc.get("spans", 0))
-        g.calls = int(gc.get("calls", 0))
-        g.dropped_nodes = int(gc.get("dropped_nodes", 0))
-        g.dropped_edges = int(gc.get("dropped_edges", 0))
-        g.versions.dropped = int(gc.get("dropped_versions", 0))
-        g.nodes.late_dropped = int(gc.get("nodes_late_dropped", 0))
-        g.edges.late_dropped = int(gc.get("edges_late_dropped", 0))
+    def _saved_buckets(self, which: str) -> Iterator[Change]:
+        """The buckets of ``which`` ("n": nodes, "e": edges) in the file, read as consumed."""
+        for key_text, coarse, idx, calls, errors, se, ce, bins in self.db.execute(
+                "SELECT key, coarse, idx, calls, errors, server_errors, client_errors, bins "
+                "FROM buckets WHERE stats = ?", (which,)):
+            key = key_text if which == "n" else _edge_key(key_text)
+            yield key, bool(coarse), idx, (calls, errors, se, ce, _unpack_bins(bins))
 
     def _write_meta_static(self) -> None:
-        g = self.graph
         with self._tx():
             for key, value in (("schema", SCHEMA_VERSION), ("bucket_s", self.bucket_s),
-                               ("started_at", g.nodes.started_at)):
+                               ("started_at", self.graph.started_at)):
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                 (key, json.dumps(value)))
 
@@ -377,12 +349,11 @@ class Checkpointer(Collector):
         """Write what changed since the last save; returns rows written (0 on failure)."""
         with self._write_lock:
             with self.lock:
-                if self._full:
-                    self.graph.mark_all_changed()
-                    self._full = False
-                batch = self._collect()
+                changes = self.graph.export_all() if self._full else self.graph.export_changes()
+                ingest = self.ingest.export()
+                self._full = False
             try:
-                written = self._write(batch, now)
+                written = self._write(changes, ingest, now)
             except (sqlite3.Error, OSError) as exc:
                 self._full = True  # what this batch held is lost: rewrite everything next time
                 if self.writes.failed(exc):  # once per episode: the disk stays full a while
@@ -390,6 +361,9 @@ class Checkpointer(Collector):
                           f"retrying every checkpoint (the next success rewrites everything)",
                           file=sys.stderr, flush=True)
                 return 0
+            except BaseException:
+                self._full = True
+                raise
             ended = self.writes.succeeded()
             if ended is not None:
                 print(f"conway collector: checkpoint to {self.path} works again (after "
@@ -399,71 +373,37 @@ class Checkpointer(Collector):
             self.last_success = time.time()
             return written
 
-    def _collect(self) -> dict[str, Any]:
-        g = self.graph
-        changed_nodes = g.changed_nodes if g.changed_nodes is not None else set()
-        changed_edges = g.changed_edges if g.changed_edges is not None else set()
-        nodes = [
-            (n, g.kinds[n], g.seen.get(n),
-             json.dumps([[v.version, v.first_seen, v.last_seen] for v in g.versions_of(n)]))
-            for n in changed_nodes if n in g.kinds
-        ]
-        edges = [(s, t, g.connection_types[(s, t)]) for s, t in changed_edges
-                 if (s, t) in g.connection_types]
-        totals = []
-        for key in g.totals.changed or ():
-            e = g.totals.get(key)
-            if e is not None:
-                totals.append((*key, e.total, e.failed, json.dumps(e.server),
-                               json.dumps(e.client), e.server_sum, e.client_sum))
-        batch = {
-            "nodes": nodes,
-            "gone_nodes": list(g.gone_nodes),
-            "edges": edges,
-            "gone_edges": list(g.gone_edges),
-            "totals": totals,
-            "gone_totals": list(g.totals.forgotten),
-            "buckets": (_bucket_rows("n", g.nodes.drain_changes())
-                        + _bucket_rows("e", g.edges.drain_changes())),
-            "counters": json.dumps({
-                "ingest": self.ingest.state(),
-                "pairing": asdict(g.pairer.counters),
-                "graph": {"spans": g.spans, "calls": g.calls, "dropped_nodes": g.dropped_nodes,
-                          "dropped_edges": g.dropped_edges,
-                          "dropped_versions": g.versions.dropped,
-                          "nodes_late_dropped": g.nodes.late_dropped,
-                          "edges_late_dropped": g.edges.late_dropped},
-            }),
-        }
-        changed_nodes.clear()
-        changed_edges.clear()
-        g.gone_nodes.clear()
-        g.gone_edges.clear()
-        if g.totals.changed is not None:
-            g.totals.changed.clear()
-        g.totals.forgotten.clear()
-        return batch
-
-    def _write(self, batch: dict[str, Any], now: float) -> int:
+    def _write(self, changes: GraphChanges, ingest: dict[str, object], now: float) -> int:
         db = self.db
-        upserts = [r for r in batch["buckets"] if r[4] is not None]
-        deletes = [r[:4] for r in batch["buckets"] if r[4] is None]
+        nodes = [(n.name, n.kind, n.seen,
+                  json.dumps([[v.version, v.first_seen, v.last_seen] for v in n.versions]))
+                 for n in changes.nodes]
+        edges = [(source, target, ctype) for (source, target), ctype in changes.edges]
+        totals = [(*e.key, e.total, e.failed, json.dumps(e.server), json.dumps(e.client),
+                   e.server_sum, e.client_sum) for e in changes.totals]
+        buckets = (_bucket_rows("n", changes.node_buckets)
+                   + _bucket_rows("e", changes.edge_buckets))
+        counters = json.dumps({"ingest": ingest, **changes.counters})
         with self._tx():
-            db.executemany("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)", batch["nodes"])
-            db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in batch["gone_nodes"]])
-            db.executemany("INSERT OR REPLACE INTO edges VALUES (?, ?, ?)", batch["edges"])
+            if changes.full:  # the whole state: whatever the file holds besides it is gone
+                for table in ("nodes", "edges", "edge_totals", "buckets"):
+                    db.execute(f"DELETE FROM {table}")
+            db.executemany("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)", nodes)
+            db.executemany("DELETE FROM nodes WHERE name = ?",
+                           [(n,) for n in changes.gone_nodes])
+            db.executemany("INSERT OR REPLACE INTO edges VALUES (?, ?, ?)", edges)
             db.executemany("DELETE FROM edges WHERE source = ? AND target = ?",
-                           batch["gone_edges"])
+                           changes.gone_edges)
             db.executemany("INSERT OR REPLACE INTO edge_totals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           batch["totals"])
+                           totals)
             db.executemany("DELETE FROM edge_totals WHERE client = ? AND server = ? AND "
-                           "connection_type = ?", batch["gone_totals"])
+                           "connection_type = ?", changes.gone_totals)
             db.executemany("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [(w, k, c, i, *st[:4], _pack_bins(st[4])) for w, k, c, i, st
-                            in upserts])
+                            in buckets if st is not None])
             db.executemany("DELETE FROM buckets WHERE stats = ? AND key = ? AND coarse = ? AND "
-                           "idx = ?", deletes)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('counters', ?)", (batch["counters"],))
+                           "idx = ?", [(w, k, c, i) for w, k, c, i, st in buckets if st is None])
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('counters', ?)", (counters,))
             if now - self._last_horizon >= HORIZON_EVERY_S:
                 self._last_horizon = now
                 horizon = int(now / self.bucket_s) - int(round(
@@ -471,9 +411,8 @@ class Checkpointer(Collector):
                 db.execute("DELETE FROM buckets WHERE coarse = 0 AND idx < ?", (horizon,))
                 db.execute("DELETE FROM buckets WHERE coarse = 1 AND idx < ?",
                            (horizon // COARSE_FACTOR - 1,))
-        return (len(batch["nodes"]) + len(batch["gone_nodes"]) + len(batch["edges"])
-                + len(batch["gone_edges"]) + len(batch["totals"]) + len(batch["gone_totals"])
-                + len(batch["buckets"]) + 1)
+        return (len(nodes) + len(changes.gone_nodes) + len(edges) + len(changes.gone_edges)
+                + len(totals) + len(changes.gone_totals) + len(buckets) + 1)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -537,7 +476,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Checkpointer 
         return None
     graph: TrafficGraph = service.parts["graph"]
     ingest: IngestCounters = service.parts["ingest"]
-    interval = float(config.extra.get("checkpoint_interval_s", CHECKPOINT_INTERVAL_S))
+    interval = config.checkpoint.interval_s
     cp = Checkpointer(Path(config.data_dir) / DB_NAME, graph, ingest, service.lock,
                       config.bucket_s)
     now = service.clock()

@@ -35,17 +35,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from collector.config import (
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_IDLE_CONNECTIONS,
+)
 from collector.exposition import IngestCounters
 
-# Receiver requests (OTLP + Zipkin) being read or decoded at once before answering 503;
-# CollectorConfig.extra["max_inflight_requests"] overrides it.
-MAX_INFLIGHT = 64
-# Request bodies held in memory at once (read, waiting to be decoded, or decoding) before
-# answering 503; CollectorConfig.extra["max_inflight_bytes"] overrides it.
-MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
-# Seconds a client has to send its whole body (a trickling client gets 408 and a closed
-# connection); CollectorConfig.extra["body_timeout_s"] overrides it.
-BODY_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 1
 # The challenge a receiver's 401 carries in ``WWW-Authenticate``.
 WWW_AUTHENTICATE = 'Bearer realm="conway-ingest"'
@@ -197,19 +193,8 @@ class RequestCounter:
 
 # -- the connection guard: what the server holds before a request reaches the app -----------
 
-# Connections open at once (idle ones and those with a request in progress); a new connection
-# past it is answered 503 with ``Retry-After`` and closed, unless an idle one can make room.
-MAX_CONNECTIONS = 1024
-# Connections open at once without a request in progress (headers not complete yet, or idle
-# between keep-alive requests). Past it the oldest of them is closed to make room for the new
-# one, so idle or slow clients never hold the slots real requests need: a real client sends
-# its headers at once and stops being idle.
-MAX_IDLE_CONNECTIONS = 512
-# Seconds a connection has to send a request's complete headers, counted from connecting or,
-# on a kept-alive connection, from the request's first byte; then it is closed.
-HEADER_TIMEOUT_S = 5.0
-# Whole seconds a kept-alive connection may stay idle (no byte sent) after a response.
-KEEP_ALIVE_TIMEOUT_S = 5
+# The connection guard's defaults (MAX_CONNECTIONS, MAX_IDLE_CONNECTIONS, HEADER_TIMEOUT_S,
+# KEEP_ALIVE_TIMEOUT_S) are `EdgeConfig`'s, in collector.config.
 # Seconds a refused connection stays half-closed after its 503 so the client reads it (closing
 # at once, with the client's request unread, sends a reset that can discard the answer).
 REFUSED_LINGER_S = 1.0

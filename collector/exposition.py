@@ -17,7 +17,7 @@ its own Collector); the app adds its admission counters.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from collector.model import Call
 
 if TYPE_CHECKING:
-    from collector.service import CollectorConfig, CollectorService
+    from collector.config import CollectorConfig
+    from collector.service import CollectorService
 
 # Tempo's default histogram buckets for the service-graph processor, in seconds.
 TEMPO_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)
@@ -51,6 +52,20 @@ class _EdgeTotal:
         self.client_sum = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeTotalState:
+    """One edge's totals, as `EdgeTotals` exports them (copies) and restores them.
+    ``server`` / ``client``: per-bucket counts, the last one the +Inf overflow."""
+
+    key: tuple[str, str, str]  # (client, server, connection type)
+    total: int
+    failed: int
+    server: list[int]
+    client: list[int]
+    server_sum: float
+    client_sum: float
+
+
 @dataclass
 class EdgeTotals:
     """Cumulative per-edge counts and latency histograms. A missing half observes 0 s, as Tempo
@@ -58,17 +73,19 @@ class EdgeTotals:
 
     buckets: Sequence[float] = TEMPO_BUCKETS
     _edges: dict[tuple[str, str, str], _EdgeTotal] = field(default_factory=dict)
-    # Keys changed / forgotten since the last checkpoint; None while no checkpoint tracks them.
-    changed: set[tuple[str, str, str]] | None = None
-    forgotten: set[tuple[str, str, str]] = field(default_factory=set)
+    # Keys changed / forgotten since the last export; None until `track_changes`.
+    _changed: set[tuple[str, str, str]] | None = field(default=None, init=False, repr=False,
+                                                       compare=False)
+    _forgotten: set[tuple[str, str, str]] = field(default_factory=set, init=False, repr=False,
+                                                  compare=False)
 
     def observe(self, call: Call) -> None:
         key = (call.client, call.server, call.connection_type)
         e = self._edges.get(key)
         if e is None:
             e = self._edges[key] = _EdgeTotal(len(self.buckets))
-        if self.changed is not None:
-            self.changed.add(key)
+        if self._changed is not None:
+            self._changed.add(key)
         e.total += 1
         if call.client_error or call.server_error:
             e.failed += 1
@@ -83,20 +100,54 @@ class EdgeTotals:
     def forget(self, client: str, server: str) -> None:
         for key in [k for k in self._edges if k[0] == client and k[1] == server]:
             del self._edges[key]
-            if self.changed is not None:
-                self.changed.discard(key)
-                self.forgotten.add(key)
+            if self._changed is not None:
+                self._changed.discard(key)
+                self._forgotten.add(key)
 
     def get(self, key: tuple[str, str, str]) -> _EdgeTotal | None:
         return self._edges.get(key)
 
-    def restore(self, key: tuple[str, str, str], total: int, failed: int, server: list[int],
-                client: list[int], server_sum: float, client_sum: float) -> None:
-        """Put back one edge's totals saved by a checkpoint (histograms of the same buckets)."""
-        e = self._edges[key] = _EdgeTotal(len(self.buckets))
-        if len(server) == len(e.server) and len(client) == len(e.client):
-            e.server, e.client = list(server), list(client)
-        e.total, e.failed, e.server_sum, e.client_sum = total, failed, server_sum, client_sum
+    # -- export and restore ----------------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """Start remembering changed and forgotten edges for `export_changes`."""
+        if self._changed is None:
+            self._changed = set()
+
+    def export_changes(self) -> tuple[list[EdgeTotalState], list[tuple[str, str, str]]]:
+        """(edges changed, keys forgotten) since the last export, then forget them. Nothing
+        before `track_changes`."""
+        changed = [self._export(k) for k in self._changed or () if k in self._edges]
+        # A key forgotten and then observed again is changed, not gone.
+        gone = [k for k in self._forgotten if k not in self._edges]
+        if self._changed is not None:
+            self._changed = set()
+        self._forgotten = set()
+        return changed, gone
+
+    def export_all(self) -> list[EdgeTotalState]:
+        """Every edge's totals; changes are tracked from now on."""
+        self._changed = set()
+        self._forgotten = set()
+        return [self._export(k) for k in self._edges]
+
+    def _export(self, key: tuple[str, str, str]) -> EdgeTotalState:
+        e = self._edges[key]
+        return EdgeTotalState(key, e.total, e.failed, list(e.server), list(e.client),
+                              e.server_sum, e.client_sum)
+
+    def restore(self, totals: Iterable[EdgeTotalState]) -> int:
+        """Put back exported totals (histograms of other buckets start empty); returns how
+        many. Not reported as changes."""
+        n = 0
+        for t in totals:
+            e = self._edges[t.key] = _EdgeTotal(len(self.buckets))
+            if len(t.server) == len(e.server) and len(t.client) == len(e.client):
+                e.server, e.client = list(t.server), list(t.client)
+            e.total, e.failed = t.total, t.failed
+            e.server_sum, e.client_sum = t.server_sum, t.client_sum
+            n += 1
+        return n
 
     def items(self) -> Iterator[tuple[tuple[str, str, str], _EdgeTotal]]:
         return iter(sorted(self._edges.items()))
@@ -132,8 +183,8 @@ class IngestCounters:
         for reason, n in reasons.items():
             self.spans_rejected_by_reason[reason] = self.spans_rejected_by_reason.get(reason, 0) + n
 
-    def state(self) -> dict[str, object]:
-        """Plain JSON-able state, for checkpoints."""
+    def export(self) -> dict[str, object]:
+        """The counters as plain JSON-able values, for `restore`."""
         return {
             "spans_received": self.spans_received, "spans_rejected": self.spans_rejected,
             "requests": [[p, st, n] for (p, st), n in self.requests.items()],
@@ -143,7 +194,8 @@ class IngestCounters:
             "dropped_attributes": self.dropped_attributes,
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Set the counters from `export`'s output (missing ones to 0)."""
         self.spans_received = int(state.get("spans_received", 0))
         self.spans_rejected = int(state.get("spans_rejected", 0))
         self.requests = {(str(p), str(st)): int(n) for p, st, n in state.get("requests", [])}

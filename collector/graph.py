@@ -15,19 +15,19 @@ the appender puts every cap, its use and its drops in ``snap.meta["limits"]`` (s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.exposition import EdgeTotals, service_graph_families
-from collector.limits import MemoryLimits
+from collector.config import MAX_EDGES, MAX_NODES, CollectorConfig
+from collector.exposition import EdgeTotals, EdgeTotalState, service_graph_families
 from collector.model import Call, Edge, Node, Snapshot, SpanRecord
 from collector.pairing import Pairer, PairingConfig
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 from collector.stats import (
-    MAX_VERSIONS_PER_SERVICE,
+    Change,
     Point,
     RollingStats,
     Summary,
@@ -35,8 +35,6 @@ from collector.stats import (
     VersionSeen,
 )
 
-MAX_NODES = 10_000
-MAX_EDGES = 50_000
 TICK_S = 0.5  # how often pending halves are expired when no spans arrive
 SERVICE = "service"
 VIRTUAL = "virtual"
@@ -53,6 +51,35 @@ class EdgeView:
     target: str
     connection_type: str
     summary: Summary
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """One node as `TrafficGraph` exports and restores it."""
+
+    name: str
+    kind: str  # SERVICE or VIRTUAL
+    seen: float | None  # when one of its spans last arrived; None: never (a virtual node)
+    versions: list[VersionSeen]  # oldest first
+
+
+@dataclass
+class GraphChanges:
+    """What changed in a `TrafficGraph` since its last export (`TrafficGraph.export_changes`),
+    or its whole state (``full``, `TrafficGraph.export_all`: whatever it lacks is gone); also
+    what `TrafficGraph.restore` puts back. It holds copies, never the graph's own objects."""
+
+    full: bool = False
+    started_at: float | None = None  # when observation began
+    nodes: list[NodeState] = field(default_factory=list)
+    gone_nodes: list[str] = field(default_factory=list)
+    edges: list[tuple[tuple[str, str], str]] = field(default_factory=list)  # (key, conn. type)
+    gone_edges: list[tuple[str, str]] = field(default_factory=list)
+    totals: list[EdgeTotalState] = field(default_factory=list)
+    gone_totals: list[tuple[str, str, str]] = field(default_factory=list)
+    node_buckets: list[Change] = field(default_factory=list)
+    edge_buckets: list[Change] = field(default_factory=list)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # `export_counters`
 
 
 class TrafficGraph:
@@ -82,30 +109,16 @@ class TrafficGraph:
         self.dropped_edges = 0
         self.spans = 0  # spans consumed
         self.calls = 0  # calls recorded on edges
-        # Nodes / edges changed or forgotten since the last checkpoint (None: not tracked).
-        self.changed_nodes: set[str] | None = None
-        self.changed_edges: set[tuple[str, str]] | None = None
-        self.gone_nodes: set[str] = set()
-        self.gone_edges: set[tuple[str, str]] = set()
+        # Nodes / edges changed or forgotten since the last export (None: not tracked).
+        self._changed_nodes: set[str] | None = None
+        self._changed_edges: set[tuple[str, str]] | None = None
+        self._gone_nodes: set[str] = set()
+        self._gone_edges: set[tuple[str, str]] = set()
 
-    def track_changes(self) -> None:
-        """Remember what changes from now on, for `collector.checkpoint` to drain."""
-        self.changed_nodes = set()
-        self.changed_edges = set()
-        self.totals.changed = set()
-        self.nodes.track_changes()
-        self.edges.track_changes()
-
-    def mark_all_changed(self) -> None:
-        """Count everything as changed: the next checkpoint rewrites the whole state."""
-        if self.changed_nodes is None or self.changed_edges is None or \
-                self.totals.changed is None:
-            return
-        self.changed_nodes.update(self.kinds)
-        self.changed_edges.update(self.connection_types)
-        self.totals.changed.update(k for k, _ in self.totals.items())
-        self.nodes.mark_all_changed()
-        self.edges.mark_all_changed()
+    @property
+    def started_at(self) -> float:
+        """When observation began."""
+        return self.nodes.started_at
 
     def limits(self) -> dict[str, int]:
         """Caps, current use and what they refused: the ``limits`` object of ``/api/graph``."""
@@ -162,8 +175,8 @@ class TrafficGraph:
         if name not in self.kinds and not self._add_node(name, SERVICE):
             return False
         self.seen[name] = now
-        if self.changed_nodes is not None:
-            self.changed_nodes.add(name)
+        if self._changed_nodes is not None:
+            self._changed_nodes.add(name)
         if self.kinds[name] != SERVICE:
             # A name first seen as a virtual peer turned out to be instrumented.
             self.kinds[name] = SERVICE
@@ -177,9 +190,9 @@ class TrafficGraph:
             self.dropped_nodes += 1
             return False
         self.kinds[name] = kind
-        if self.changed_nodes is not None:
-            self.changed_nodes.add(name)
-            self.gone_nodes.discard(name)
+        if self._changed_nodes is not None:
+            self._changed_nodes.add(name)
+            self._gone_nodes.discard(name)
         return True
 
     def add_call(self, call: Call) -> None:
@@ -198,16 +211,16 @@ class TrafficGraph:
                     self.dropped_edges += 1
                     return
             self.connection_types[key] = call.connection_type
-            if self.changed_edges is not None:
-                self.changed_edges.add(key)
-                self.gone_edges.discard(key)
+            if self._changed_edges is not None:
+                self._changed_edges.add(key)
+                self._gone_edges.discard(key)
         elif not (call.server_is_virtual or call.client_is_virtual):
             # Both halves seen: this is the edge's real kind, even if an expired client half
             # (say, while the server was down) created the edge as a virtual one.
             if self.connection_types[key] != call.connection_type:
                 self.connection_types[key] = call.connection_type
-                if self.changed_edges is not None:
-                    self.changed_edges.add(key)
+                if self._changed_edges is not None:
+                    self._changed_edges.add(key)
         self.calls += 1
         # Edge latency is what the caller waited; the server's view when no client half exists.
         duration = call.client_duration_ns
@@ -233,9 +246,9 @@ class TrafficGraph:
         for key in [k for k in self.connection_types if k not in self.edges]:
             del self.connection_types[key]
             self.totals.forget(*key)
-            if self.changed_edges is not None:
-                self.changed_edges.discard(key)
-                self.gone_edges.add(key)
+            if self._changed_edges is not None:
+                self._changed_edges.discard(key)
+                self._gone_edges.add(key)
         used = {n for k in self.connection_types for n in k}
         for name in list(self.kinds):
             if name in self.nodes or name in used or self.seen.get(name, horizon) > horizon:
@@ -243,9 +256,9 @@ class TrafficGraph:
             del self.kinds[name]
             self.seen.pop(name, None)
             self.versions.forget(name)
-            if self.changed_nodes is not None:
-                self.changed_nodes.discard(name)
-                self.gone_nodes.add(name)
+            if self._changed_nodes is not None:
+                self._changed_nodes.discard(name)
+                self._gone_nodes.add(name)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -266,6 +279,122 @@ class TrafficGraph:
 
     def versions_of(self, name: str) -> list[VersionSeen]:
         return self.versions.versions(name)
+
+    # -- export and restore ------------------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """Remember what changes from now on, for `export_changes`."""
+        if self._changed_nodes is None or self._changed_edges is None:
+            self._changed_nodes = set()
+            self._changed_edges = set()
+        self.totals.track_changes()
+        self.nodes.track_changes()
+        self.edges.track_changes()
+
+    def export_changes(self) -> GraphChanges:
+        """What changed since the last export (copies), then forget it. Before `track_changes`
+        or `export_all` the changes are unknown: the whole state, as `export_all` gives it."""
+        changed_nodes, changed_edges = self._changed_nodes, self._changed_edges
+        if changed_nodes is None or changed_edges is None:
+            return self.export_all()
+        kinds, types = self.kinds, self.connection_types
+        totals, gone_totals = self.totals.export_changes()
+        out = GraphChanges(
+            full=False,
+            started_at=self.started_at,
+            nodes=[self._node_state(n) for n in changed_nodes if n in kinds],
+            gone_nodes=[n for n in self._gone_nodes if n not in kinds],
+            edges=[(k, types[k]) for k in changed_edges if k in types],
+            gone_edges=[k for k in self._gone_edges if k not in types],
+            totals=totals,
+            gone_totals=gone_totals,
+            node_buckets=self.nodes.export_changes(),
+            edge_buckets=self.edges.export_changes(),
+            counters=self.export_counters(),
+        )
+        self._forget_changes()
+        return out
+
+    def export_all(self) -> GraphChanges:
+        """The whole state (copies, ``full``); changes are tracked from now on."""
+        self._forget_changes()
+        return GraphChanges(
+            full=True,
+            started_at=self.started_at,
+            nodes=[self._node_state(n) for n in self.kinds],
+            edges=list(self.connection_types.items()),
+            totals=self.totals.export_all(),
+            node_buckets=self.nodes.export_all(),
+            edge_buckets=self.edges.export_all(),
+            counters=self.export_counters(),
+        )
+
+    def _forget_changes(self) -> None:
+        self._changed_nodes = set()
+        self._changed_edges = set()
+        self._gone_nodes = set()
+        self._gone_edges = set()
+
+    def _node_state(self, name: str) -> NodeState:
+        return NodeState(name, self.kinds[name], self.seen.get(name),
+                         [VersionSeen(v.version, v.first_seen, v.last_seen)
+                          for v in self.versions.versions(name)])
+
+    def export_counters(self) -> dict[str, dict[str, int]]:
+        """The counters of pairing (``pairing``) and of the graph and its parts (``graph``)."""
+        return {
+            "pairing": self.pairer.counters.export(),
+            "graph": {
+                "spans": self.spans,
+                "calls": self.calls,
+                "dropped_nodes": self.dropped_nodes,
+                "dropped_edges": self.dropped_edges,
+                "dropped_versions": self.versions.export_counters()["dropped"],
+                "nodes_late_dropped": self.nodes.export_counters()["late_dropped"],
+                "edges_late_dropped": self.edges.export_counters()["late_dropped"],
+            },
+        }
+
+    def restore_counters(self, counters: Mapping[str, Mapping[str, int]]) -> None:
+        """Set the counters from `export_counters`' output (missing ones to 0)."""
+        self.pairer.counters.restore(counters.get("pairing") or {})
+        gc = counters.get("graph") or {}
+        self.spans = int(gc.get("spans", 0))
+        self.calls = int(gc.get("calls", 0))
+        self.dropped_nodes = int(gc.get("dropped_nodes", 0))
+        self.dropped_edges = int(gc.get("dropped_edges", 0))
+        self.versions.restore_counters({"dropped": gc.get("dropped_versions", 0)})
+        self.nodes.restore_counters({"late_dropped": gc.get("nodes_late_dropped", 0)})
+        self.edges.restore_counters({"late_dropped": gc.get("edges_late_dropped", 0)})
+
+    def restore(self, state: GraphChanges, now: float) -> int:
+        """Put exported state back into this (empty) graph, buckets older than the retention
+        at ``now`` left out; returns how many nodes, edges, totals and buckets were put back.
+        An earlier ``started_at`` replaces the graph's. Not reported as changes."""
+        if state.started_at is not None and state.started_at < self.started_at:
+            self.nodes.started_at = self.edges.started_at = state.started_at
+        n = 0
+        for node in state.nodes:
+            self.kinds[node.name] = node.kind
+            if node.seen is not None:
+                self.seen[node.name] = node.seen
+            if node.versions:
+                self.versions.restore(node.name, [VersionSeen(v.version, v.first_seen,
+                                                              v.last_seen) for v in node.versions])
+            n += 1
+        for key, connection_type in state.edges:
+            self.connection_types[key] = connection_type
+            n += 1
+        n += self.totals.restore(state.totals)
+        n += self.restore_buckets(state.node_buckets, state.edge_buckets, now)
+        self.restore_counters(state.counters)
+        return n
+
+    def restore_buckets(self, node_buckets: Iterable[Change], edge_buckets: Iterable[Change],
+                        now: float) -> int:
+        """Put back statistics buckets (read lazily: a large state need not be held twice);
+        returns how many were within the retention at ``now``."""
+        return self.nodes.restore(node_buckets, now) + self.edges.restore(edge_buckets, now)
 
 
 class TrafficAppender:
@@ -410,29 +539,16 @@ class GraphCollector(Collector):
 def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
     """Register the graph: consumer, traffic appender, periodic expiry, parts["graph"] and
     its /metrics collector."""
-    pairing = config.extra.get("pairing")
-    if not isinstance(pairing, PairingConfig):
-        pairing = PairingConfig()
-        if "pairing_ttl_s" in config.extra:
-            pairing.ttl_s = float(config.extra["pairing_ttl_s"])
-        if "pairing_max_items" in config.extra:
-            pairing.max_items = int(config.extra["pairing_max_items"])
-        if "memory_budget_mb" in config.extra:
-            pairing.max_seen = MemoryLimits.from_budget(
-                float(config.extra["memory_budget_mb"])).max_seen_spans
-    if "max_versions_per_service" in config.extra:
-        versions_cap = int(config.extra["max_versions_per_service"])
-    else:
-        versions_cap = MAX_VERSIONS_PER_SERVICE
+    gc = config.graph
     graph = TrafficGraph(
         bucket_s=config.bucket_s,
         retention_s=config.retention_s,
         started_at=service.clock(),
-        pairing=pairing,
-        max_nodes=int(config.extra.get("max_nodes", MAX_NODES)),
-        max_edges=int(config.extra.get("max_edges", MAX_EDGES)),
+        pairing=gc.pairing_config(config.memory),
+        max_nodes=gc.max_nodes,
+        max_edges=gc.max_edges,
     )
-    graph.versions.max_per_service = versions_cap
+    graph.versions.max_per_service = gc.max_versions_per_service
     service.parts["graph"] = graph
     service.consumers.append(graph)
     service.metrics.register(GraphCollector(graph))

@@ -465,16 +465,16 @@ def install(service: Any, config: Any, diagnosis: Any) -> Pager | None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    extra = config.extra
-    sinks: list[Sink] = [AlertmanagerSink(u) for u in extra.get("alertmanager") or ()]
-    sinks += [WebhookSink(u) for u in extra.get("page_webhook") or ()]
+    settings = config.paging
+    sinks: list[Sink] = [AlertmanagerSink(u) for u in settings.alertmanager]
+    sinks += [WebhookSink(u) for u in settings.page_webhook]
     if not sinks:
         return None
 
     def open_incidents() -> Sequence[Mapping[str, Any]]:
         return tuple(diagnosis.latest.incidents)  # the last tick's, immutable
 
-    pager = Pager(open_incidents, sinks, extra.get("dashboard_url"), clock=service.clock,
+    pager = Pager(open_incidents, sinks, settings.dashboard_url, clock=service.clock,
                   on_paged=lambda iid, text, at: diagnosis.manager.note(iid, "paged", text, at))
 
     async def paging(request: Request) -> JSONResponse:

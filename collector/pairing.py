@@ -23,8 +23,8 @@ before it pairs, so a replay adds no calls; ``max_seen`` bounds the keys remembe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 
 from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import Attributes, Call, ConnectionType, SpanRecord
@@ -117,6 +117,14 @@ class PairingCounters:
     dropped: int = 0  # halves refused because the store was full
     replaced: int = 0  # a second half with the same key and kind replaced the first
     duplicates: int = 0  # spans seen lately (same trace and span id), dropped before pairing
+
+    def export(self) -> dict[str, int]:
+        return asdict(self)
+
+    def restore(self, counters: Mapping[str, int]) -> None:
+        """Set the counters from `export`'s output (missing ones to 0, unknown names ignored)."""
+        for f in fields(self):
+            setattr(self, f.name, int(counters.get(f.name, 0)))
 
 
 def _first(attrs: Attributes, keys: Sequence[str]) -> str | None:

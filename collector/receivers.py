@@ -34,9 +34,6 @@ from starlette.routing import Route
 
 from collector import otlp, wire, zipkin
 from collector.edge import (
-    BODY_TIMEOUT_S,
-    MAX_INFLIGHT,
-    MAX_INFLIGHT_BYTES,
     RETRY_AFTER_S,
     WWW_AUTHENTICATE,
     Admission,
@@ -49,12 +46,9 @@ from collector.edge import (
 from collector.errors import error
 from collector.exposition import IngestCounters
 from collector.graph import TrafficGraph
-from collector.limits import DEFAULT_LIMITS, RequestReason, SpanLimits, screen_times
+from collector.limits import RequestReason, SpanLimits, screen_times
 from collector.model import DecodeError, DecodeResult
 from collector.service import CollectorService
-
-# Bodies decoded at once: decoding holds the GIL, so more buys no speed, only memory.
-DECODE_CONCURRENCY = 2
 
 # (body, the request's bare media type, span caps) -> spans; runs in a worker thread.
 Decoder = Callable[[bytes, str, SpanLimits], DecodeResult]
@@ -242,18 +236,13 @@ class ReceiverApi:
         self.service = service
         self.counters = counters
         self.graph: TrafficGraph = service.parts["graph"]
-        extra = service.config.extra
-        self.admission = Admission(
-            int(extra.get("max_inflight_requests", MAX_INFLIGHT)),
-            int(extra.get("max_inflight_bytes", MAX_INFLIGHT_BYTES)),
-        )
-        self.body_timeout_s = float(extra.get("body_timeout_s", BODY_TIMEOUT_S))
-        limits = extra.get("span_limits")
-        self.limits: SpanLimits = limits if isinstance(limits, SpanLimits) else DEFAULT_LIMITS
-        token = extra.get("ingest_token")
-        self.ingest_token: bytes | None = str(token).encode() if token else None
-        self.decoding = asyncio.Semaphore(int(extra.get("decode_concurrency",
-                                                        DECODE_CONCURRENCY)))
+        edge = service.config.edge
+        self.admission = Admission(edge.max_inflight_requests, edge.max_inflight_bytes)
+        self.body_timeout_s = edge.body_timeout_s
+        self.limits: SpanLimits = edge.span_limits
+        token = edge.ingest_token
+        self.ingest_token: bytes | None = token.encode() if token else None
+        self.decoding = asyncio.Semaphore(edge.decode_concurrency)
 
     def routes(self, receivers: ReceiverRegistry) -> list[Route]:
         """One POST route per path of ``receivers`` (as registered now), in their order."""

@@ -30,7 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from collector.service import CollectorConfig, CollectorService
+from collector.config import CollectorConfig
+from collector.service import CollectorService
 from collector.topology import service_ports
 
 SCRAPE_TIMEOUT_S = 2.0
@@ -284,7 +285,7 @@ class ScraperCollector(Collector):
 def install(service: CollectorService, config: CollectorConfig) -> Scraper | None:
     """Register the scraper (parts["scraper"]) when there is anything to scrape, and its
     /metrics collector in any case."""
-    host_template = str(config.extra.get("scrape_host_template", "127.0.0.1"))
+    host_template = config.scrape_host_template
     named = (topology_targets(config.topology, host_template)
              if config.topology is not None else {})
     if not named and not config.scrape:

@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from prometheus_client.registry import CollectorRegistry
 from starlette.routing import BaseRoute
 
+from collector.config import CollectorConfig
 from collector.model import Snapshot, SpanRecord
 from collector.pipeline import Appender, run_pipeline
 
@@ -38,22 +38,6 @@ class SpanConsumer(Protocol):
     """Anything that takes decoded spans. ``now`` is epoch seconds from the service clock."""
 
     def consume(self, spans: Sequence[SpanRecord], now: float) -> None: ...
-
-
-@dataclass
-class CollectorConfig:
-    host: str = "127.0.0.1"
-    port: int = 4318
-    catalog: Path | None = None
-    topology: Path | None = None
-    scrape: list[str] = field(default_factory=list)
-    scrape_interval_s: float = 5.0
-    data_dir: Path | None = None
-    retention_s: float = 900.0
-    bucket_s: float = 1.0
-    default_window_s: float = 60.0
-    max_body_bytes: int = 8 * 1024 * 1024
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

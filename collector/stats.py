@@ -10,7 +10,7 @@ summed and its quantiles read. Time is always passed in (epoch seconds).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,21 +57,22 @@ class Slot:
 class Series:
     """The ring of one key. ``cur`` is the newest slot, kept at hand for the hot path.
 
-    ``dirty``: the newest slot changed since the last `RollingStats.drain_changes`.
+    ``_dirty``: the newest slot changed since the last `RollingStats.export_changes`.
     """
 
-    __slots__ = ("fine", "coarse", "last_idx", "cur", "dirty")
+    __slots__ = ("fine", "coarse", "last_idx", "cur", "_dirty")
 
     def __init__(self) -> None:
         self.fine: dict[int, Slot] = {}
         self.coarse: dict[int, Slot] = {}
         self.last_idx = -1
         self.cur = Slot()
-        self.dirty = False
+        self._dirty = False
 
 
-# A changed bucket, as `RollingStats.drain_changes` reports it: (key, coarse?, index, state),
-# state None when the bucket is gone. Coarse indexes count COARSE_FACTOR buckets each.
+# A bucket as `RollingStats.export_changes` / `export_all` report it and `restore` takes it:
+# (key, coarse?, index, state), state None when the bucket is gone. Coarse indexes count
+# COARSE_FACTOR buckets each.
 SlotState = tuple[int, int, int, int, dict[int, int]]
 Change = tuple[Hashable, bool, int, SlotState | None]
 
@@ -129,12 +130,12 @@ class RollingStats:
         self._retention_n = max(1, int(round(retention_s / bucket_s)))
         self._series: dict[Hashable, Series] = {}
         self.late_dropped = 0  # records older than the retention when they arrived
-        # Change tracking for checkpoints. The hot path only flags a key's newest slot
-        # (`_dirty`, at most one entry per key); the rarer changes (an older slot written, a
-        # fine slot merged into a coarse one) are kept only while tracking, so nothing
-        # accumulates when no one drains them.
+        # Change tracking for `export_changes`. The hot path only flags a key's newest slot
+        # (`_dirty_keys`, at most one entry per key); the rarer changes (an older slot written,
+        # a fine slot merged into a coarse one) are kept only while tracking, so nothing
+        # accumulates when no one exports them.
         self._tracking = False
-        self._dirty: list[Hashable] = []
+        self._dirty_keys: list[Hashable] = []
         self._touched: set[tuple[Hashable, bool, int]] = set()
         self._gone: set[tuple[Hashable, int]] = set()
 
@@ -162,9 +163,9 @@ class RollingStats:
         if slot is None:
             self.late_dropped += 1
             return
-        if not s.dirty:
-            s.dirty = True
-            self._dirty.append(key)
+        if not s._dirty:
+            s._dirty = True
+            self._dirty_keys.append(key)
         slot.calls += 1
         if error:
             slot.errors += 1
@@ -182,7 +183,7 @@ class RollingStats:
 
     def _slot(self, key: Hashable, s: Series, idx: int) -> Slot | None:
         if idx > s.last_idx:
-            if self._tracking and s.dirty:
+            if self._tracking and s._dirty:
                 self._touched.add((key, False, s.last_idx))  # the previous newest changed too
             slot = s.cur = s.fine[idx] = Slot()
             s.last_idx = idx
@@ -234,28 +235,22 @@ class RollingStats:
             del self._series[k]
         return len(idle)
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- export and restore ----------------------------------------------------------------
 
     def track_changes(self) -> None:
-        """Start remembering changed buckets for `drain_changes` (call before any record)."""
+        """Start remembering changed buckets for `export_changes` (call before any record)."""
         self._tracking = True
 
-    def mark_all_changed(self) -> None:
-        """Count every bucket as changed (after a failed checkpoint: the next one rewrites all)."""
-        for key, s in self._series.items():
-            self._touched.update((key, False, i) for i in s.fine)
-            self._touched.update((key, True, c) for c in s.coarse)
-
-    def drain_changes(self) -> list[Change]:
-        """Buckets changed since the last call, with their state now (a copy), then forget them.
-
-        Gone buckets (merged into a coarse one) come with state None, before any others.
+    def export_changes(self) -> list[Change]:
+        """Buckets changed since the last export, with their state now (a copy), then forget
+        them. Gone buckets (merged into a coarse one) come with state None, before any others.
+        Without `track_changes` only the newest bucket of each key written to is reported.
         """
         touched = self._touched
-        for key in self._dirty:
+        for key in self._dirty_keys:
             s = self._series.get(key)
             if s is not None:
-                s.dirty = False
+                s._dirty = False
                 touched.add((key, False, s.last_idx))
         out: list[Change] = []
         for key, idx in self._gone:
@@ -270,13 +265,42 @@ class RollingStats:
                 out.append((key, coarse, idx, _state(slot)))
             elif coarse:
                 out.append((key, True, idx, None))
-        self._dirty = []
-        self._touched = set()
-        self._gone = set()
+        self._forget_changes()
         return out
 
-    def restore(self, key: Hashable, coarse: bool, idx: int, state: SlotState) -> None:
-        """Put back one bucket saved by a checkpoint; call `settle_restored` after the last."""
+    def export_all(self) -> list[Change]:
+        """Every bucket with its state (a copy); changes are tracked from now on."""
+        out: list[Change] = []
+        for key, s in self._series.items():
+            s._dirty = False
+            out.extend((key, False, i, _state(slot)) for i, slot in s.fine.items())
+            out.extend((key, True, c, _state(slot)) for c, slot in s.coarse.items())
+        self._forget_changes()
+        self._tracking = True
+        return out
+
+    def _forget_changes(self) -> None:
+        self._dirty_keys = []
+        self._touched = set()
+        self._gone = set()
+
+    def restore(self, buckets: Iterable[Change], now: float) -> int:
+        """Put back buckets saved from an export, skipping those older than the retention at
+        ``now`` (and gone ones); returns how many were put back. Not reported as changes."""
+        horizon = int(now / self.bucket_s) - int(round(self.retention_s / self.bucket_s))
+        n = 0
+        for key, coarse, idx, state in buckets:
+            if state is None:
+                continue
+            newest = idx * COARSE_FACTOR + COARSE_FACTOR - 1 if coarse else idx
+            if newest < horizon:
+                continue
+            self._restore_slot(key, coarse, idx, state)
+            n += 1
+        self._settle_restored()
+        return n
+
+    def _restore_slot(self, key: Hashable, coarse: bool, idx: int, state: SlotState) -> None:
         s = self._series.get(key)
         if s is None:
             s = self._series[key] = Series()
@@ -292,14 +316,21 @@ class RollingStats:
         if newest > s.last_idx:
             s.last_idx = newest
 
-    def settle_restored(self) -> None:
-        """After `restore`: point each key's newest slot at hand and age its buckets."""
+    def _settle_restored(self) -> None:
+        """After restoring: point each key's newest slot at hand and age its buckets."""
         for key, s in self._series.items():
             cur = s.fine.get(s.last_idx)
             if cur is None:
                 cur = s.fine[s.last_idx] = Slot()
             s.cur = cur
             self._roll(key, s, s.last_idx)
+
+    def export_counters(self) -> dict[str, int]:
+        return {"late_dropped": self.late_dropped}
+
+    def restore_counters(self, counters: Mapping[str, int]) -> None:
+        """Set the counters from `export_counters`' output (missing ones to 0)."""
+        self.late_dropped = int(counters.get("late_dropped", 0))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -425,8 +456,15 @@ class VersionLog:
         versions[version] = VersionSeen(version, t, t)
 
     def restore(self, service: str, versions: list[VersionSeen]) -> None:
-        """Put back the versions of one service saved by a checkpoint."""
+        """Put back the versions of one service saved from `versions`."""
         self._seen[service] = {v.version: v for v in versions[-self.max_per_service:]}
+
+    def export_counters(self) -> dict[str, int]:
+        return {"dropped": self.dropped}
+
+    def restore_counters(self, counters: Mapping[str, int]) -> None:
+        """Set the counters from `export_counters`' output (missing ones to 0)."""
+        self.dropped = int(counters.get("dropped", 0))
 
     def versions(self, service: str) -> list[VersionSeen]:
         """Oldest first by first seen."""

@@ -18,7 +18,8 @@ from starlette.types import ASGIApp
 
 from collector import checkpoint, diagnosis, exposition, graph, ownership, paging, scraper
 from collector.app import create_app
-from collector.service import Clock, CollectorConfig, CollectorService
+from collector.config import CollectorConfig
+from collector.service import Clock, CollectorService
 
 
 def build_service(config: CollectorConfig, clock: Clock = time.time) -> CollectorService:

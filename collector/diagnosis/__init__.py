@@ -13,9 +13,9 @@ default window, ``root_causes``, ``impacted_by``, ``incidents``) and judges othe
 health statelessly; ``GET /api/incidents`` reads the incident list. So the same spans under
 the same clock give the same incidents however many readers there are.
 
-Options come from ``config.extra["diagnosis"]`` (all optional): ``trace_quiet_s`` (1.5),
-``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0 judges the detection
-window only), ``baseline_s`` (300), ``incident_quiet_s`` (30),
+Options come from ``config.diagnosis`` (`collector.config.DiagnosisConfig`):
+``trace_quiet_s`` (1.5), ``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0
+judges the detection window only), ``baseline_s`` (300), ``incident_quiet_s`` (30),
 ``evaluate_interval_s`` (1), and ``span_budget`` (20000 spans/s; 0: no budget). With them, a
 fault shows as an incident a few seconds after it starts (traces finish 1.5 s after their last
 span), and the incident resolves about ``detect_window_s`` + ``incident_quiet_s`` (~50 s)
@@ -41,7 +41,6 @@ samples; x10 with a short baseline of 5 samples, never with none); blast radius 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,30 +49,23 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from collector.config import CollectorConfig
 from collector.diagnosis.api import incidents_routes
 from collector.diagnosis.assessment import Assessment
 from collector.diagnosis.blast import BlastRadius
-from collector.diagnosis.consumer import DIAGNOSIS_SPAN_BUDGET, TraceDiagnosis
+from collector.diagnosis.consumer import TraceDiagnosis
 from collector.diagnosis.health import HealthJudge
 from collector.diagnosis.hosts import SharedHosts
 from collector.diagnosis.incidents import DB_NAME, IncidentManager, IncidentStore
 from collector.diagnosis.rootcause import RootCauseConfig, RootCauseFinder
-from collector.limits import MEMORY_BUDGET_MB, MemoryLimits
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 from collector.stats import VersionLog
 from collector.topology import TopologyError, service_ports
 
-OPTIONS = {"trace_quiet_s": 1.5, "bucket_s": 5.0, "detect_window_s": 20.0,
-           "recent_window_s": 1.0, "baseline_s": 300.0,
-           "incident_quiet_s": 30.0, "evaluate_interval_s": 1.0,
-           "span_budget": DIAGNOSIS_SPAN_BUDGET}
 # An evaluation that takes long runs at most every this many times its duration.
 EVALUATION_COST_FACTOR = 3.0
-# What each option counts, for error messages (the others are seconds).
-UNITS = {"span_budget": "spans/s (0: no budget)"}
-
 
 @dataclass
 class Diagnosis:
@@ -289,32 +281,13 @@ class DiagnosisCollector(Collector):
                 yield GaugeMetricFamily(name, doc, value=d.get(key, 0))
 
 
-def options(config: CollectorConfig) -> dict[str, float]:
-    given = config.extra.get("diagnosis", {}) or {}
-    if not isinstance(given, dict):
-        raise ValueError("config.extra['diagnosis'] must be a mapping of option -> value")
-    unknown = sorted(set(given) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown diagnosis option(s) {unknown}; valid: {sorted(OPTIONS)}")
-    out = dict(OPTIONS)
-    for k, v in given.items():
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-                or v < 0:
-            unit = UNITS.get(k, "seconds")
-            raise ValueError(f"diagnosis option {k} must be a number >= 0 ({unit}), got {v!r}")
-        out[k] = float(v)
-    return out
-
-
 def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
-    opts = options(config)
-    traces = TraceDiagnosis(quiet_s=opts["trace_quiet_s"], bucket_s=opts["bucket_s"],
+    opts = config.diagnosis
+    traces = TraceDiagnosis(quiet_s=opts.trace_quiet_s, bucket_s=opts.bucket_s,
                             retention_s=max(config.retention_s,
-                                            opts["baseline_s"] + opts["detect_window_s"]
-                                            + 2 * opts["bucket_s"]),
-                            span_budget=opts["span_budget"],
-                            memory=MemoryLimits.from_budget(float(config.extra.get(
-                                "memory_budget_mb", MEMORY_BUDGET_MB))))
+                                            opts.baseline_s + opts.detect_window_s
+                                            + 2 * opts.bucket_s),
+                            span_budget=opts.span_budget, memory=config.memory)
     if config.topology is not None:
         try:
             for name, port in service_ports(config.topology).items():
@@ -334,16 +307,16 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         return lookup(name, start, end) if callable(lookup) else None
 
     store = IncidentStore(config.data_dir / DB_NAME if config.data_dir is not None else None)
-    manager = IncidentManager(store, _versions(service), owner_of, opts["incident_quiet_s"],
+    manager = IncidentManager(store, _versions(service), owner_of, opts.incident_quiet_s,
                               now=service.clock())
-    rc = RootCauseConfig(detect_window_s=opts["detect_window_s"], baseline_s=opts["baseline_s"],
-                         recent_window_s=opts["recent_window_s"])
+    rc = RootCauseConfig(detect_window_s=opts.detect_window_s, baseline_s=opts.baseline_s,
+                         recent_window_s=opts.recent_window_s)
     service.consumers.append(traces)
     part = Diagnosis(
-        service, traces, manager, opts["evaluate_interval_s"] or 1.0,
+        service, traces, manager, opts.evaluate_interval_s or 1.0,
         window_s=config.default_window_s,
-        health=HealthJudge(traces, baseline_s=opts["baseline_s"],
-                           detect_window_s=opts["detect_window_s"]),
+        health=HealthJudge(traces, baseline_s=opts.baseline_s,
+                           detect_window_s=opts.detect_window_s),
         finder=RootCauseFinder(traces, rc, owner_of),
         hosts=SharedHosts(traces.hosts, traces.windows, owner_of, cpu_of=cpu_of),
         blast=BlastRadius(traces, rc),

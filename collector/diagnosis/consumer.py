@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from collector.config import DIAGNOSIS_SPAN_BUDGET
 from collector.diagnosis.hosts import HostMap
 from collector.diagnosis.traces import MAX_TRACE_OPEN_S, QUIET_S, PortMap, TraceAssembler, analyze
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
@@ -37,8 +38,6 @@ from collector.model import SpanRecord
 from collector.vocabulary import CONSUMER as _CONSUMER
 from collector.vocabulary import SERVER as _SERVER
 
-# Spans per second analysed in full; above it, traces are head-sampled down to about this.
-DIAGNOSIS_SPAN_BUDGET = 20_000.0
 # The offered rate is a span count decaying with this time constant: it follows a change in
 # load within about a second, and a burst of N spans at one instant reads as N spans/s.
 RATE_TAU_S = 1.0

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from collector.config import CollectorConfig
 from collector.ownership.api import routes
 from collector.ownership.catalog import CatalogError, CatalogInvalid, load_catalog
 from collector.ownership.part import Ownership, OwnershipAppender
 from collector.ownership.resolve import Owner, ResourceTeams
-from collector.ownership.watch import POLL_INTERVAL_S
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 
 __all__ = [
     "CatalogError",
@@ -46,7 +46,7 @@ def install(service: CollectorService, config: CollectorConfig) -> None:
     configured catalog cannot be used."""
     ownership = Ownership(config.catalog, service.clock)
     ownership.store.load_initial()
-    poll_s = float(config.extra.get("catalog_poll_s", POLL_INTERVAL_S))
+    poll_s = config.ownership.catalog_poll_s
     service.consumers.append(ownership.attrs)
     service.appenders.append(ownership.appender)
     service.routes.extend(routes(service, ownership))

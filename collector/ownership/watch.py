@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from collector.config import CATALOG_POLL_S
 from collector.ownership.catalog import (
     Catalog,
     CatalogError,
@@ -28,7 +29,6 @@ from collector.ownership.catalog import (
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 1.0
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
@@ -106,7 +106,7 @@ class CatalogStore:
         with self._changed:
             return self._changed.wait_for(lambda: self.generation >= generation, timeout_s)
 
-    async def watch(self, interval_s: float = POLL_INTERVAL_S) -> None:
+    async def watch(self, interval_s: float = CATALOG_POLL_S) -> None:
         """Poll for changes until cancelled; file I/O runs off the event loop."""
         while True:
             await asyncio.sleep(interval_s)

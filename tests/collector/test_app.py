@@ -388,7 +388,7 @@ def test_golden_graph_and_service() -> None:
     import asyncio
 
     from collector import replay
-    from collector.service import CollectorConfig
+    from collector.config import CollectorConfig
     from collector.wiring import build_app, build_service
 
     clock = FixedClock(T0)
@@ -416,10 +416,10 @@ def test_golden_graph_and_service() -> None:
 def test_busy_receiver_answers_503_with_retry_after() -> None:
     import asyncio
 
-    from collector.service import CollectorConfig
+    from collector.config import CollectorConfig, EdgeConfig
     from collector.wiring import build_app, build_service
 
-    service = build_service(CollectorConfig(extra={"max_inflight_requests": 1}))
+    service = build_service(CollectorConfig(edge=EdgeConfig(max_inflight_requests=1)))
     app = build_app(service)
 
     async def scenario() -> tuple[int, str | None, int, int]:

@@ -13,8 +13,9 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import diagnosis, replay
+from collector.config import CollectorConfig
 from collector.model import SpanRecord
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 from collector.wiring import build_app, build_service
 
 PB = {"Content-Type": "application/x-protobuf"}

@@ -7,17 +7,16 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import otlp
+from collector.config import CollectorConfig, EdgeConfig
 from collector.limits import SpanLimits
 from collector.model import DecodeError, DecodeResult, SpanKind, SpanRecord
 from collector.receivers import OTLP, RECEIVERS, ZIPKIN, Receiver, ReceiverRegistry
-from collector.service import CollectorConfig
 from collector.wiring import build_app, build_service
 
 TOKEN = "s3cret"
@@ -52,10 +51,10 @@ def lines_registered() -> Iterator[Receiver]:
         RECEIVERS.unregister(LINES)
 
 
-def post_all(extra: dict[str, Any], *requests: tuple[str, bytes, dict[str, str]],
+def post_all(edge: EdgeConfig, *requests: tuple[str, bytes, dict[str, str]],
              max_body_bytes: int | None = None) -> tuple[list[httpx.Response], str]:
     """POST each request to a fresh app in-process; the responses and ``/metrics`` after."""
-    config = CollectorConfig(extra=extra)
+    config = CollectorConfig(edge=edge)
     if max_body_bytes is not None:
         config.max_body_bytes = max_body_bytes
     app = build_app(build_service(config))
@@ -115,7 +114,7 @@ def test_a_registered_receiver_is_served_behind_the_ingest_token(
     lines_registered: Receiver,
 ) -> None:
     (no_token, wrong_media_no_token, wrong_media, ok, malformed, get), metrics = post_all(
-        {"ingest_token": TOKEN},
+        EdgeConfig(ingest_token=TOKEN),
         ("/test/lines", b"shop\n", TEXT),
         ("/test/lines", b"shop\n", {"content-type": "application/json"}),
         ("/test/lines", b"shop\n", {**AUTH, "content-type": "application/json"}),
@@ -147,13 +146,13 @@ def test_a_registered_receiver_is_served_behind_the_ingest_token(
 def test_a_registered_receiver_is_under_admission_and_body_limits(
     lines_registered: Receiver,
 ) -> None:
-    (busy,), metrics = post_all({"max_inflight_requests": 0},
+    (busy,), metrics = post_all(EdgeConfig(max_inflight_requests=0),
                                 ("/test/lines", b"shop\n", TEXT))
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert "collector busy" in busy.json()["error"]
     assert sample(metrics, "conway_requests_rejected_total", reason="overloaded") == 1
 
-    (large,), _ = post_all({}, ("/test/lines", b"shop\n" * 100, TEXT), max_body_bytes=64)
+    (large,), _ = post_all(EdgeConfig(), ("/test/lines", b"shop\n" * 100, TEXT), max_body_bytes=64)
     assert large.status_code == 413 and large.headers["connection"] == "close"
     assert "exceeds the collector's limit of 64 bytes" in large.json()["error"]
 
@@ -164,7 +163,7 @@ def test_a_path_dispatches_on_media_type_between_its_receivers() -> None:
     RECEIVERS.register(lines_on_otlp)
     try:
         (lines, pb, unknown), _ = post_all(
-            {},
+            EdgeConfig(),
             ("/v1/traces", b"shop\n", TEXT),
             ("/v1/traces", b"", {"content-type": otlp.PROTOBUF}),
             ("/v1/traces", b"", {"content-type": "text/csv"}),

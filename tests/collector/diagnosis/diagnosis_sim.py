@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import procs
 
+from collector.config import CollectorConfig, DiagnosisConfig
 from collector.model import SpanKind, SpanRecord
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,9 @@ def make_service(t0: float, data_dir: object = None, baseline_s: float = 60.0,
 
     clock = Clock(t0)
     config = CollectorConfig(data_dir=data_dir,  # type: ignore[arg-type]
-                             extra={"diagnosis": {"baseline_s": baseline_s,
-                                                  "incident_quiet_s": incident_quiet_s,
-                                                  **options}})
+                             diagnosis=DiagnosisConfig.from_options(
+                                 {"baseline_s": baseline_s,
+                                  "incident_quiet_s": incident_quiet_s, **options}))
     service = CollectorService(config=config, clock=clock)
     graph.install(service, config)
     diagnosis.install(service, config)

@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from collector import wiring
-from collector.service import CollectorConfig, CollectorService
+from collector.config import CollectorConfig, DiagnosisConfig
+from collector.service import CollectorService
 
 
 class Clock:
@@ -34,8 +35,8 @@ class Clock:
 
 @contextlib.contextmanager
 def collector(clock: Clock) -> Iterator[tuple[str, CollectorService]]:
-    config = CollectorConfig(extra={"diagnosis": {"baseline_s": 60.0,
-                                                  "evaluate_interval_s": 3600}})
+    config = CollectorConfig(diagnosis=DiagnosisConfig(baseline_s=60.0,
+                                                       evaluate_interval_s=3600))
     service = wiring.build_service(config, clock)
     with serve(service) as url:
         yield url, service

@@ -16,7 +16,8 @@ import httpx
 from diagnosis_sim import Clock, Fault, Shop, serve
 
 from collector import wiring
-from collector.service import CollectorConfig, CollectorService
+from collector.config import CollectorConfig, DiagnosisConfig
+from collector.service import CollectorService
 
 T0 = 1_700_000_000.0
 READ_PATHS = ("/api/graph", "/api/graph?window=300", "/api/incidents", "/api/teams",
@@ -49,9 +50,9 @@ def _drive(service: CollectorService, clock: Clock, shop: Shop, seconds: int,
 
 def _history(readers: int) -> tuple[list[Any], list[int]]:
     clock = Clock(T0)
-    config = CollectorConfig(extra={"diagnosis": {
-        "baseline_s": 60.0, "incident_quiet_s": 10.0,
-        "evaluate_interval_s": 3600}})  # the test runs each tick itself
+    config = CollectorConfig(diagnosis=DiagnosisConfig(
+        baseline_s=60.0, incident_quiet_s=10.0,
+        evaluate_interval_s=3600))  # the test runs each tick itself
     service = wiring.build_service(config, clock)
     done = [0] * readers
     with serve(service) as url:

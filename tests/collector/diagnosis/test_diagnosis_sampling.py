@@ -15,10 +15,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import diagnosis, graph, otlp, replay
-from collector.diagnosis.consumer import DIAGNOSIS_SPAN_BUDGET, TraceDiagnosis
+from collector.config import DIAGNOSIS_SPAN_BUDGET, CollectorConfig, DiagnosisConfig
+from collector.diagnosis.consumer import TraceDiagnosis
 from collector.diagnosis.traces import keep_hash
 from collector.model import SpanRecord
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 from collector.wiring import build_service
 
 T0 = 1_800_000_000.0
@@ -135,7 +136,7 @@ def test_a_burst_above_the_budget_is_sampled_and_the_fraction_recovers() -> None
 
 
 def make_service(budget: float, clock: Clock) -> CollectorService:
-    config = CollectorConfig(extra={"diagnosis": {"baseline_s": 30.0, "span_budget": budget}})
+    config = CollectorConfig(diagnosis=DiagnosisConfig(baseline_s=30.0, span_budget=budget))
     service = CollectorService(config=config, clock=clock)
     graph.install(service, config)
     diagnosis.install(service, config)
@@ -201,7 +202,7 @@ def metrics(text: str) -> dict[str, float]:
 
 def test_metrics_show_what_was_sampled_out() -> None:
     clock = Clock(time.time())
-    service = build_service(CollectorConfig(extra={"diagnosis": {"span_budget": 100}}),
+    service = build_service(CollectorConfig(diagnosis=DiagnosisConfig(span_budget=100)),
                             clock=clock)
     body, n = shop_body(60, seed=9)
     service.ingest(otlp.decode_traces(body, otlp.PROTOBUF).spans)
@@ -232,9 +233,11 @@ def test_cli_span_budget_reaches_the_running_collector() -> None:
 
 
 def test_default_budget_and_bad_values() -> None:
-    assert diagnosis.OPTIONS["span_budget"] == DIAGNOSIS_SPAN_BUDGET == 20_000
+    assert DiagnosisConfig().span_budget == DIAGNOSIS_SPAN_BUDGET == 20_000
     for bad in (-1, float("nan"), "lots"):
         with pytest.raises(ValueError, match="span_budget"):
-            diagnosis.options(CollectorConfig(extra={"diagnosis": {"span_budget": bad}}))
+            DiagnosisConfig.from_options({"span_budget": bad})
+    with pytest.raises(ValueError, match="unknown diagnosis option"):
+        DiagnosisConfig.from_options({"span_budgt": 5})
     with pytest.raises(ValueError, match="spans/s"):
         TraceDiagnosis(span_budget=-5)

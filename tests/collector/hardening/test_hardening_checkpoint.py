@@ -19,9 +19,10 @@ from hardening_helpers import Collector, edge_calls, graph, metric, sdk_call, sd
 from prometheus_client.exposition import generate_latest
 
 from collector import checkpoint
+from collector.apijson import graph_json
+from collector.config import CollectorConfig
 from collector.model import SpanKind, SpanRecord
-from collector.readapi import graph_json
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 from collector.wiring import build_service
 
 T0 = 1_800_000_000.0

@@ -326,11 +326,12 @@ def test_failing_background_loops_log_once_and_go_on_with_backoff(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
-    from collector.service import CollectorConfig
+    from collector.config import CheckpointConfig, CollectorConfig, DiagnosisConfig
     from collector.wiring import build_service
 
-    service = build_service(CollectorConfig(data_dir=tmp_path, extra={
-        "checkpoint_interval_s": 0.01, "diagnosis": {"evaluate_interval_s": 0.01}}))
+    service = build_service(CollectorConfig(
+        data_dir=tmp_path, checkpoint=CheckpointConfig(interval_s=0.01),
+        diagnosis=DiagnosisConfig(evaluate_interval_s=0.01)))
     diag, cp = service.parts["diagnosis"], service.parts["checkpoint"]
     calls = {"evaluate": 0, "save": 0}
 

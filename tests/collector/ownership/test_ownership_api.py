@@ -17,9 +17,10 @@ from ownership_helpers import DEMO_CATALOG, demo_snapshot, span
 from procs import serve
 from starlette.applications import Starlette
 
+from collector.config import CollectorConfig
 from collector.model import Snapshot
 from collector.ownership import install
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 
 
 class FixedTraffic:

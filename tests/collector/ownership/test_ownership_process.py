@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from ownership_helpers import DEMO_CATALOG
 from procs import free_port
 
-from collector.service import CollectorConfig
+from collector.config import CollectorConfig
 
 REPO = Path(__file__).parents[3]
 START_TIMEOUT_S = 60.0  # a failure guard on a shared 2-core machine, not a speed assertion

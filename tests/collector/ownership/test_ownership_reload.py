@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from ownership_helpers import COMPONENT_SVC, GROUP_X, docs, write_catalog
 
+from collector.config import CollectorConfig, OwnershipConfig
 from collector.ownership import install
 from collector.ownership.catalog import CatalogInvalid
 from collector.ownership.part import Ownership
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 
 GROUP_Y = GROUP_X.replace("team-x", "team-y").replace("Team X", "Team Y")
 
@@ -97,7 +98,7 @@ def test_invalid_catalog_at_startup_raises_with_the_problems(tmp_path: Path) -> 
 
 def test_the_watcher_reloads_in_the_background(tmp_path: Path) -> None:
     path = write_catalog(tmp_path, GROUP_X, COMPONENT_SVC)
-    config = CollectorConfig(catalog=path, extra={"catalog_poll_s": 0.05})
+    config = CollectorConfig(catalog=path, ownership=OwnershipConfig(catalog_poll_s=0.05))
     service = CollectorService(config)
     install(service, config)
     own: Ownership = service.parts["ownership"]

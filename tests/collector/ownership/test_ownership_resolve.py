@@ -6,10 +6,11 @@ from pathlib import Path
 
 from ownership_helpers import COMPONENT_SVC, GROUP_X, TESTDATA, snapshot, span, write_catalog
 
+from collector.config import CollectorConfig
 from collector.model import Attributes
 from collector.ownership.part import Ownership
 from collector.ownership.resolve import ResourceTeams
-from collector.service import CollectorConfig, CollectorService
+from collector.service import CollectorService
 
 
 def ownership(path: object = TESTDATA / "kinds.yaml") -> Ownership:
