@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hardening_helpers import Collector, edge_calls, graph, metric, sdk_call, sdk_provider
+from live_collector import Collector, edge_calls, graph, metric, sdk_call, sdk_provider
 from prometheus_client.exposition import generate_latest
 
 from collector import checkpoint
@@ -151,7 +151,7 @@ def test_a_corrupt_state_file_stops_the_process_with_a_message(tmp_path: Path) -
     import subprocess
     import sys
 
-    from hardening_helpers import REPO
+    from live_collector import REPO
 
     (tmp_path / checkpoint.DB_NAME).write_bytes(b"this is not a database" * 100)
     r = subprocess.run([sys.executable, "-m", "collector", "--port", "0", "--data-dir",

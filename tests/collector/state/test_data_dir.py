@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hardening_helpers import REPO, Collector, metric, sdk_provider
+from live_collector import REPO, Collector, metric, sdk_provider
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from procs import free_port

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hardening_helpers import (
+from live_collector import (
     PB,
     Collector,
     add_span,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
-from hardening_helpers import (
+from live_collector import (
     PB,
     Collector,
     metric,

@@ -1,4 +1,4 @@
-"""Shared pieces of the hardening tests: a real collector process, hand-built protobuf, the
+"""A real collector process for the edge, limits and state tests, hand-built protobuf, the
 official SDK as a concurrent well-behaved client, and readers for /metrics and /api/graph."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 from procs import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 PB = {"Content-Type": "application/x-protobuf"}
 JSON_CT = {"Content-Type": "application/json"}
 READY_TIMEOUT_S = 30.0

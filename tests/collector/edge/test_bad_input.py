@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
-from hardening_helpers import (
+from live_collector import (
     JSON_CT,
     PB,
     Collector,

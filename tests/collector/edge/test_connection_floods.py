@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hardening_helpers import PB, Collector, metric, pairs, wait_for_calls
+from live_collector import PB, Collector, metric, pairs, wait_for_calls
 from procs import open_files
 
 TOKEN = "flood-token-for-tests"

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hardening_helpers import (
+from live_collector import (
     PB,
     Collector,
     ValidTraffic,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
-from hardening_helpers import PB, Collector, ValidTraffic, metric, pairs
+from live_collector import PB, Collector, ValidTraffic, metric, pairs
 
 MAX_BODY = 100_000
 MAX_BYTES = 150_000
