@@ -34,13 +34,18 @@ from collector.stats import (
     VersionLog,
     VersionSeen,
 )
+from collector.vocabulary import CONSUMER as _CONSUMER
+from collector.vocabulary import SERVER as _SERVER
+
+# A span ending more than this after it arrived comes from a host whose clock is ahead.
+CLOCK_AHEAD_S = 1.0
+# A service's node shows the offset for this long after its last span from the future.
+CLOCK_AHEAD_SHOWN_S = 60.0
 
 TICK_S = 0.5  # how often pending halves are expired when no spans arrive
 SERVICE = "service"
 VIRTUAL = "virtual"
 
-_SERVER = 2
-_CONSUMER = 5
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,10 @@ class TrafficGraph:
         self.dropped_nodes = 0
         self.dropped_edges = 0
         self.spans = 0  # spans consumed
+        # Spans that ended more than CLOCK_AHEAD_S after they arrived (their host's clock is
+        # ahead), and per service the latest such offset: (seconds ahead, when seen).
+        self.spans_clock_ahead = 0
+        self.clock_ahead: dict[str, tuple[float, float]] = {}
         self.calls = 0  # calls recorded on edges
         # Nodes / edges changed or forgotten since the last export (None: not tracked).
         self._changed_nodes: set[str] | None = None
@@ -152,7 +161,10 @@ class TrafficGraph:
         record = self.nodes.record
         last_resource: object = None
         known = False
+        ahead_ns = int((now + CLOCK_AHEAD_S) * 1e9)
         for span in spans:
+            if span.end_ns > ahead_ns:
+                self._clock_is_ahead(span, now)
             if span.resource is not last_resource:
                 # Spans of one resource arrive together and share its dict: do the per-service
                 # work once per resource rather than once per span.
@@ -169,6 +181,13 @@ class TrafficGraph:
         calls.extend(self.pairer.expire(now))
         for call in calls:
             self.add_call(call)
+
+    def _clock_is_ahead(self, span: SpanRecord, now: float) -> None:
+        # A span cannot end after it arrives: its host's clock is ahead. The graph places
+        # spans by arrival time anyway; this only counts it and says which service.
+        self.spans_clock_ahead += 1
+        if span.service in self.kinds:
+            self.clock_ahead[span.service] = (span.end_ns / 1e9 - now, now)
 
     def _service_seen(self, span: SpanRecord, now: float) -> bool:
         name = span.service
@@ -255,6 +274,7 @@ class TrafficGraph:
                 continue
             del self.kinds[name]
             self.seen.pop(name, None)
+            self.clock_ahead.pop(name, None)
             self.versions.forget(name)
             if self._changed_nodes is not None:
                 self._changed_nodes.discard(name)
@@ -347,6 +367,7 @@ class TrafficGraph:
             "graph": {
                 "spans": self.spans,
                 "calls": self.calls,
+                "spans_clock_ahead": self.spans_clock_ahead,
                 "dropped_nodes": self.dropped_nodes,
                 "dropped_edges": self.dropped_edges,
                 "dropped_versions": self.versions.export_counters()["dropped"],
@@ -361,6 +382,7 @@ class TrafficGraph:
         gc = counters.get("graph") or {}
         self.spans = int(gc.get("spans", 0))
         self.calls = int(gc.get("calls", 0))
+        self.spans_clock_ahead = int(gc.get("spans_clock_ahead", 0))
         self.dropped_nodes = int(gc.get("dropped_nodes", 0))
         self.dropped_edges = int(gc.get("dropped_edges", 0))
         self.versions.restore_counters({"dropped": gc.get("dropped_versions", 0)})
@@ -440,6 +462,9 @@ class TrafficAppender:
                     "versions": [v.version for v in g.versions_of(name)],
                 },
             )
+            ahead = g.clock_ahead.get(name)
+            if ahead is not None and now - ahead[1] <= CLOCK_AHEAD_SHOWN_S:
+                snap.nodes[name].meta["clock_ahead_s"] = round(ahead[0], 1)
         for e in g.edge_views(now, window):
             s = e.summary
             snap.edges[(e.source, e.target)] = Edge(
@@ -534,6 +559,11 @@ class GraphCollector(Collector):
             "conway_pairing_duplicates_total)", value=g.spans)
         yield CounterMetricFamily("conway_graph_calls", "Calls recorded on the graph's edges",
                                   value=g.calls)
+        yield CounterMetricFamily(
+            "conway_spans_clock_ahead",
+            f"Spans that ended more than {CLOCK_AHEAD_S:g} s after they arrived: their host's "
+            "clock is ahead (placed by arrival time, durations from their own start and end; "
+            "see clock_ahead_s on the service's node)", value=g.spans_clock_ahead)
 
 
 def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:

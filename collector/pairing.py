@@ -28,10 +28,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import Attributes, Call, ConnectionType, SpanRecord
+from collector.ports import PortMap
 from collector.vocabulary import (
     CALLER_ATTRIBUTES,
     DATABASE_ATTRIBUTES,
+    PEER_ADDRESS_ATTRIBUTES,
     PEER_ATTRIBUTES,
+    PEER_PORT_ATTRIBUTES,
     USER_NODE,
 )
 from collector.vocabulary import CLIENT as _CLIENT
@@ -39,6 +42,7 @@ from collector.vocabulary import CONSUMER as _CONSUMER
 from collector.vocabulary import PRODUCER as _PRODUCER
 from collector.vocabulary import SERVER as _SERVER
 
+_ADDRESS_ATTRIBUTES = (*PEER_ADDRESS_ATTRIBUTES, "network.peer.address")
 # Tempo's order of the attributes that name a call's peer (Conway's is `PEER_ATTRIBUTES`).
 TEMPO_PEER_ATTRIBUTES: tuple[str, ...] = (
     "peer.service",
@@ -87,10 +91,13 @@ class PairingConfig:
     unknown_peer: str | None = None
     # A root SERVER/CONSUMER span naming its caller (peer.service) is called by that node.
     root_caller_from_peer: bool = True
+    # An expired client half naming only a literal address (127.0.0.1) and a port calls the
+    # service known to serve that port (`collector.ports`), not a node named after the address.
+    peer_by_port: bool = True
 
     @classmethod
     def tempo(cls, **kw: object) -> PairingConfig:
-        cfg = cls(peer_attributes=TEMPO_PEER_ATTRIBUTES)
+        cfg = cls(peer_attributes=TEMPO_PEER_ATTRIBUTES, peer_by_port=False)
         for k, v in kw.items():
             setattr(cfg, k, v)
         return cfg
@@ -99,7 +106,7 @@ class PairingConfig:
     def otelcol(cls, **kw: object) -> PairingConfig:
         cfg = cls(
             peer_attributes=OTELCOL_PEER_ATTRIBUTES, unknown_peer="unknown",
-            root_caller_from_peer=False,
+            root_caller_from_peer=False, peer_by_port=False,
         )
         for k, v in kw.items():
             setattr(cfg, k, v)
@@ -140,6 +147,11 @@ def _first(attrs: Attributes, keys: Sequence[str]) -> str | None:
     return None
 
 
+def _names_address(attrs: Attributes, peer: str) -> bool:
+    """``peer`` came from an address attribute, not a name."""
+    return any(attrs.get(k) == peer for k in _ADDRESS_ATTRIBUTES)
+
+
 def _is_database(attrs: Attributes) -> bool:
     # DATABASE_ATTRIBUTES, unrolled: this runs for every unpaired CLIENT span.
     return bool(
@@ -171,6 +183,8 @@ class Pairer:
     # (peer attributes it was built for, attribute keys a waiting half keeps), built lazily.
     _keep: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     _recent: RecentSpans | None = None  # built on first use, from config.max_seen
+    # Which service serves which port, learned from server spans (shared with the diagnosis).
+    ports: PortMap = field(default_factory=PortMap)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -198,6 +212,7 @@ class Pairer:
         deadline = now + self.config.ttl_s
         max_items = self.config.max_items
         c = self.counters
+        learn_port = self.ports.learn
         dropped = 0
         for span in spans:
             kind = span.kind
@@ -223,6 +238,7 @@ class Pairer:
                     continue
                 pending[key] = (deadline, self._slim(span), True)
             elif kind == _SERVER or kind == _CONSUMER:
+                learn_port(span)
                 parent = span.parent_span_id
                 if not parent:
                     c.roots += 1
@@ -259,7 +275,8 @@ class Pairer:
         keep = self._keep
         if keep is None or keep[0] != self.config.peer_attributes:
             keep = self._keep = (self.config.peer_attributes, tuple(dict.fromkeys(
-                (*self.config.peer_attributes, *DATABASE_ATTRIBUTES, *_EXTRA_KEPT))))
+                (*self.config.peer_attributes, *DATABASE_ATTRIBUTES, *PEER_PORT_ATTRIBUTES,
+                 *_EXTRA_KEPT))))
         slim = {k: attrs[k] for k in keep[1] if k in attrs}
         return SpanRecord(span.trace_id, span.span_id, span.parent_span_id, span.service, "",
                           span.kind, span.start_ns, span.end_ns, span.error, slim, span.resource)
@@ -335,7 +352,11 @@ class Pairer:
         return self._virtual_call(span, peer, now, connection_type)
 
     def _expired(self, span: SpanRecord, now: float) -> Call | None:
-        peer = _first(span.attributes, self.config.peer_attributes) or self.config.unknown_peer
+        attrs = span.attributes
+        peer = _first(attrs, self.config.peer_attributes)
+        if peer is not None and self.config.peer_by_port and _names_address(attrs, peer):
+            peer = self.ports.resolve(attrs, peer) or peer
+        peer = peer or self.config.unknown_peer
         if peer is None:
             return None
         return self._virtual_call(span, peer, now, _connection_type(span.attributes))

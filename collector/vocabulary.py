@@ -69,3 +69,7 @@ PEER_ATTRIBUTES: tuple[str, ...] = (*PEER_NAME_ATTRIBUTES, *PEER_ADDRESS_ATTRIBU
 CALLER_ATTRIBUTES: tuple[str, ...] = PEER_NAME_ATTRIBUTES[:3]
 # Attributes that mark a call as a database call.
 DATABASE_ATTRIBUTES: tuple[str, ...] = ("db.system", "db.system.name", "db.name", "db.namespace")
+# The port a client span called (old semantic conventions first named it net.peer.port).
+PEER_PORT_ATTRIBUTES: tuple[str, ...] = ("server.port", "net.host.port", "net.peer.port")
+# The port a server span serves on.
+SERVER_PORT_ATTRIBUTES: tuple[str, ...] = ("server.port", "net.host.port", "url.port")

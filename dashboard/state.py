@@ -122,7 +122,7 @@ def is_stale(state: State | None) -> bool:
 
 
 NODE_KEYS = ("id", "kind", "team", "health", "rate_rps", "error_ratio", "p50_ms", "p95_ms",
-             "p99_ms", "up")
+             "p99_ms", "up", "clock_ahead_s")
 EDGE_KEYS = ("source", "target", "connection_type", "health", "rate_rps", "error_ratio",
              "p50_ms", "p95_ms", "p99_ms")
 

@@ -313,6 +313,10 @@ def _stats(item: Mapping[str, Any]) -> html.Table:
         ("p95", fmt_ms(item.get("p95_ms"))),
         ("p99", fmt_ms(item.get("p99_ms"))),
     ]
+    ahead = item.get("clock_ahead_s")
+    if isinstance(ahead, int | float):
+        # Its spans end after they arrive: shown at arrival time, its durations kept.
+        rows.append(("clock", f"{ahead:.1f} s ahead"))
     return html.Table([html.Tr([html.Td(k), html.Td(v)]) for k, v in rows], className="stats")
 
 

@@ -60,6 +60,7 @@ from collector.diagnosis.incidents import DB_NAME, IncidentManager, IncidentStor
 from collector.diagnosis.rootcause import RootCauseConfig, RootCauseFinder
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
+from collector.ports import PortMap
 from collector.service import CollectorService
 from collector.stats import VersionLog
 from collector.topology import TopologyError, service_ports
@@ -257,6 +258,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "ports_dropped": ("counter", "conway_diagnosis_ports_dropped",
                       "Server ports the diagnosis did not learn because its port map was full "
                       "(traces.MAX_PORTS)"),
+    "calls_clock_skewed": ("counter", "conway_diagnosis_calls_clock_skewed",
+                           "Calls whose server side lay outside its client span (the two "
+                           "processes' clocks disagree): analysed in the caller's time"),
     "hosts_dropped": ("counter", "conway_diagnosis_hosts_dropped",
                       "Resources whose host the diagnosis did not record because its host map "
                       "was full (hosts.MAX_SERVICES)"),
@@ -287,7 +291,8 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
                             retention_s=max(config.retention_s,
                                             opts.baseline_s + opts.detect_window_s
                                             + 2 * opts.bucket_s),
-                            span_budget=opts.span_budget, memory=config.memory)
+                            span_budget=opts.span_budget, memory=config.memory,
+                            ports=_ports(service))
     if config.topology is not None:
         try:
             for name, port in service_ports(config.topology).items():
@@ -334,3 +339,10 @@ def _versions(service: CollectorService) -> VersionLog:
     service page and the incidents' "changed before" line); its own when there is no graph."""
     versions = getattr(service.parts.get("graph"), "versions", None)
     return versions if isinstance(versions, VersionLog) else VersionLog()
+
+
+def _ports(service: CollectorService) -> PortMap | None:
+    """The graph's port map (its pairing learns it from server spans), so a refused call is
+    drawn and blamed on the same service; None (the diagnosis learns its own) without a graph."""
+    ports = getattr(getattr(service.parts.get("graph"), "pairer", None), "ports", None)
+    return ports if isinstance(ports, PortMap) else None

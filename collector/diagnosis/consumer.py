@@ -31,10 +31,11 @@ from collections.abc import Sequence
 
 from collector.config import DIAGNOSIS_SPAN_BUDGET
 from collector.diagnosis.hosts import HostMap
-from collector.diagnosis.traces import MAX_TRACE_OPEN_S, QUIET_S, PortMap, TraceAssembler, analyze
+from collector.diagnosis.traces import MAX_TRACE_OPEN_S, QUIET_S, TraceAssembler, analyze
 from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
 from collector.limits import DEFAULT_MEMORY, MemoryLimits
 from collector.model import SpanRecord
+from collector.ports import PortMap
 from collector.vocabulary import CONSUMER as _CONSUMER
 from collector.vocabulary import SERVER as _SERVER
 
@@ -54,11 +55,13 @@ class TraceDiagnosis:
                  max_spans_per_trace: int | None = None,
                  span_budget: float = DIAGNOSIS_SPAN_BUDGET,
                  memory: MemoryLimits = DEFAULT_MEMORY,
-                 max_open_s: float = MAX_TRACE_OPEN_S) -> None:
+                 max_open_s: float = MAX_TRACE_OPEN_S, ports: PortMap | None = None) -> None:
         if span_budget < 0:
             raise ValueError(f"diagnosis span budget must be >= 0 spans/s (0: no budget), "
                              f"got {span_budget}")
-        self.ports = PortMap()
+        # A shared port map (the graph's pairing learns it), else one learned here.
+        self._learns_ports = ports is None
+        self.ports = PortMap() if ports is None else ports
         self.hosts = HostMap()
         self.windows = ServiceWindows(bucket_s, retention_s)
         self.memory = memory
@@ -68,6 +71,7 @@ class TraceDiagnosis:
             memory.max_spans_per_trace if max_spans_per_trace is None else max_spans_per_trace,
             memory.max_pending_spans, max_open_s, memory.max_seen_spans)
         self.spans_seen = 0
+        self.calls_clock_skewed = 0  # calls analysed in their caller's time (`traces`)
         self.span_budget = span_budget
         self.keep_fraction = 1.0
         self._load = 0.0  # offered spans, decaying with RATE_TAU_S
@@ -75,10 +79,11 @@ class TraceDiagnosis:
 
     def consume(self, spans: Sequence[SpanRecord], now: float) -> None:
         self.spans_seen += len(spans)
-        learn = self.ports.learn
-        for s in spans:
-            if s.kind == _SERVER or s.kind == _CONSUMER:  # the only spans `learn` reads
-                learn(s)
+        if self._learns_ports:
+            learn = self.ports.learn
+            for s in spans:
+                if s.kind == _SERVER or s.kind == _CONSUMER:  # the only spans `learn` reads
+                    learn(s)
         self.hosts.learn(spans)
         self.assembler.add(spans, now, self._offer(len(spans), now))
 
@@ -104,7 +109,10 @@ class TraceDiagnosis:
         self.assembler.flush(now)
 
     def _on_trace(self, spans: list[SpanRecord], first_seen: float, weight: int) -> None:
-        self.windows.record(analyze(spans, self.ports), first_seen, weight)
+        facts = analyze(spans, self.ports)
+        if facts.skewed:
+            self.calls_clock_skewed += facts.skewed
+        self.windows.record(facts, first_seen, weight)
 
     def counters(self) -> dict[str, float]:
         a = self.assembler
@@ -112,6 +120,7 @@ class TraceDiagnosis:
                 "spans_pending": a.spans_pending, "max_pending_spans": a.max_pending_spans,
                 "memory_budget_bytes": self.memory.budget_bytes,
                 "traces_finished": a.traces_finished,
+                "calls_clock_skewed": self.calls_clock_skewed,
                 "traces_finished_early": a.traces_finished_early,
                 "traces_finished_max_age": a.traces_finished_max_age,
                 "traces_finished_span_cap": a.traces_finished_span_cap,

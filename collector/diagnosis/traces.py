@@ -38,15 +38,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import SpanRecord
+from collector.ports import PortMap, peer_of
 from collector.vocabulary import (
     CALLEE_KINDS,
     CALLER_KINDS,
     PEER_ADDRESS_ATTRIBUTES,
     PEER_NAME_ATTRIBUTES,
+    PEER_PORT_ATTRIBUTES,
 )
 from collector.vocabulary import CLIENT as _CLIENT
 from collector.vocabulary import CONSUMER as _CONSUMER
@@ -65,80 +67,23 @@ MAX_SEEN_SPANS = DEFAULT_MEMORY.max_seen_spans
 # longer than any trace whose exporters batch every few seconds, short enough that a trace id
 # re-sent for ever (an exporter's retry loop, a replayed batch re-stamped) cannot keep it open.
 MAX_TRACE_OPEN_S = 20.0
-MAX_PORTS = 4_096
 
 # Head sampling: the last 8 bytes of a trace id (all of a 64-bit Zipkin id) times an odd
 # constant mod 2**64 (Fibonacci hashing). A bijection, so random ids stay uniform, and
 # sequential ids (test generators, some legacy tracers) are spread evenly too.
 _MIX = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
-_PORT_KEYS = ("server.port", "net.host.port", "net.peer.port")
-_SERVER_PORT_KEYS = ("server.port", "net.host.port", "url.port")
 # What analysis reads of a span's attributes: a pending span with more attributes than
 # _KEEP_AS_IS (or a longer name) waits with these only (and no name).
-_ANALYSED_KEYS = (*PEER_NAME_ATTRIBUTES, *_PORT_KEYS, *PEER_ADDRESS_ATTRIBUTES, "error.type")
+_ANALYSED_KEYS = (*PEER_NAME_ATTRIBUTES, *PEER_PORT_ATTRIBUTES, *PEER_ADDRESS_ATTRIBUTES,
+                  "error.type")
 _KEEP_AS_IS = 8
 _KEEP_AS_IS_NAME = 256
 
 
-class PortMap:
-    """Which service serves on which port, so a CLIENT span that only names
-    ``server.address:port`` (a refused connection to an instrumented service) blames it."""
-
-    def __init__(self, max_ports: int = MAX_PORTS) -> None:
-        self.max_ports = max_ports
-        self.by_port: dict[int, str] = {}
-        self.dropped = 0
-
-    def set(self, port: int, service: str) -> None:
-        if port not in self.by_port and len(self.by_port) >= self.max_ports:
-            self.dropped += 1
-            return
-        self.by_port[port] = service
-
-    def learn(self, span: SpanRecord) -> None:
-        if span.kind not in CALLEE_KINDS:
-            return
-        for key in _SERVER_PORT_KEYS:
-            port = _as_port(span.attributes.get(key))
-            if port is not None:
-                if self.by_port.get(port) != span.service:
-                    self.set(port, span.service)
-                return
-
-
-def _as_port(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and 0 < value < 65536:
-        return value
-    if isinstance(value, str) and value.isdigit() and 0 < int(value) < 65536:
-        return int(value)
-    return None
-
-
 def peer_name(span: SpanRecord, ports: PortMap | None = None) -> str | None:
-    """The callee a CLIENT span names, in the graph's order: ``peer.service`` (and its
-    aliases), the database (``db.namespace``/``db.name``, else ``db.system``), the messaging
-    system; else the service known to serve on its ``server.port``; else ``server.address``
-    (the same virtual node name the graph uses)."""
-    a = span.attributes
-    for key in PEER_NAME_ATTRIBUTES:
-        v = a.get(key)
-        if isinstance(v, str) and v:
-            return v
-    port = None
-    for key in _PORT_KEYS:
-        port = _as_port(a.get(key))
-        if port is not None:
-            break
-    if port is not None and ports is not None and port in ports.by_port:
-        return ports.by_port[port]
-    for key in PEER_ADDRESS_ATTRIBUTES:
-        addr = a.get(key)
-        if isinstance(addr, str) and addr:
-            return addr
-    return None
+    """The callee a CLIENT span names, as the graph names it (`collector.ports.peer_of`)."""
+    return peer_of(span.attributes, ports)
 
 
 @dataclass(slots=True)
@@ -174,6 +119,9 @@ class TraceFacts:
     trace_id: bytes
     visits: list[Visit]
     origins: list[Origin]
+    # Calls whose server side lay outside its client span by more than CLOCK_SKEW_MIN_NS:
+    # the two processes' clocks disagree (their spans were shifted, see `_clock_shifts`).
+    skewed: int = 0
 
 
 def keep_hash(trace_id: bytes) -> float:
@@ -365,12 +313,21 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
         for s in spans:
             by_id.setdefault(s.span_id, s)
     parent_of, children = _parents(by_id)
+    order = _topological(by_id, children, parent_of)
+    shift, skewed = _clock_shifts(order, by_id, parent_of)
+    if shift:
+        # Another process' clock disagrees with its caller's: analyse its spans in the
+        # caller's time (durations unchanged), so overlaps and self time come out right.
+        by_id = {sid: replace(sp, start_ns=sp.start_ns + shift[sid],
+                              end_ns=sp.end_ns + shift[sid]) if sid in shift else sp
+                 for sid, sp in by_id.items()}
+        parent_of, children = _parents(by_id)
+        order = _topological(by_id, children, parent_of)
 
     # Visits: a SERVER span (or a root) opens one; same-service descendants join it.
     visit_of: dict[bytes, int] = {}
     visits: list[Visit] = []
     net: dict[bytes, int] = {}  # a CLIENT span's own time, waiting for its SERVER child's visit
-    order = _topological(by_id, children, parent_of)
     any_error = False
     for s in order:
         sid = s.span_id
@@ -423,7 +380,7 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
     origins: list[Origin] = []
     trace_id = spans[0].trace_id if spans else b""
     if not any_error:
-        return TraceFacts(trace_id, visits, origins)
+        return TraceFacts(trace_id, visits, origins, skewed)
     for s in order:
         if not s.error or any(c.error for c in children.get(s.span_id, ())):
             continue
@@ -460,7 +417,7 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
                 origin.victims.append(parent.service)
             cur = parent
         origins.append(origin)
-    return TraceFacts(trace_id, visits, origins)
+    return TraceFacts(trace_id, visits, origins, skewed)
 
 
 # A CLIENT span that failed after this long without an answer waited for one: a refused
@@ -563,6 +520,41 @@ def _parents(
 
 def _start_ns(s: SpanRecord) -> int:
     return s.start_ns
+
+
+# A server span sticking out of its client span by less than this is timer noise, not a clock
+# that is off (it is still moved inside, but not counted as skewed).
+CLOCK_SKEW_MIN_NS = 1_000_000
+
+
+def _clock_shifts(order: list[SpanRecord], by_id: dict[bytes, SpanRecord],
+                  parent_of: dict[bytes, bytes]) -> tuple[dict[bytes, int], int]:
+    """How far (ns) to move each span whose process' clock disagrees with its caller's, and
+    how many calls showed it, as Jaeger's clock-skew adjuster does: where a span of another
+    service lies outside its parent (the caller's client span, in the caller's time), it is
+    centred in it (the network time split evenly both ways; a longer child starts with its
+    parent), and its same-service descendants move with it. Spans already inside move not."""
+    shift: dict[bytes, int] = {}
+    skewed = 0
+    for s in order:
+        pid = parent_of.get(s.span_id)
+        if pid is None:
+            continue
+        parent = by_id[pid]
+        base = shift.get(pid, 0)
+        if parent.service == s.service:  # one process, one clock
+            if base:
+                shift[s.span_id] = base
+            continue
+        p_start, p_end = parent.start_ns + base, parent.end_ns + base
+        if p_start <= s.start_ns and s.end_ns <= p_end:
+            continue
+        slack = (p_end - p_start) - (s.end_ns - s.start_ns)
+        target = p_start + slack // 2 if slack > 0 else p_start
+        shift[s.span_id] = target - s.start_ns
+        if max(p_start - s.start_ns, s.end_ns - p_end) > CLOCK_SKEW_MIN_NS:
+            skewed += 1
+    return shift, skewed
 
 
 def _topological(by_id: dict[bytes, SpanRecord], children: dict[bytes, list[SpanRecord]],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collector.diagnosis.traces import PortMap, TraceAssembler, analyze, peer_name
+from collector.diagnosis.traces import TraceAssembler, analyze, peer_name
 from collector.model import Attributes, SpanKind, SpanRecord
+from collector.ports import PortMap
 
 MS = 1_000_000
 RES: Attributes = {}
