@@ -110,8 +110,7 @@ class Call:
         return self.client_error or self.server_error
 
 
-Health = str  # one of HEALTH_STATES
-HEALTH_STATES = ("healthy", "degraded", "failing", "down", "unknown")
+Health = str  # one of `collector.vocabulary.HEALTH_STATES`
 
 
 @dataclass(slots=True)

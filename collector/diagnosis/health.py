@@ -1,6 +1,6 @@
 """Health: ``node.health`` and ``edge.health`` from error ratio, latency and ``up``.
 
-States (``collector.model.HEALTH_STATES``), defaults in ``HealthThresholds``:
+States (``collector.vocabulary.HEALTH_STATES``), defaults in ``HealthThresholds``:
 
 - ``down``: the scrape says ``up`` is False and callers get refused connections or timeouts
   (edge ``client_only_errors`` > 0 into the node) or there is no traffic at all; or, without
