@@ -37,7 +37,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check collector dashboard demo_services tests bench scripts

@@ -13,7 +13,8 @@
  * than MAX_NESTING, out-of-range enums. The caller then runs the Python decoder. It never
  * raises for bad input, only for MemoryError and the like.
  *
- * Fields the decoder does not extract (scope, events, links, schema URLs, entity refs, ...) are
+ * Fields the decoder does not extract (scope, events, links' other fields, schema URLs, entity
+ * refs, ...) are
  * still validated as upb would parse them (wire types, UTF-8, nested framing), from the schema
  * tables below; `known_fields()` exposes those tables so collector.otlp can check them against
  * the installed opentelemetry-proto descriptors and stay on the Python path if they differ.
@@ -30,6 +31,8 @@
 
 /* Arrays/kvlists nested this deep bail (collector.otlp.MAX_VALUE_DEPTH rejects at 8). */
 #define MAX_NESTING 4
+/* Links kept per span: collector.limits.MAX_LINKS (a test checks they agree). */
+#define MAX_LINKS 128
 /* Skipped sub-messages nested deeper than this bail (upb's own limit is 100). */
 #define MAX_MESSAGE_DEPTH 48
 
@@ -728,14 +731,49 @@ static int parse_status(const uint8_t *p, const uint8_t *end, int depth,
     return OK;
 }
 
+/* A Link's trace and span ids (the last of each, as upb keeps them); its other fields are
+ * checked as upb would parse them. Ids of another length are returned as they are. */
+static int parse_link(const uint8_t *p, const uint8_t *end, int depth, const uint8_t **trace,
+                      Py_ssize_t *trace_n, const uint8_t **span, Py_ssize_t *span_n)
+{
+    *trace = *span = NULL;
+    *trace_n = *span_n = 0;
+    while (p < end) {
+        uint32_t field;
+        int wire;
+        const uint8_t *s;
+        Py_ssize_t n;
+        if (!read_tag(&p, end, &field, &wire))
+            return BAIL;
+        if (field == 1 || field == 2) {
+            if (wire != 2 || !read_len(&p, end, &s, &n))
+                return BAIL;
+            if (field == 1) {
+                *trace = s;
+                *trace_n = n;
+            } else {
+                *span = s;
+                *span_n = n;
+            }
+        } else {
+            int r = other_field(&m_link, field, wire, &p, end, depth);
+            if (r != OK)
+                return r;
+        }
+    }
+    return OK;
+}
+
 static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *service,
                       PyObject *resource, int depth)
 {
     const uint8_t *trace_id = NULL, *span_id = NULL, *parent = NULL, *status = NULL;
     Py_ssize_t trace_n = 0, span_n = 0, parent_n = 0, status_n = 0, n_attrs = 0;
     uint64_t kind = 0, start = 0, stop = 0, code = 0;
-    PyObject *name = NULL, *attributes = NULL, *message = NULL;
-    PyObject *args[12] = {NULL};
+    PyObject *name = NULL, *attributes = NULL, *message = NULL, *trace_state = NULL;
+    PyObject *links = NULL;
+    Py_ssize_t n_links = 0;
+    PyObject *args[14] = {NULL};
     int r = OK;
 
     while (p < end) {
@@ -774,6 +812,7 @@ static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *
                 status_n = n;
             }
             break;
+        case 3:
         case 5: {
             PyObject *text;
             if (wire != 2 || !read_len(&p, end, &s, &n)) {
@@ -783,7 +822,10 @@ static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *
             r = make_str(s, n, &text);
             if (r != OK)
                 goto done;
-            Py_XSETREF(name, text);
+            if (field == 3)
+                Py_XSETREF(trace_state, text);
+            else
+                Py_XSETREF(name, text);
             break;
         }
         case 6:
@@ -817,6 +859,37 @@ static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *
             if (r != OK)
                 goto done;
             break;
+        case 13: { /* a link: its trace and span ids, as the Python decoder keeps them */
+            const uint8_t *lt, *ls;
+            Py_ssize_t lt_n, ls_n;
+            if (wire != 2 || !read_len(&p, end, &s, &n)) {
+                r = BAIL;
+                goto done;
+            }
+            r = parse_link(s, s + n, depth + 1, &lt, &lt_n, &ls, &ls_n);
+            if (r != OK)
+                goto done;
+            if (n_links++ < MAX_LINKS && lt_n == 16 && ls_n == 8) {
+                PyObject *pair;
+                if (links == NULL && (links = PyList_New(0)) == NULL) {
+                    r = FAIL;
+                    goto done;
+                }
+                pair = Py_BuildValue("(y#y#)", (const char *)lt, (Py_ssize_t)16,
+                                     (const char *)ls, (Py_ssize_t)8);
+                if (pair == NULL) {
+                    r = FAIL;
+                    goto done;
+                }
+                int appended = PyList_Append(links, pair);
+                Py_DECREF(pair);
+                if (appended < 0) {
+                    r = FAIL;
+                    goto done;
+                }
+            }
+            break;
+        }
         default:
             r = other_field(&m_span, field, wire, &p, end, depth);
             if (r != OK)
@@ -840,7 +913,8 @@ static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *
         }
     }
     if ((name != NULL && PyUnicode_GET_LENGTH(name) > ctx->max_value_chars)
-        || (message != NULL && PyUnicode_GET_LENGTH(message) > ctx->max_value_chars)) {
+        || (message != NULL && PyUnicode_GET_LENGTH(message) > ctx->max_value_chars)
+        || (trace_state != NULL && PyUnicode_GET_LENGTH(trace_state) > ctx->max_value_chars)) {
         r = BAIL;
         goto done;
     }
@@ -860,13 +934,15 @@ static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *
     args[9] = attributes != NULL ? Py_NewRef(attributes) : PyDict_New();
     args[10] = Py_NewRef(resource);
     args[11] = message != NULL ? Py_NewRef(message) : Py_NewRef(empty_str);
-    for (int i = 0; i < 12; i++) {
+    args[12] = trace_state != NULL ? Py_NewRef(trace_state) : Py_NewRef(empty_str);
+    args[13] = links != NULL ? PyList_AsTuple(links) : PyTuple_New(0);
+    for (int i = 0; i < 14; i++) {
         if (args[i] == NULL) {
             r = FAIL;
             goto done;
         }
     }
-    PyObject *record = PyObject_Vectorcall(ctx->record_type, args, 12, NULL);
+    PyObject *record = PyObject_Vectorcall(ctx->record_type, args, 14, NULL);
     if (record == NULL) {
         r = FAIL;
         goto done;
@@ -876,9 +952,11 @@ static int parse_span(Ctx *ctx, const uint8_t *p, const uint8_t *end, PyObject *
     Py_DECREF(record);
 
 done:
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 14; i++)
         Py_XDECREF(args[i]);
     Py_XDECREF(name);
+    Py_XDECREF(trace_state);
+    Py_XDECREF(links);
     Py_XDECREF(attributes);
     Py_XDECREF(message);
     return r;
@@ -1145,6 +1223,10 @@ PyMODINIT_FUNC PyInit__fastotlp(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_LINKS", MAX_LINKS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "MAX_NESTING", MAX_NESTING) < 0) {
         Py_DECREF(m);
         return NULL;

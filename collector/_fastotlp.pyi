@@ -7,6 +7,8 @@ _R = TypeVar("_R")
 
 # Arrays/kvlists nested this deep make `decode` return None.
 MAX_NESTING: int
+# Links kept per span (collector.limits.MAX_LINKS).
+MAX_LINKS: int
 
 def decode(
     body: bytes,

@@ -86,16 +86,17 @@ class EdgeTotals:
             e = self._edges[key] = _EdgeTotal(len(self.buckets))
         if self._changed is not None:
             self._changed.add(key)
-        e.total += 1
+        w = call.weight  # head-sampled: the calls it stands for (Tempo's span multiplier)
+        e.total += w
         if call.client_error or call.server_error:
-            e.failed += 1
+            e.failed += w
         s = call.server_duration_ns / 1e9 if call.server_duration_ns > 0 else 0.0
         c = call.client_duration_ns / 1e9 if call.client_duration_ns > 0 else 0.0
         # bisect_left: a value equal to a bound belongs to that bucket (le is inclusive).
-        e.server[bisect_left(self.buckets, s)] += 1
-        e.client[bisect_left(self.buckets, c)] += 1
-        e.server_sum += s
-        e.client_sum += c
+        e.server[bisect_left(self.buckets, s)] += w
+        e.client[bisect_left(self.buckets, c)] += w
+        e.server_sum += s * w
+        e.client_sum += c * w
 
     def forget(self, client: str, server: str) -> None:
         for key in [k for k in self._edges if k[0] == client and k[1] == server]:

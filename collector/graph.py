@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from collector.config import MAX_EDGES, MAX_NODES, CollectorConfig
 from collector.exposition import EdgeTotals, EdgeTotalState, service_graph_families
-from collector.model import Call, Edge, Node, Snapshot, SpanRecord
+from collector.model import Call, ConnectionType, Edge, Node, Snapshot, SpanRecord
 from collector.pairing import Pairer, PairingConfig
 from collector.service import CollectorService
 from collector.stats import (
@@ -116,6 +116,13 @@ class TrafficGraph:
         # Spans that ended more than CLOCK_AHEAD_S after they arrived (their host's clock is
         # ahead), and per service the latest such offset: (seconds ahead, when seen).
         self.spans_clock_ahead = 0
+        # Head sampling: calls recorded with a weight above 1, the calls they stood for, and
+        # per service the share its server spans said they keep: (share, when seen).
+        self.sampled_calls = 0
+        self.sampled_weight = 0
+        self.sampled_share: dict[str, tuple[float, float]] = {}
+        # Virtual nodes that are queues (a consumer was delivered from them).
+        self.queues: set[str] = set()
         self.clock_ahead: dict[str, tuple[float, float]] = {}
         self.calls = 0  # calls recorded on edges
         # Nodes / edges changed or forgotten since the last export (None: not tracked).
@@ -162,6 +169,8 @@ class TrafficGraph:
         last_resource: object = None
         known = False
         ahead_ns = int((now + CLOCK_AHEAD_S) * 1e9)
+        weight = self.pairer.sampling.weight
+        no_multiplier = self.pairer.sampling.multiplier_key is None
         for span in spans:
             if span.end_ns > ahead_ns:
                 self._clock_is_ahead(span, now)
@@ -174,13 +183,22 @@ class TrafficGraph:
                 continue
             kind = span.kind
             if kind == _SERVER or kind == _CONSUMER:
+                w = 1 if not span.trace_state and no_multiplier else weight(span)
                 record(
-                    span.service, now, (span.end_ns - span.start_ns) / 1e6, span.error, span.error
+                    span.service, now, (span.end_ns - span.start_ns) / 1e6, span.error, span.error,
+                    False, w,
                 )
+                if w != 1:
+                    self._note_sampled(span.service, w, now)
         calls = self.pairer.feed(spans, now, deduplicated=True)
         calls.extend(self.pairer.expire(now))
         for call in calls:
             self.add_call(call)
+
+    def _note_sampled(self, service: str, weight: int, now: float) -> None:
+        # The share of its calls a service's traces keep, as last seen (1 / weight).
+        if service in self.kinds:
+            self.sampled_share[service] = (1.0 / weight, now)
 
     def _clock_is_ahead(self, span: SpanRecord, now: float) -> None:
         # A span cannot end after it arrives: its host's clock is ahead. The graph places
@@ -247,9 +265,19 @@ class TrafficGraph:
             duration = call.server_duration_ns
         ms = duration / 1e6 if duration >= 0 else -1.0
         failed = call.client_error or call.server_error
-        self.edges.record(key, call.time_s, ms, failed, call.server_error, call.client_error)
-        if call.server_is_virtual and self.kinds.get(server) == VIRTUAL:
-            self.nodes.record(server, call.time_s, ms, failed, call.server_error)
+        w = call.weight
+        self.edges.record(key, call.time_s, ms, failed, call.server_error, call.client_error, w)
+        if call.lag_ns >= 0:
+            # queue -> consumer: the queue node's latency is the lag, its calls the deliveries.
+            if client not in self.queues:
+                self.queues.add(client)
+            self.nodes.record(client, call.time_s, call.lag_ns / 1e6, False, False, False, w)
+        elif call.server_is_virtual and self.kinds.get(server) == VIRTUAL and not (
+                call.connection_type == ConnectionType.MESSAGING and server in self.queues):
+            self.nodes.record(server, call.time_s, ms, failed, call.server_error, False, w)
+        if w != 1:
+            self.sampled_calls += 1
+            self.sampled_weight += w
         self.totals.observe(call)
 
     def tick(self, now: float) -> None:
@@ -275,6 +303,8 @@ class TrafficGraph:
             del self.kinds[name]
             self.seen.pop(name, None)
             self.clock_ahead.pop(name, None)
+            self.sampled_share.pop(name, None)
+            self.queues.discard(name)
             self.versions.forget(name)
             if self._changed_nodes is not None:
                 self._changed_nodes.discard(name)
@@ -368,6 +398,8 @@ class TrafficGraph:
                 "spans": self.spans,
                 "calls": self.calls,
                 "spans_clock_ahead": self.spans_clock_ahead,
+                "sampled_calls": self.sampled_calls,
+                "sampled_weight": self.sampled_weight,
                 "dropped_nodes": self.dropped_nodes,
                 "dropped_edges": self.dropped_edges,
                 "dropped_versions": self.versions.export_counters()["dropped"],
@@ -383,6 +415,8 @@ class TrafficGraph:
         self.spans = int(gc.get("spans", 0))
         self.calls = int(gc.get("calls", 0))
         self.spans_clock_ahead = int(gc.get("spans_clock_ahead", 0))
+        self.sampled_calls = int(gc.get("sampled_calls", 0))
+        self.sampled_weight = int(gc.get("sampled_weight", 0))
         self.dropped_nodes = int(gc.get("dropped_nodes", 0))
         self.dropped_edges = int(gc.get("dropped_edges", 0))
         self.versions.restore_counters({"dropped": gc.get("dropped_versions", 0)})
@@ -431,10 +465,13 @@ class TrafficAppender:
     def __init__(
         self, graph: TrafficGraph, up_of: Callable[[], dict[str, bool | None]] | None = None,
         timed_out_of: Callable[[], set[str]] | None = None,
+        served_rps_of: Callable[[str, float, float], float | None] | None = None,
     ) -> None:
         self.graph = graph
         self.up_of = up_of
         self.timed_out_of = timed_out_of
+        # The request rate a service's own /metrics counted (scraped), beside the traced one.
+        self.served_rps_of = served_rps_of
 
     def append(self, snap: Snapshot) -> None:
         g = self.graph
@@ -465,6 +502,17 @@ class TrafficAppender:
             ahead = g.clock_ahead.get(name)
             if ahead is not None and now - ahead[1] <= CLOCK_AHEAD_SHOWN_S:
                 snap.nodes[name].meta["clock_ahead_s"] = round(ahead[0], 1)
+            if self.served_rps_of is not None and kind == SERVICE:
+                served = self.served_rps_of(name, now - window, now)
+                if served is not None:
+                    snap.nodes[name].meta["scraped_rps"] = round(served, 3)
+            if name in g.queues:
+                # Its latency figures are the lag: consumer start - producer end.
+                snap.nodes[name].meta["queue"] = True
+            share = g.sampled_share.get(name)
+            if share is not None and now - share[1] <= window:
+                # Its traces are head-sampled: counts are estimates from this share of them.
+                snap.nodes[name].meta["sampled_share"] = round(share[0], 4)
         for e in g.edge_views(now, window):
             s = e.summary
             snap.edges[(e.source, e.target)] = Edge(
@@ -560,6 +608,18 @@ class GraphCollector(Collector):
         yield CounterMetricFamily("conway_graph_calls", "Calls recorded on the graph's edges",
                                   value=g.calls)
         yield CounterMetricFamily(
+            "conway_sampled_calls",
+            "Calls from head-sampled traces (a tracestate threshold or a span multiplier), "
+            "each recorded as the calls it stands for", value=g.sampled_calls)
+        yield CounterMetricFamily(
+            "conway_sampled_calls_weight",
+            "The calls those head-sampled calls stood for (their weights summed)",
+            value=g.sampled_weight)
+        yield CounterMetricFamily(
+            "conway_sampling_unreadable",
+            "Tracestate thresholds or span multipliers that could not be read (counted once "
+            "each)", value=g.pairer.sampling.unreadable)
+        yield CounterMetricFamily(
             "conway_spans_clock_ahead",
             f"Spans that ended more than {CLOCK_AHEAD_S:g} s after they arrived: their host's "
             "clock is ahead (placed by arrival time, durations from their own start and end; "
@@ -579,6 +639,7 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
         max_edges=gc.max_edges,
     )
     graph.versions.max_per_service = gc.max_versions_per_service
+    graph.pairer.sampling.multiplier_key = gc.span_multiplier_key or None
     service.parts["graph"] = graph
     service.consumers.append(graph)
     service.metrics.register(GraphCollector(graph))
@@ -591,7 +652,12 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
         scraper = service.parts.get("scraper")
         return scraper.timed_out_services() if scraper is not None else set()
 
-    service.appenders.append(TrafficAppender(graph, up_of, timed_out_of))
+    def served_rps_of(name: str, start: float, end: float) -> float | None:
+        scraper = service.parts.get("scraper")
+        use = scraper.cpu_use(name, start, end) if scraper is not None else None
+        return use.requests if use is not None else None
+
+    service.appenders.append(TrafficAppender(graph, up_of, timed_out_of, served_rps_of))
 
     async def ticker() -> None:
         while True:

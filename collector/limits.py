@@ -114,6 +114,8 @@ def screen_times(result: DecodeResult, now: float, window_s: float, max_errors: 
 # - a waiting pairing half is 164 B of store entry besides its span (the same object as the
 #   pending trace's, unless the diagnosis sampled the trace out or the span was slimmed);
 # - a remembered (trace id, span id) is 88 B (a 64-bit hash in a set).
+# Links kept per span (a batch consumer's producers); more are not read.
+MAX_LINKS = 128
 MEMORY_BUDGET_MB = 256
 MIB = 1 << 20
 MIN_MEMORY_BUDGET_MB = 128

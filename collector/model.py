@@ -46,6 +46,12 @@ class SpanRecord:
     attributes: Attributes
     resource: Attributes
     status_message: str = ""
+    # The W3C ``tracestate`` the span was recorded with (its ``ot=th:`` entry says how it was
+    # sampled, see `collector.sampling`); "" when none.
+    trace_state: str = ""
+    # The (trace id, span id) of each span this one links to (a batch consumer's producers),
+    # at most ``collector.limits.MAX_LINKS``.
+    links: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -104,6 +110,10 @@ class Call:
     trace_id: bytes
     server_is_virtual: bool = False
     client_is_virtual: bool = False
+    # Calls this one stands for: more than 1 when its trace was head-sampled.
+    weight: int = 1
+    # queue -> consumer calls: consumer start - producer end (ns); -1 for every other call.
+    lag_ns: int = -1
 
     @property
     def failed(self) -> bool:

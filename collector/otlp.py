@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-from collector.limits import DEFAULT_LIMITS, SpanLimits, SpanReason, count_reason
+from collector.limits import DEFAULT_LIMITS, MAX_LINKS, SpanLimits, SpanReason, count_reason
 from collector.model import Attributes, AttrValue, DecodeError, DecodeResult, SpanRecord
 from collector.wire import UnsupportedMediaType
 
@@ -252,6 +252,14 @@ def _decode_protobuf(body: bytes, limits: SpanLimits = DEFAULT_LIMITS) -> Decode
                 if message and len(message) > max_chars:
                     message = message[:max_chars]
                     truncated += 1
+                trace_state = sp.trace_state
+                if trace_state and len(trace_state) > max_chars:
+                    trace_state = trace_state[:max_chars]
+                    truncated += 1
+                links: tuple[tuple[bytes, bytes], ...] = ()
+                if sp.links:
+                    links = tuple((ln.trace_id, ln.span_id) for ln in sp.links[:MAX_LINKS]
+                                  if len(ln.trace_id) == 16 and len(ln.span_id) == 8)
                 append(
                     SpanRecord(
                         trace_id,
@@ -266,6 +274,8 @@ def _decode_protobuf(body: bytes, limits: SpanLimits = DEFAULT_LIMITS) -> Decode
                         attributes,
                         resource,
                         message,
+                        trace_state,
+                        links,
                     )
                 )
     result.truncated_values += truncated
@@ -484,8 +494,23 @@ def _json_span(
     akey, raw_attrs = _pick(raw, "attributes")
     attributes = _json_attributes(raw_attrs, f"{path}.{akey}", 0, limits, result)
     name = _cut(name, limits, result)
+    tkey, trace_state = _pick(raw, "traceState", "trace_state")
+    if trace_state is None:
+        trace_state = ""
+    elif not isinstance(trace_state, str):
+        raise _Malformed(f"{path}.{tkey}", f"expected a string, got {_type_name(trace_state)}")
+    lkey, raw_links = _pick(raw, "links")
+    links: list[tuple[bytes, bytes]] = []
+    for li, raw_link in enumerate(_list(raw_links, f"{path}.{lkey}")[:MAX_LINKS]):
+        where = f"{path}.{lkey}[{li}]"
+        _object(raw_link, where)
+        link = (_json_id(raw_link, where, 16, "traceId", "trace_id"),
+                _json_id(raw_link, where, 8, "spanId", "span_id"))
+        if len(link[0]) == 16 and len(link[1]) == 8:
+            links.append(link)
     return SpanRecord(trace_id, span_id, parent, service, name, kind, start, end, error,
-                      attributes, resource, message)
+                      attributes, resource, message, _cut(trace_state, limits, result),
+                      tuple(links))
 
 
 def _json_attributes(

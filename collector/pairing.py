@@ -29,19 +29,25 @@ from dataclasses import asdict, dataclass, field, fields
 from collector.limits import DEFAULT_MEMORY, RecentSpans
 from collector.model import Attributes, Call, ConnectionType, SpanRecord
 from collector.ports import PortMap
+from collector.sampling import Sampling
 from collector.vocabulary import (
     CALLER_ATTRIBUTES,
     DATABASE_ATTRIBUTES,
+    MESSAGING_DESTINATION_ATTRIBUTES,
     PEER_ADDRESS_ATTRIBUTES,
     PEER_ATTRIBUTES,
     PEER_PORT_ATTRIBUTES,
     USER_NODE,
+    queue_name,
 )
 from collector.vocabulary import CLIENT as _CLIENT
 from collector.vocabulary import CONSUMER as _CONSUMER
 from collector.vocabulary import PRODUCER as _PRODUCER
 from collector.vocabulary import SERVER as _SERVER
 
+# A producer is remembered this long after its message reached the queue, for consumers that
+# come later (another consumer group, a batch linking to it): longer than a queue's usual lag.
+PRODUCER_MEMORY_S = 30.0
 _ADDRESS_ATTRIBUTES = (*PEER_ADDRESS_ATTRIBUTES, "network.peer.address")
 # Tempo's order of the attributes that name a call's peer (Conway's is `PEER_ATTRIBUTES`).
 TEMPO_PEER_ATTRIBUTES: tuple[str, ...] = (
@@ -64,7 +70,8 @@ OTELCOL_PEER_ATTRIBUTES: tuple[str, ...] = (
 _KEEP_AS_IS = 8
 _KEEP_AS_IS_NAME = 256
 # Attributes read from a waiting half besides the peer and database ones.
-_EXTRA_KEPT: tuple[str, ...] = ("messaging.system", "network.peer.port")
+_EXTRA_KEPT: tuple[str, ...] = ("messaging.system", "network.peer.port",
+                                *MESSAGING_DESTINATION_ATTRIBUTES)
 
 
 class PendingFull(Exception):
@@ -94,10 +101,14 @@ class PairingConfig:
     # An expired client half naming only a literal address (127.0.0.1) and a port calls the
     # service known to serve that port (`collector.ports`), not a node named after the address.
     peer_by_port: bool = True
+    # A producer and its consumer meet through a node for the queue they name
+    # (``kafka: order-events``): producer -> queue -> consumer, the queue's latency being the
+    # lag (consumer start - producer end). Off: one producer -> consumer edge, as Tempo draws.
+    queue_nodes: bool = True
 
     @classmethod
     def tempo(cls, **kw: object) -> PairingConfig:
-        cfg = cls(peer_attributes=TEMPO_PEER_ATTRIBUTES, peer_by_port=False)
+        cfg = cls(peer_attributes=TEMPO_PEER_ATTRIBUTES, peer_by_port=False, queue_nodes=False)
         for k, v in kw.items():
             setattr(cfg, k, v)
         return cfg
@@ -106,7 +117,7 @@ class PairingConfig:
     def otelcol(cls, **kw: object) -> PairingConfig:
         cfg = cls(
             peer_attributes=OTELCOL_PEER_ATTRIBUTES, unknown_peer="unknown",
-            root_caller_from_peer=False, peer_by_port=False,
+            root_caller_from_peer=False, peer_by_port=False, queue_nodes=False,
         )
         for k, v in kw.items():
             setattr(cfg, k, v)
@@ -185,6 +196,11 @@ class Pairer:
     _recent: RecentSpans | None = None  # built on first use, from config.max_seen
     # Which service serves which port, learned from server spans (shared with the diagnosis).
     ports: PortMap = field(default_factory=PortMap)
+    # How many calls a kept span stands for under head sampling.
+    sampling: Sampling = field(default_factory=Sampling)
+    # Producers whose message reached its queue, for later consumers: key -> (forget at, span).
+    _producers: dict[tuple[bytes, bytes], tuple[float, SpanRecord]] = field(
+        default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -222,7 +238,7 @@ class Pairer:
                 if other is not None and not other[2]:
                     del pending[key]
                     c.paired += 1
-                    append(self._pair(span, other[1], now))
+                    calls.extend(self._pair(span, other[1], now))
                     continue
                 if kind == _CLIENT and span.attributes and _is_database(span.attributes):
                     c.database += 1
@@ -242,6 +258,11 @@ class Pairer:
                 parent = span.parent_span_id
                 if not parent:
                     c.roots += 1
+                    if span.links and kind == _CONSUMER and self.config.queue_nodes:
+                        linked = self._linked(span, now)
+                        if linked:
+                            calls.extend(linked)
+                            continue
                     append(self._root(span, now))
                     continue
                 key = (span.trace_id, parent)
@@ -249,7 +270,13 @@ class Pairer:
                 if other is not None and other[2]:
                     del pending[key]
                     c.paired += 1
-                    append(self._pair(other[1], span, now))
+                    calls.extend(self._pair(other[1], span, now))
+                    continue
+                if kind == _CONSUMER and other is None and key in self._producers:
+                    # Another consumer (group) of a message already delivered: one more
+                    # delivery from the queue; the publish was counted once.
+                    c.paired += 1
+                    calls.extend(self._deliveries(self._producers[key][1], span, now))
                     continue
                 if other is not None:
                     # Same key, same half (a retry or a duplicate): the newer one waits, at the
@@ -274,15 +301,23 @@ class Pairer:
             return span  # the common case, and no bigger than a trimmed one
         keep = self._keep
         if keep is None or keep[0] != self.config.peer_attributes:
+            multiplier = (self.sampling.multiplier_key,) if self.sampling.multiplier_key else ()
             keep = self._keep = (self.config.peer_attributes, tuple(dict.fromkeys(
                 (*self.config.peer_attributes, *DATABASE_ATTRIBUTES, *PEER_PORT_ATTRIBUTES,
-                 *_EXTRA_KEPT))))
+                 *_EXTRA_KEPT, *multiplier))))
         slim = {k: attrs[k] for k in keep[1] if k in attrs}
         return SpanRecord(span.trace_id, span.span_id, span.parent_span_id, span.service, "",
-                          span.kind, span.start_ns, span.end_ns, span.error, slim, span.resource)
+                          span.kind, span.start_ns, span.end_ns, span.error, slim, span.resource,
+                          "", span.trace_state)
 
     def expire(self, now: float) -> list[Call]:
         """Expire halves whose deadline is at or before ``now``; returns the virtual calls."""
+        producers = self._producers
+        while producers:
+            first = next(iter(producers))
+            if producers[first][0] > now:
+                break
+            del producers[first]
         pending = self._pending
         if not pending:
             return []
@@ -296,6 +331,8 @@ class Pairer:
         for key in due:
             _, span, is_client = pending.pop(key)
             c.expired += 1
+            if is_client and span.kind == _PRODUCER and self.config.queue_nodes:
+                self._remember_producer(span, now)  # consumers may still link to it
             call = self._expired(span, now) if is_client else None
             if call is None:
                 c.unpaired += 1
@@ -312,10 +349,21 @@ class Pairer:
 
     # -- call construction -------------------------------------------------------------------
 
-    @staticmethod
-    def _pair(client: SpanRecord, server: SpanRecord, now: float) -> Call:
+    def _weight(self, span: SpanRecord) -> int:
+        """Calls a kept span stands for under head sampling (`collector.sampling`)."""
+        if not span.trace_state and self.sampling.multiplier_key is None:
+            return 1
+        return self.sampling.weight(span)
+
+    def _pair(self, client: SpanRecord, server: SpanRecord, now: float) -> list[Call]:
         messaging = client.kind == _PRODUCER or server.kind == _CONSUMER
-        return Call(
+        if messaging and self.config.queue_nodes:
+            queue = queue_name(client.attributes) or queue_name(server.attributes)
+            if queue is not None:
+                if client.kind == _PRODUCER:
+                    self._remember_producer(client, now)
+                return self._via_queue(client, server, queue, now)
+        return [Call(
             client.service,
             server.service,
             ConnectionType.MESSAGING if messaging else ConnectionType.DIRECT,
@@ -325,11 +373,67 @@ class Pairer:
             client.error,
             server.error,
             client.trace_id,
-        )
+            weight=max(self._weight(server), self._weight(client)),
+        )]
+
+    def _linked(self, consumer: SpanRecord, now: float) -> list[Call]:
+        """A consumer starting its own trace (a batch) paired through its links with the
+        producers they name: a producer still waiting gives producer -> queue -> consumer,
+        one whose message was delivered already (or that went to its queue unanswered) one
+        more queue -> consumer delivery; each with its message's lag. Producers not seen
+        (or forgotten after ``PRODUCER_MEMORY_S``) are not paired."""
+        pending = self._pending
+        out: list[Call] = []
+        for key in consumer.links:
+            other = pending.get(key)
+            if other is not None and other[2] and other[1].kind == _PRODUCER:
+                del pending[key]
+                self.counters.paired += 1
+                out.extend(self._pair(other[1], consumer, now))
+            elif key in self._producers:
+                self.counters.paired += 1
+                out.extend(self._deliveries(self._producers[key][1], consumer, now))
+        return out
+
+    def _remember_producer(self, producer: SpanRecord, now: float) -> None:
+        """Keep a producer whose message reached its queue, for consumers that come later
+        (other consumer groups, batches linking to it); bounded, oldest forgotten first."""
+        producers = self._producers
+        key = (producer.trace_id, producer.span_id)
+        if key not in producers and len(producers) >= max(1, self.config.max_items // 4):
+            del producers[next(iter(producers))]
+        producers[key] = (now + PRODUCER_MEMORY_S, self._slim(producer))
+
+    def _deliveries(self, producer: SpanRecord, consumer: SpanRecord, now: float) -> list[Call]:
+        queue = queue_name(producer.attributes) or queue_name(consumer.attributes)
+        if queue is None:
+            return [Call(producer.service, consumer.service, ConnectionType.MESSAGING, now,
+                         -1, consumer.end_ns - consumer.start_ns, False, consumer.error,
+                         consumer.trace_id, client_is_virtual=False,
+                         weight=self._weight(consumer))]
+        return self._via_queue(producer, consumer, queue, now)[1:]
+
+    def _via_queue(self, producer: SpanRecord, consumer: SpanRecord, queue: str,
+                   now: float) -> list[Call]:
+        """producer -> queue (the publish; failed when the producer span did) and queue ->
+        consumer (the processing; failed when the consumer span did), with the lag."""
+        weight = max(self._weight(consumer), self._weight(producer))
+        lag = max(0, consumer.start_ns - producer.end_ns)
+        return [
+            Call(producer.service, queue, ConnectionType.MESSAGING, now,
+                 producer.end_ns - producer.start_ns, -1, producer.error, False,
+                 producer.trace_id, server_is_virtual=True, weight=weight),
+            Call(queue, consumer.service, ConnectionType.MESSAGING, now, -1,
+                 consumer.end_ns - consumer.start_ns, False, consumer.error, consumer.trace_id,
+                 client_is_virtual=True, weight=weight, lag_ns=lag),
+        ]
 
     def _root(self, span: SpanRecord, now: float) -> Call:
         caller = None
-        if self.config.root_caller_from_peer:
+        if span.kind == _CONSUMER and self.config.queue_nodes:
+            # A consumer whose producer's trace is another one (a batch, linked): its queue.
+            caller = queue_name(span.attributes)
+        if caller is None and self.config.root_caller_from_peer:
             caller = _first(span.attributes, CALLER_ATTRIBUTES)
         return Call(
             caller or USER_NODE,
@@ -342,6 +446,7 @@ class Pairer:
             span.error,
             span.trace_id,
             client_is_virtual=True,
+            weight=self._weight(span),
         )
 
     def _to_peer(self, span: SpanRecord, now: float, connection_type: str) -> Call:
@@ -353,7 +458,11 @@ class Pairer:
 
     def _expired(self, span: SpanRecord, now: float) -> Call | None:
         attrs = span.attributes
-        peer = _first(attrs, self.config.peer_attributes)
+        peer = None
+        if span.kind == _PRODUCER and self.config.queue_nodes:
+            peer = queue_name(attrs)  # published, consumed elsewhere (or not yet): the queue
+        if peer is None:
+            peer = _first(attrs, self.config.peer_attributes)
         if peer is not None and self.config.peer_by_port and _names_address(attrs, peer):
             peer = self.ports.resolve(attrs, peer) or peer
         peer = peer or self.config.unknown_peer
@@ -361,8 +470,8 @@ class Pairer:
             return None
         return self._virtual_call(span, peer, now, _connection_type(span.attributes))
 
-    @staticmethod
-    def _virtual_call(span: SpanRecord, peer: str, now: float, connection_type: str) -> Call:
+    def _virtual_call(self, span: SpanRecord, peer: str, now: float,
+                      connection_type: str) -> Call:
         duration = span.end_ns - span.start_ns
         return Call(
             span.service,
@@ -376,4 +485,5 @@ class Pairer:
             False,
             span.trace_id,
             server_is_virtual=True,
+            weight=self._weight(span),
         )

@@ -149,11 +149,13 @@ class RollingStats:
         error: bool,
         server_error: bool = False,
         client_error: bool = False,
+        weight: int = 1,
     ) -> None:
         """Count one call at time ``t``; ``duration_ms < 0`` means the latency is unknown.
 
         ``error`` is whether the call failed; ``server_error`` / ``client_error`` whether its
-        server / client half did (edges only).
+        server / client half did (edges only). ``weight``: the calls it stands for (a
+        head-sampled trace's, `collector.sampling`).
         """
         s = self._series.get(key)
         if s is None:
@@ -166,20 +168,20 @@ class RollingStats:
         if not s._dirty:
             s._dirty = True
             self._dirty_keys.append(key)
-        slot.calls += 1
+        slot.calls += weight
         if error:
-            slot.errors += 1
+            slot.errors += weight
             if server_error:
-                slot.server_errors += 1
+                slot.server_errors += weight
             if client_error:
-                slot.client_errors += 1
+                slot.client_errors += weight
         if duration_ms >= 0:
             bins = slot.bins
             if duration_ms > _MIN:
                 i = _ceil(_log(duration_ms) * _INV_LOG_GAMMA)
-                bins[i] = bins.get(i, 0) + 1
+                bins[i] = bins.get(i, 0) + weight
             else:
-                bins[_ZERO] = bins.get(_ZERO, 0) + 1
+                bins[_ZERO] = bins.get(_ZERO, 0) + weight
 
     def _slot(self, key: Hashable, s: Series, idx: int) -> Slot | None:
         if idx > s.last_idx:

@@ -8,7 +8,7 @@ from here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from collector.model import SpanKind
 
@@ -73,3 +73,20 @@ DATABASE_ATTRIBUTES: tuple[str, ...] = ("db.system", "db.system.name", "db.name"
 PEER_PORT_ATTRIBUTES: tuple[str, ...] = ("server.port", "net.host.port", "net.peer.port")
 # The port a server span serves on.
 SERVER_PORT_ATTRIBUTES: tuple[str, ...] = ("server.port", "net.host.port", "url.port")
+
+# --- messaging ------------------------------------------------------------------------------
+# Where a PRODUCER publishes and a CONSUMER receives (`messaging.destination` is the older
+# conventions' name).
+MESSAGING_DESTINATION_ATTRIBUTES: tuple[str, ...] = ("messaging.destination.name",
+                                                     "messaging.destination")
+
+
+def queue_name(attrs: Mapping[str, object]) -> str | None:
+    """The queue node a messaging span names: ``"<system>: <destination>"`` (``kafka:
+    order-events``), the destination alone without a system; None without a destination."""
+    for key in MESSAGING_DESTINATION_ATTRIBUTES:
+        dest = attrs.get(key)
+        if isinstance(dest, str) and dest:
+            system = attrs.get("messaging.system")
+            return f"{system}: {dest}" if isinstance(system, str) and system else dest
+    return None

@@ -31,6 +31,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -45,6 +48,8 @@ MAX_EXPORT_BATCH = 512
 EXPORT_TIMEOUT_S = 2.0
 # Retired providers (old versions) still flushing; older ones are shut down beyond this.
 MAX_RETIRED_PROVIDERS = 3
+# Head sampling: the share of traces kept (1: all), from this variable (`up --sample P`).
+SAMPLE_ENV = "CONWAY_SAMPLE"
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -57,6 +62,45 @@ def process_resource() -> Resource:
     ``Resource.create`` (whose attributes include ``OTEL_RESOURCE_ATTRIBUTES``), so a
     ``host.name`` set in the environment wins over the hostname."""
     return Resource({"host.name": socket.gethostname(), "process.pid": os.getpid()})
+
+
+class ThresholdSampler(Sampler):
+    """Keeps a share ``p`` of traces, as OpenTelemetry's consistent probability sampler: a
+    trace is kept when the randomness of its id (its last 56 bits) is at least the threshold
+    ``T = (1 - p) * 2**56``, and the threshold is recorded in the W3C tracestate as
+    ``ot=th:<hex>`` (https://opentelemetry.io/docs/specs/otel/trace/tracestate-probability-sampling/),
+    so whoever counts the kept spans knows each stands for ``1/p``. Child spans follow their
+    parent's decision and tracestate (`ParentBased`)."""
+
+    def __init__(self, p: float) -> None:
+        if not 0 < p <= 1:
+            raise ValueError(f"sampling share must be in (0, 1], got {p}")
+        self.p = p
+        self.threshold = min((1 << 56) - 1, round((1 - p) * (1 << 56)))
+        self.th = format(self.threshold, "014x").rstrip("0") or "0"
+
+    def should_sample(self, parent_context: object, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: object = None, trace_state: TraceState | None = None,
+                      ) -> SamplingResult:
+        state = trace_state or TraceState()
+        entry = f"th:{self.th}"
+        state = state.update("ot", entry) if "ot" in state else state.add("ot", entry)
+        if trace_id & ((1 << 56) - 1) >= self.threshold:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, state)
+        return SamplingResult(Decision.DROP, None, state)
+
+    def get_description(self) -> str:
+        return f"ThresholdSampler{{{self.p}}}"
+
+
+def sampler_from_env() -> Sampler | None:
+    """``ParentBased(ThresholdSampler(p))`` when ``CONWAY_SAMPLE`` asks for a share below 1."""
+    raw = os.environ.get(SAMPLE_ENV)
+    if not raw:
+        return None
+    p = float(raw)
+    return None if p >= 1 else ParentBased(ThresholdSampler(p))
 
 
 def make_tracer_provider(
@@ -73,7 +117,9 @@ def make_tracer_provider(
             }
         )
     )
-    provider = TracerProvider(resource=resource)
+    sampler = sampler_from_env()
+    provider = (TracerProvider(resource=resource, sampler=sampler) if sampler is not None
+                else TracerProvider(resource=resource))
     exporter = OTLPSpanExporter(endpoint=traces_endpoint(collector), timeout=EXPORT_TIMEOUT_S)
     provider.add_span_processor(
         BatchSpanProcessor(

@@ -61,6 +61,7 @@ from collector.diagnosis.rootcause import RootCauseConfig, RootCauseFinder
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
 from collector.ports import PortMap
+from collector.sampling import Sampling
 from collector.service import CollectorService
 from collector.stats import VersionLog
 from collector.topology import TopologyError, service_ports
@@ -292,7 +293,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
                                             opts.baseline_s + opts.detect_window_s
                                             + 2 * opts.bucket_s),
                             span_budget=opts.span_budget, memory=config.memory,
-                            ports=_ports(service))
+                            ports=_ports(service), sampling=_sampling(service))
     if config.topology is not None:
         try:
             for name, port in service_ports(config.topology).items():
@@ -346,3 +347,9 @@ def _ports(service: CollectorService) -> PortMap | None:
     drawn and blamed on the same service; None (the diagnosis learns its own) without a graph."""
     ports = getattr(getattr(service.parts.get("graph"), "pairer", None), "ports", None)
     return ports if isinstance(ports, PortMap) else None
+
+
+def _sampling(service: CollectorService) -> Sampling | None:
+    """The graph's head-sampling weights (one reading of thresholds and multipliers)."""
+    sampling = getattr(getattr(service.parts.get("graph"), "pairer", None), "sampling", None)
+    return sampling if isinstance(sampling, Sampling) else None

@@ -36,6 +36,7 @@ from collector.diagnosis.window import BUCKET_S, RETENTION_S, ServiceWindows
 from collector.limits import DEFAULT_MEMORY, MemoryLimits
 from collector.model import SpanRecord
 from collector.ports import PortMap
+from collector.sampling import Sampling
 from collector.vocabulary import CONSUMER as _CONSUMER
 from collector.vocabulary import SERVER as _SERVER
 
@@ -55,13 +56,16 @@ class TraceDiagnosis:
                  max_spans_per_trace: int | None = None,
                  span_budget: float = DIAGNOSIS_SPAN_BUDGET,
                  memory: MemoryLimits = DEFAULT_MEMORY,
-                 max_open_s: float = MAX_TRACE_OPEN_S, ports: PortMap | None = None) -> None:
+                 max_open_s: float = MAX_TRACE_OPEN_S, ports: PortMap | None = None,
+                 sampling: Sampling | None = None) -> None:
         if span_budget < 0:
             raise ValueError(f"diagnosis span budget must be >= 0 spans/s (0: no budget), "
                              f"got {span_budget}")
         # A shared port map (the graph's pairing learns it), else one learned here.
         self._learns_ports = ports is None
         self.ports = PortMap() if ports is None else ports
+        # Head sampling upstream (the graph's weights): a kept trace stands for 1/p traces.
+        self.sampling = Sampling() if sampling is None else sampling
         self.hosts = HostMap()
         self.windows = ServiceWindows(bucket_s, retention_s)
         self.memory = memory
@@ -110,9 +114,22 @@ class TraceDiagnosis:
 
     def _on_trace(self, spans: list[SpanRecord], first_seen: float, weight: int) -> None:
         facts = analyze(spans, self.ports)
+        head = self._head_weight(spans)
+        if head != 1:
+            weight *= head
         if facts.skewed:
             self.calls_clock_skewed += facts.skewed
         self.windows.record(facts, first_seen, weight)
+
+    def _head_weight(self, spans: list[SpanRecord]) -> int:
+        """Traces a kept trace stands for under head sampling upstream (1: not sampled). The
+        significance tests still judge the traces actually seen (`window`, `compare`)."""
+        sampling = self.sampling
+        key = sampling.multiplier_key
+        for s in spans:
+            if s.trace_state or (key is not None and key in s.attributes):
+                return sampling.weight(s)
+        return 1
 
     def counters(self) -> dict[str, float]:
         a = self.assembler

@@ -46,9 +46,11 @@ from collector.ports import PortMap, peer_of
 from collector.vocabulary import (
     CALLEE_KINDS,
     CALLER_KINDS,
+    MESSAGING_DESTINATION_ATTRIBUTES,
     PEER_ADDRESS_ATTRIBUTES,
     PEER_NAME_ATTRIBUTES,
     PEER_PORT_ATTRIBUTES,
+    queue_name,
 )
 from collector.vocabulary import CLIENT as _CLIENT
 from collector.vocabulary import CONSUMER as _CONSUMER
@@ -76,13 +78,18 @@ _MASK = (1 << 64) - 1
 # What analysis reads of a span's attributes: a pending span with more attributes than
 # _KEEP_AS_IS (or a longer name) waits with these only (and no name).
 _ANALYSED_KEYS = (*PEER_NAME_ATTRIBUTES, *PEER_PORT_ATTRIBUTES, *PEER_ADDRESS_ATTRIBUTES,
-                  "error.type")
+                  *MESSAGING_DESTINATION_ATTRIBUTES, "error.type")
 _KEEP_AS_IS = 8
 _KEEP_AS_IS_NAME = 256
 
 
 def peer_name(span: SpanRecord, ports: PortMap | None = None) -> str | None:
-    """The callee a CLIENT span names, as the graph names it (`collector.ports.peer_of`)."""
+    """The callee a CLIENT span names, as the graph names it (`collector.ports.peer_of`); for
+    a PRODUCER, the queue it publishes to (a producer that cannot publish blames it)."""
+    if span.kind == _PRODUCER:
+        queue = queue_name(span.attributes)
+        if queue is not None:
+            return queue
     return peer_of(span.attributes, ports)
 
 

@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, Status, StatusCode
 
 from collector import otlp
-from collector.limits import DEFAULT_LIMITS, SpanLimits
+from collector.limits import DEFAULT_LIMITS, MAX_LINKS, SpanLimits
 from collector.model import Attributes, DecodeError, DecodeResult, SpanRecord
 from collector.otlp import PROTOBUF, decode_traces
 from collector.replay import to_otlp_request
@@ -626,7 +626,8 @@ class Gen:
             if rng.random() < 0.5:
                 out.status.message = self.text()
         if rng.random() < 0.2:
-            out.trace_state = "rojo=00f067aa0ba902b7"
+            out.trace_state = rng.choice(["rojo=00f067aa0ba902b7", "ot=th:e666,rv:1a",
+                                          self.text()])
             out.flags = 0x301
             out.dropped_attributes_count = 3
         if rng.random() < 0.2:
@@ -887,6 +888,24 @@ def test_decode_takes_any_record_factory_and_refuses_non_buffers() -> None:
         return len(made)
 
     assert fastotlp.decode(request(span()), factory, 128, 4096, 256) == [1]
-    assert len(made[0]) == 12
+    assert len(made[0]) == 14  # SpanRecord's fields, links last
     with pytest.raises(TypeError):
         fastotlp.decode("not bytes", SpanRecord, 1, 1, 1)
+
+
+def test_links_are_read_as_the_python_decoder_reads_them() -> None:
+    """A batch consumer's links, on the fast path: the first MAX_LINKS kept, ids of another
+    length left out, the same as the Python decoder."""
+    if fastotlp is None:
+        pytest.skip(f"collector._fastotlp is not built ({MISSING})")
+    assert fastotlp.MAX_LINKS == MAX_LINKS
+    links = [ld(13, ld(1, bytes([i % 256]) * 16) + ld(2, bytes([i % 256]) * 8)
+                + ld(3, "ts")) for i in range(MAX_LINKS + 5)]
+    links.insert(3, ld(13, ld(1, b"short") + ld(2, SPAN_ID)))
+    body = request(span(*links))
+    got = fast(body)
+    assert got is not None
+    (spans,) = [got]
+    assert len(spans[0].links) == MAX_LINKS - 1  # 128 read, one of them malformed
+    assert spans[0].links[0] == (b"\x00" * 16, b"\x00" * 8)
+    assert_same_spans(got, python(body).spans)
