@@ -49,6 +49,7 @@ from collector.config import (
     DiagnosisConfig,
     EdgeConfig,
     GraphConfig,
+    MeshConfig,
     PagingConfig,
 )
 from collector.diagnosis.incidents import IncidentStoreError
@@ -123,6 +124,10 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
     p.add_argument("--pairing-ttl", type=_positive(float), default=C.PAIRING_TTL_S, metavar="S",
                    help="seconds a span waits for its other half "
                         f"(default {C.PAIRING_TTL_S:g})")
+    p.add_argument("--span-multiplier-key", metavar="ATTRIBUTE",
+                   help="span attribute saying how many calls a head-sampled span stands for "
+                        "(Tempo's span_multiplier_key); the tracestate's OpenTelemetry "
+                        "sampling threshold (ot=th:...) is always read")
     lim = p.add_argument_group("limits (each refusal is counted on /metrics with a reason)")
     lim.add_argument("--max-nodes", type=_positive(int), default=C.MAX_NODES, metavar="N",
                      help=f"services and virtual nodes kept (default {C.MAX_NODES})")
@@ -214,7 +219,20 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                    default=C.CHECKPOINT_INTERVAL_S, metavar="S",
                    help="seconds between checkpoints to --data-dir "
                         f"(default {C.CHECKPOINT_INTERVAL_S:g})")
+    mg = p.add_argument_group("service mesh (see collector/mesh.py)")
+    mg.add_argument("--mesh-prometheus", metavar="URL",
+                    help="a Prometheus holding Istio (istio_requests_total) and/or Linkerd "
+                         "(response_total) sidecar series: calls the mesh sees join the graph, "
+                         "e.g. http://prometheus.istio-system:9090")
+    mg.add_argument("--mesh-poll", type=_positive(float), default=15.0, metavar="S",
+                    help="seconds between queries of --mesh-prometheus (default 15)")
+    mg.add_argument("--mesh-window", type=_positive(float), default=60.0, metavar="S",
+                    help="the range of each mesh query's rate() (default 60)")
     a = p.parse_args(argv)
+    if a.mesh_prometheus is not None and urlsplit(a.mesh_prometheus).scheme not in (
+            "http", "https"):
+        p.error(f"--mesh-prometheus {a.mesh_prometheus!r} is not an http(s) URL "
+                "(e.g. http://127.0.0.1:9090)")
     if not 0 <= a.port < 65536:
         p.error(f"--port must be 0..65535, got {a.port}")
     if a.catalog is not None and not a.catalog.exists():
@@ -291,6 +309,7 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         scrape_host_template=a.scrape_host_template,
         graph=GraphConfig(
             max_nodes=a.max_nodes, max_edges=a.max_edges, pairing_ttl_s=a.pairing_ttl,
+            span_multiplier_key=a.span_multiplier_key,
             pairing_max_items=(memory.pairing_max_items if a.max_pending is None
                                else a.max_pending)),
         edge=EdgeConfig(
@@ -307,6 +326,8 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                             dashboard_url=a.dashboard_url),
         checkpoint=CheckpointConfig(interval_s=a.checkpoint_interval,
                                     reset_state=a.reset_state),
+        mesh=MeshConfig(prometheus=a.mesh_prometheus, poll_s=a.mesh_poll,
+                        window_s=a.mesh_window),
     )
 
 

@@ -88,6 +88,9 @@ class GraphConfig:
     pairing_ttl_s: float = PAIRING_TTL_S
     pairing_max_items: int | None = None
     pairing: PairingConfig | None = None
+    # A span attribute stating how many calls the span stands for (Tempo's
+    # span_multiplier_key); None: only the tracestate's sampling threshold is read.
+    span_multiplier_key: str | None = None
 
     def __post_init__(self) -> None:
         _check(self, positive=("max_nodes", "max_edges", "max_versions_per_service",
@@ -223,6 +226,7 @@ class CollectorConfig:
     paging: PagingConfig = field(default_factory=PagingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ownership: OwnershipConfig = field(default_factory=OwnershipConfig)
+    mesh: MeshConfig = field(default_factory=lambda: MeshConfig())
 
     def __post_init__(self) -> None:
         _check(self, positive=("scrape_interval_s", "retention_s", "bucket_s",
@@ -231,3 +235,24 @@ class CollectorConfig:
     @property
     def memory(self) -> MemoryLimits:
         return MemoryLimits.from_budget(float(self.memory_budget_mb))
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """The service-mesh source (``collector.mesh``): the Prometheus that holds the sidecars'
+    Istio / Linkerd series (None: no mesh source), how often it is queried, the window of
+    each query (its ``rate``/``increase`` range), and the caps on the mesh view kept."""
+
+    prometheus: str | None = None
+    poll_s: float = 15.0
+    window_s: float = 60.0
+    timeout_s: float = 5.0
+    max_nodes: int = 2_000
+    max_edges: int = 10_000
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("poll_s", "window_s", "timeout_s", "max_nodes", "max_edges"))
+        if self.prometheus is not None and not self.prometheus.startswith(
+                ("http://", "https://")):
+            raise ValueError(f"MeshConfig.prometheus must be an http(s) URL, "
+                             f"got {self.prometheus!r}")

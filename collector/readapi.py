@@ -144,13 +144,20 @@ class ReadApi:
         still 200 (the collector serves ingest and reads, and a restart would not free the
         disk but would lose what is waiting to be written) with ``"status": "degraded"`` and
         ``state_write_errors``: each file, SQLite's error, since when, failed writes. So too
-        while a paging sink fails (``paging_errors``: each sink's last error and queue)."""
+        while a paging sink fails (``paging_errors``: each sink's last error and queue), and
+        while the mesh Prometheus cannot be queried (``mesh_source``)."""
         files = self.service.parts.get("state_files")
         problems = files.problems() if files is not None else []
         pager = self.service.parts.get("pager")
         failing = [s for s in pager.status() if s["last_error"]] if pager is not None else []
-        if problems or failing:
+        mesh = self.service.parts.get("mesh")
+        mesh_problem = mesh.problem() if mesh is not None else None
+        if problems or failing or mesh_problem:
             body: dict[str, Any] = {"status": "degraded"}
+            if mesh_problem:
+                # The mesh's Prometheus cannot be queried: ingest goes on, mesh-only calls
+                # are missing from the graph.
+                body["mesh_source"] = mesh_problem
             if problems:
                 body["state_write_errors"] = problems
             if failing:

@@ -16,7 +16,7 @@ import time
 
 from starlette.types import ASGIApp
 
-from collector import checkpoint, diagnosis, exposition, graph, ownership, paging, scraper
+from collector import checkpoint, diagnosis, exposition, graph, mesh, ownership, paging, scraper
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.service import Clock, CollectorService
@@ -27,6 +27,7 @@ def build_service(config: CollectorConfig, clock: Clock = time.time) -> Collecto
     service.parts["metrics_registry"] = service.metrics
     graph.install(service, config)
     scraper.install(service, config)
+    mesh.install(service, config)
 
     ownership.install(service, config)
     diag = diagnosis.install(service, config)

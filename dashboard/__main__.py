@@ -116,6 +116,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src.add_argument("--alertmanager", type=_url, default=None, metavar="URL",
                      help="with --source prometheus: read the open incidents the collectors "
                           "page for back from this Alertmanager (their --alertmanager)")
+    src.add_argument("--mesh-prometheus", type=_url, default=None, metavar="URL",
+                     help="with --source prometheus: a Prometheus holding Istio "
+                          "(istio_requests_total) or Linkerd (response_total) sidecar series "
+                          "(often the same as --prometheus-url): calls only the mesh sees "
+                          "join the graph")
     srv = p.add_argument_group("server", "the HTTP server (waitress) and its limits")
     srv.add_argument("--threads", type=_positive_int, default=THREADS, metavar="N",
                      help="worker threads running requests (default %(default)s)")
@@ -146,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         catalog=args.catalog,
         prometheus_scrape_interval_s=args.prometheus_scrape_interval,
         alertmanager_url=args.alertmanager,
+        mesh_prometheus_url=args.mesh_prometheus,
     )
     if config.source == "prometheus" and config.catalog is None:
         print("warning: --source prometheus without --catalog: every service is shown as an "

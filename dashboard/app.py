@@ -41,6 +41,8 @@ class Settings:
     catalog: Path | None = None
     prometheus_scrape_interval_s: float = 15.0
     alertmanager_url: str | None = None  # with --source prometheus: incidents from there
+    # With --source prometheus: the Prometheus holding Istio / Linkerd sidecar series.
+    mesh_prometheus_url: str | None = None
 
     @property
     def source_url(self) -> str:
@@ -79,7 +81,7 @@ def collector_client() -> Source:
         return PrometheusSource(
             s.prometheus_url, catalog, timeout_s=s.timeout_s,
             scrape_interval_s=s.prometheus_scrape_interval_s,
-            alertmanager_url=s.alertmanager_url,
+            alertmanager_url=s.alertmanager_url, mesh_url=s.mesh_prometheus_url,
         )
     return CollectorClient(s.collector_url, timeout_s=s.timeout_s)
 

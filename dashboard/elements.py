@@ -229,9 +229,12 @@ def _service_node(
         classes.append("service")
         if is_orphan:
             classes.append("orphan")
+    if n.get("no_traces"):
+        classes.append("no-traces")  # only the service mesh sees it: a coverage gap
     el_id = node_el_id(name)
     classes += _emphasis(el_id, selected)
-    label = display_text(name) + ("\n" + _metrics_line(n) if detailed else "")
+    label = (display_text(name) + ("\n(no traces)" if n.get("no_traces") else "")
+             + ("\n" + _metrics_line(n) if detailed else ""))
     return {
         "data": {
             "id": el_id,
@@ -320,8 +323,10 @@ def _edges(
                 "errors": rate * ratio,
                 "p95": e.get("p95_ms"),
                 "pairs": [(str(e["source"]), str(e["target"]))],
+                "mesh_only": e.get("traced") is False,
             }
         else:
+            cur["mesh_only"] = cur["mesh_only"] and e.get("traced") is False
             cur["rate"] += rate
             cur["errors"] += rate * ratio
             p95 = e.get("p95_ms")
@@ -339,6 +344,8 @@ def _edges(
             s_name, t_name = src, dst
             el_id = "e:" + json.dumps([src, dst, "agg"])
         classes = []
+        if a["mesh_only"]:
+            classes.append("mesh-only")  # seen by the service mesh only, never traced
         if selected == el_id:
             classes.append("picked")
         if lit:
@@ -501,6 +508,10 @@ def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
                 "arrow-scale": 0.9,
             },
         },
+        # What only the service mesh sees (collector.mesh): coverage gaps in the tracing.
+        {"selector": "node.no-traces",
+         "style": {"border-style": "double", "border-width": 6, "border-color": "#7048e8"}},
+        {"selector": "edge.mesh-only", "style": {"line-style": "dotted"}},
         {"selector": ".faded", "style": {"opacity": 0.25}},
         {
             "selector": "node.impacted",

@@ -15,7 +15,10 @@ share is merged:
 - latency: ``histogram_quantile(q, sum by (client, server, le)
   (rate(traces_service_graph_request_server_seconds_bucket[W])))`` for edges and ``by
   (server, le)`` for nodes (as Grafana, a node's numbers are the calls it served);
-- ``up{service=...}`` where Prometheus scrapes the services' own ``/metrics``.
+- ``up{service=...}`` where Prometheus scrapes the services' own ``/metrics``;
+- with ``mesh_url`` (``--mesh-prometheus``): the Istio / Linkerd sidecar series, read and
+  joined as the collector's mesh source does (``collector.mesh``): calls only the mesh sees,
+  services marked "no traces", the mesh's figures beside the traces'.
 
 Ownership comes from the Backstage catalog, read in-process by ``collector.ownership`` (the
 same code the collector runs), so teams, orphans, the team map and drift work as with a
@@ -44,6 +47,7 @@ import httpx
 
 from collector.apijson import graph_json, node_json, peer_json, rounded
 from collector.diagnosis.health import HealthInputs, HealthThresholds, classify
+from collector.mesh import build_view, join, mesh_queries
 from collector.model import ConnectionType, Edge, Node, Snapshot
 from collector.ownership.part import Ownership
 from collector.vocabulary import DOWN, USER_NODE
@@ -106,8 +110,13 @@ class PrometheusSource(_JsonClient):
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
         alertmanager_url: str | None = None,
+        mesh_url: str | None = None,
     ) -> None:
         super().__init__(base_url, what="Prometheus", timeout_s=timeout_s, transport=transport)
+        # The Prometheus holding the Istio / Linkerd sidecar series (collector.mesh), often
+        # this same one: the calls only the mesh sees join the graph.
+        self.mesh = (_JsonClient(mesh_url, what="mesh Prometheus", timeout_s=timeout_s,
+                                 transport=transport) if mesh_url else None)
         self.alertmanager = (_JsonClient(alertmanager_url, what="Alertmanager",
                                          timeout_s=timeout_s, transport=transport)
                              if alertmanager_url else None)
@@ -186,6 +195,8 @@ class PrometheusSource(_JsonClient):
             target.rate_rps += edge.rate_rps
             target.meta["calls"] += edge.meta["calls"]
             target.meta["errors"] += edge.meta["errors"]
+        if self.mesh is not None:
+            self._join_mesh(snap, now, window_s, services)
         for name in up:
             if name not in snap.nodes:
                 # Scraped but no traffic in the window: shown, as a collector shows it.
@@ -194,12 +205,41 @@ class PrometheusSource(_JsonClient):
             calls, errors = node.meta["calls"], node.meta["errors"]
             node.error_ratio = errors / calls if calls else 0.0
             for key, _ in QUANTILES:
-                setattr(node, key, _ms(node_q[key].get(node.id)))
-            node.meta["up"] = up.get(node.id)
+                value = _ms(node_q[key].get(node.id))
+                if value is not None or "mesh" not in node.meta:  # else the mesh's figure
+                    setattr(node, key, value)
+            if node.id in up or node.meta.get("up_source") != "mesh":
+                node.meta["up"] = up.get(node.id)
             node.health = self._health(calls, node.error_ratio, node.p95_ms, node.meta["up"])
+        for edge in snap.edges.values():
+            if edge.meta.get("traced") is False:
+                edge.health = self._health(edge.meta["calls"], edge.error_ratio, edge.p95_ms,
+                                           None)
         self.catalog.current().appender.append(snap)
         self._snap = snap
         return snap
+
+    def _join_mesh(self, snap: Snapshot, now: float, window_s: float,
+                   traced: set[str]) -> None:
+        """The mesh's calls and workloads joined with the service-graph ones, as the
+        collector's mesh source does (``collector.mesh.join``); a mesh Prometheus that cannot
+        be read is a note on the graph, not a failed graph."""
+        assert self.mesh is not None
+        answers = []
+        try:
+            for promql in mesh_queries(window_s):
+                body = self.mesh.request("GET", "/api/v1/query",
+                                         params={"query": promql, "time": f"{now:.3f}"})
+                answers.append([(labels, v) for labels, points in _result(body, promql)
+                                for _, v in points[-1:]])
+        except ApiError as exc:
+            snap.meta["mesh"] = {"prometheus": self.mesh.base_url, "error": str(exc)}
+            return
+        view = build_view((answers[0], answers[1], answers[2], answers[3]), window_s, now,
+                          MAX_EDGES, MAX_EDGES)
+        info: dict[str, Any] = {"prometheus": self.mesh.base_url, "meshes": view.meshes}
+        join(snap, view, traced, info)
+        snap.meta["mesh"] = info
 
     def _counts(self, now: float, window_s: float) -> dict[tuple[str, str], _EdgeCounts]:
         """Calls and errors per (client, server) in the window, from every collector."""
@@ -249,6 +289,9 @@ class PrometheusSource(_JsonClient):
     def graph(self, window_s: float) -> dict[str, Any]:
         snap = self.snapshot(window_s)
         notes = [f"{what}: {why}" for what, why in UNAVAILABLE.items()]
+        mesh = snap.meta.get("mesh")
+        if isinstance(mesh, dict) and mesh.get("error"):
+            notes.append(f"service mesh: {mesh['error']}")
         if snap.meta.get("edges_left_out"):
             notes.append(f"{snap.meta['edges_left_out']} edges with the fewest calls left out "
                          f"(more than {MAX_EDGES})")
@@ -286,6 +329,8 @@ class PrometheusSource(_JsonClient):
         super().close()
         if self.alertmanager is not None:
             self.alertmanager.close()
+        if self.mesh is not None:
+            self.mesh.close()
 
     def teams(self) -> dict[str, Any]:
         return dict(self.catalog.current().teams_payload(self._snapshot_for(60.0)))

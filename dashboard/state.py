@@ -122,9 +122,10 @@ def is_stale(state: State | None) -> bool:
 
 
 NODE_KEYS = ("id", "kind", "team", "health", "rate_rps", "error_ratio", "p50_ms", "p95_ms",
-             "p99_ms", "up", "clock_ahead_s")
+             "p99_ms", "up", "clock_ahead_s", "sampled_share", "no_traces", "mesh",
+             "scraped_rps")
 EDGE_KEYS = ("source", "target", "connection_type", "health", "rate_rps", "error_ratio",
-             "p50_ms", "p95_ms", "p99_ms")
+             "p50_ms", "p95_ms", "p99_ms", "traced", "mesh")
 
 
 def _round(value: Any) -> Any:

@@ -264,7 +264,9 @@ def details_panel(
                 html.Div(["health ", health_badge(node.get("health"))]),
                 html.Div(["team ", team_link(node.get("team"))]),
                 html.Div(f"kind {display_text(node.get('kind'))}"),
+                *_coverage(node, "service"),
                 _stats(node),
+                *_mesh_stats(node),
             ],
             className="details",
         )
@@ -280,7 +282,8 @@ def details_panel(
                             "window.", className="muted")
         return html.Div(
             [html.H4([service_link(src), " → ", service_link(dst)]),
-             html.Div(["health ", health_badge(edge.get("health"))]), _stats(edge)],
+             html.Div(["health ", health_badge(edge.get("health"))]),
+             *_coverage(edge, "call"), _stats(edge), *_mesh_stats(edge)],
             className="details",
         )
     if kind == "group":
@@ -305,6 +308,41 @@ def details_panel(
     return html.Div("", className="muted")
 
 
+def _coverage(item: Mapping[str, Any], what: str) -> list[Component]:
+    """What only the service mesh sees (``collector.mesh``): a call with no traces, a service
+    that sends none — coverage gaps to instrument."""
+    if what == "service" and item.get("no_traces"):
+        return [html.Div("no traces: only the service mesh sees this service",
+                         className="no-traces-text")]
+    if what == "call" and item.get("traced") is False:
+        return [html.Div("seen by the service mesh only (no traces)",
+                         className="no-traces-text")]
+    return []
+
+
+def _mesh_stats(item: Mapping[str, Any]) -> list[Component]:
+    """The mesh's own figures under the trace ones (both shown when both saw the calls)."""
+    mesh = item.get("mesh")
+    if not isinstance(mesh, Mapping):
+        return []
+    title = f"{display_text(mesh.get('mesh') or 'mesh')} sidecars"
+    if mesh.get("reporter"):
+        title += f" (reporter={display_text(mesh.get('reporter'))})"
+    rows = [
+        ("rate", fmt_rate(mesh.get("rate_rps"))),
+        ("errors", fmt_pct(mesh.get("error_ratio"))),
+        ("p50", fmt_ms(mesh.get("p50_ms"))),
+        ("p95", fmt_ms(mesh.get("p95_ms"))),
+        ("p99", fmt_ms(mesh.get("p99_ms"))),
+    ]
+    flags = mesh.get("response_flags")
+    if isinstance(flags, Mapping) and flags:
+        rows.append(("flags", display_text(", ".join(f"{k} {v}" for k, v in flags.items()))))
+    return [html.H5(title),
+            html.Table([html.Tr([html.Td(k), html.Td(v)]) for k, v in rows],
+                       className="stats mesh-stats")]
+
+
 def _stats(item: Mapping[str, Any]) -> html.Table:
     rows = [
         ("rate", fmt_rate(item.get("rate_rps"))),
@@ -313,6 +351,13 @@ def _stats(item: Mapping[str, Any]) -> html.Table:
         ("p95", fmt_ms(item.get("p95_ms"))),
         ("p99", fmt_ms(item.get("p99_ms"))),
     ]
+    scraped = item.get("scraped_rps")
+    if isinstance(scraped, int | float):
+        rows.append(("served", f"{fmt_rate(scraped)} (its /metrics)"))
+    share = item.get("sampled_share")
+    if isinstance(share, int | float) and 0 < share < 1:
+        # Head-sampled traces: the numbers above are estimates from this share of calls.
+        rows.append(("traced", f"{fmt_pct(share)} of calls (sampled; rates estimated)"))
     ahead = item.get("clock_ahead_s")
     if isinstance(ahead, int | float):
         # Its spans end after they arrive: shown at arrival time, its durations kept.

@@ -66,6 +66,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share of traces in (0, 1], got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -101,6 +108,29 @@ def _float(text: str) -> float:
     return value
 
 
+def _mesh_args(p: argparse.ArgumentParser) -> None:
+    from demo_services.mesh import MESHES
+
+    p.add_argument("--mesh", choices=MESHES,
+                   help="also expose, on each service's /metrics, the series a sidecar of this "
+                        "mesh would report for its calls (a stand-in for the sidecar; see "
+                        "demo_services/mesh.py)")
+    p.add_argument("--untraced", action="append", default=[], metavar="SERVICE",
+                   help="this service sends no traces (nor trace context), as an "
+                        "uninstrumented one would; repeatable. With --mesh it is a mesh-only "
+                        "service")
+
+
+def _set_mesh_env(args: argparse.Namespace) -> None:
+    """--mesh / --untraced as environment: every service process inherits them."""
+    from demo_services.mesh import MESH_ENV, UNTRACED_ENV
+
+    if args.mesh:
+        os.environ[MESH_ENV] = args.mesh
+    if args.untraced:
+        os.environ[UNTRACED_ENV] = ",".join(args.untraced)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m demo_services",
@@ -124,9 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"port of the control API (default {DEFAULT_ADMIN_PORT})")
     up.add_argument("--admin-token", default=os.environ.get(TOKEN_ENV),
                     help=f"require this bearer token for changes (default: ${TOKEN_ENV})")
+    _mesh_args(up)
     up.add_argument("--rate", type=_rate, default=DEFAULT_RATE,
                     help=f"user journeys per second against the frontend, 0 for none "
                     f"(default {DEFAULT_RATE:g})")
+    up.add_argument("--sample", type=_share, default=None, metavar="P",
+                    help="head sampling: the services keep a share P of traces (0 < P <= 1) "
+                    "and record it in the tracestate (ot=th:...), as OpenTelemetry's "
+                    "probability samplers do (default: keep all)")
     up.add_argument("--base-port", type=_port,
                     help="move the service ports so the first one is N (default: as in the "
                     "topology, 8101..)")
@@ -177,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "peers at http://<service>:<port>. Faults: its own /admin/faults, or `control`.",
     )
     serve.add_argument("name", metavar="SERVICE")
+    _mesh_args(serve)
     serve.add_argument("--topology", type=Path,
                        help="topology YAML (default: catalog/topology.yaml)")
     serve.add_argument("--base-port", type=_port)
@@ -237,7 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "up":
+        from demo_services.telemetry import SAMPLE_ENV
         from demo_services.up import UpOptions, run_up
+
+        if args.sample is not None:
+            os.environ[SAMPLE_ENV] = repr(args.sample)  # every service process inherits it
+        _set_mesh_env(args)
 
         return run_up(
             UpOptions(
@@ -252,6 +293,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "serve":
         from demo_services.runner import run_service
 
+        _set_mesh_env(args)
         return run_service(
             args.name, args.topology, args.base_port, args.collector, args.faults,
             args.parent_pid, os.environ.get(TOKEN_ENV), host=args.host,

@@ -43,6 +43,7 @@ from starlette.routing import Route
 from demo_services.cpuhog import CpuHog
 from demo_services.defaults import HOST, peer_host
 from demo_services.faults import Fault, FaultError, apply_update, fault_from_json, parse_update
+from demo_services.mesh import PEER_HEADER, Sidecar, mesh_from_env, untraced_from_env
 from demo_services.telemetry import ServiceMetrics, Tracing
 from demo_services.topology import CallSpec, RouteSpec, ServiceSpec, Topology
 
@@ -84,6 +85,11 @@ class DemoService:
         self.cpu_hog = CpuHog(f"{spec.name}-cpu-hog")
         self.tracing = Tracing(spec.name, spec.version, collector)
         self.metrics = ServiceMetrics(spec.name, spec.version)
+        # --mesh: the series a sidecar of that mesh would report, on this /metrics (mesh.py);
+        # --untraced: this service sends no spans (nor trace context), as an uninstrumented one.
+        mesh = mesh_from_env()
+        self.sidecar = Sidecar(mesh, spec.name, self.metrics.registry) if mesh else None
+        self.traced = spec.name not in untraced_from_env()
         # trust_env=False: proxy variables must never reroute loopback calls between services.
         self.client = httpx.AsyncClient(trust_env=False)
 
@@ -119,7 +125,8 @@ class DemoService:
     async def handle(self, request: Request, route: RouteSpec) -> Response:
         started = time.perf_counter()
         parent = _propagator.extract(carrier=dict(request.headers))
-        tracer = self.tracing.provider.get_tracer("demo_services")
+        tracer: trace.Tracer = (self.tracing.provider.get_tracer("demo_services")
+                                if self.traced else trace.NoOpTracer())
         span = tracer.start_span(
             f"{route.method} {route.path}",
             context=parent,
@@ -148,6 +155,8 @@ class DemoService:
         labels = (route.method, route.path, str(status))
         self.metrics.server_requests.labels(*labels).inc()
         self.metrics.server_duration.labels(*labels).observe(elapsed)
+        if self.sidecar is not None:
+            self.sidecar.inbound(request.headers.get(PEER_HEADER), status, elapsed * 1000)
         ctx = span.get_span_context()
         headers = {"traceresponse": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"}
         return JSONResponse(body, status_code=status, headers=headers)
@@ -212,6 +221,8 @@ class DemoService:
         with trace.use_span(span, end_on_exit=False):
             headers: dict[str, str] = {}
             _propagator.inject(headers)
+            if self.sidecar is not None:
+                headers[PEER_HEADER] = self.spec.name
             try:
                 response = await self.client.request(
                     call.method, url, headers=headers, timeout=call.timeout_ms / 1000
@@ -227,6 +238,9 @@ class DemoService:
                 error = type(exc).__name__
         if status_code is not None:
             span.set_attribute("http.response.status_code", status_code)
+        if self.sidecar is not None:
+            self.sidecar.outbound(call.target, status_code, error,
+                                  (time.perf_counter() - started) * 1000)
         return self._finish_client(span, call.target, started, error, str(status_code))
 
     async def _call_db(self, call: CallSpec, tracer: trace.Tracer) -> CallOutcome:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS = Path("/usr/bin/prometheus")
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")  # Debian's; make system-deps installs it
 DEMO_CONSOLE = "http://pages:9097"  # the page console in deploy/alertmanager-demo.yml
 
@@ -29,6 +30,20 @@ def alertmanager_config(console: str) -> str:
     if DEMO_CONSOLE not in text:
         raise RuntimeError(f"deploy/alertmanager-demo.yml no longer sends to {DEMO_CONSOLE}")
     return text.replace(DEMO_CONSOLE, console)
+
+
+def prometheus_config(topology: Path, base_port: int | None) -> str:
+    """Prometheus scraping every demo service's /metrics (its mesh series) every 2 s."""
+    sys.path.insert(0, str(ROOT))
+    from collector.topology import service_ports
+
+    ports = sorted(service_ports(topology).values())
+    if base_port:  # as demo_services.topology's with_base_port shifts them
+        ports = [port - ports[0] + base_port for port in ports]
+    targets = ", ".join(f"'127.0.0.1:{port}'" for port in ports)
+    return ("global:\n  scrape_interval: 2s\n"
+            "scrape_configs:\n  - job_name: sidecars\n"
+            f"    static_configs: [{{targets: [{targets}]}}]\n")
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
@@ -53,12 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-port", type=int, default=None,
                    help="first demo-service port (default: the topology's, 8101..)")
     p.add_argument("--rate", type=float, default=10.0, help="user journeys per second")
+    p.add_argument("--sample", type=float, default=None, metavar="P",
+                   help="head sampling: the shop keeps a share P of traces (e.g. 0.1)")
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--alertmanager-port", type=int, default=9093,
                    help="the demo's Alertmanager (started when "
                         f"{ALERTMANAGER} is installed)")
     p.add_argument("--page-console-port", type=int, default=9097,
                    help="the console receiver that prints each page")
+    p.add_argument("--mesh", choices=("istio", "linkerd"), default=None,
+                   help="each service also reports, on its /metrics, the series a sidecar of "
+                        "this mesh would; a Prometheus scrapes them and the collector reads it "
+                        "(--mesh-prometheus), so the graph shows what only the mesh sees")
+    p.add_argument("--mesh-only", action="append", default=None, metavar="SERVICE",
+                   help="with --mesh: services that send no traces (default: quote), shown "
+                        "as 'no traces' coverage gaps; repeatable")
+    p.add_argument("--prometheus-port", type=int, default=9090,
+                   help="the demo's Prometheus with --mesh")
     args = p.parse_args(argv)
 
     py = sys.executable
@@ -108,22 +134,47 @@ def main(argv: list[str] | None = None) -> int:
               f"system-deps installs it); incidents still show on the dashboard",
               file=sys.stderr)
 
+    mesh_commands: list[tuple[str, list[str], str, float]] = []
+    mesh_collector: list[str] = []
+    mesh_shop: list[str] = []
+    if args.mesh is not None:
+        if not PROMETHEUS.exists():
+            print(f"conway demo: --mesh needs {PROMETHEUS} (make system-deps installs it)",
+                  file=sys.stderr)
+            return 2
+        prom_url = f"http://127.0.0.1:{args.prometheus_port}"
+        prom_dir = data_dir / "prometheus"
+        prom_dir.mkdir(exist_ok=True)
+        (prom_dir / "prometheus.yml").write_text(prometheus_config(topology, args.base_port))
+        mesh_commands = [("prometheus", [str(PROMETHEUS),
+                                         f"--config.file={prom_dir / 'prometheus.yml'}",
+                                         f"--storage.tsdb.path={prom_dir / 'tsdb'}",
+                                         "--storage.tsdb.retention.time=2h",
+                                         f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
+                                         "--log.level=warn"], f"{prom_url}/-/ready", 30.0)]
+        mesh_collector = ["--mesh-prometheus", prom_url, "--mesh-poll", "5",
+                          "--mesh-window", "30"]
+        mesh_shop = [f"--mesh={args.mesh}",
+                     *(f"--untraced={s}" for s in (args.mesh_only or ["quote"]))]
+
     commands = [
         *pager_commands,
+        *mesh_commands,
         ("collector", [py, "-m", "collector", "--port", str(args.collector_port),
                        "--catalog", str(catalog), "--topology", str(topology),
                        "--scrape-interval", "1", "--data-dir", args.data_dir,
                        # The shop's exporters send every 0.15 s, so a trace is complete well
                        # within 0.5 s of its last span: finish it then, not after the 1.5 s a
                        # slower exporter needs.
-                       "--diagnosis", "trace_quiet_s=0.5", *paging],
+                       "--diagnosis", "trace_quiet_s=0.5", *paging, *mesh_collector],
          f"{collector_url}/healthz", 20.0),
         ("demo shop", [py, "-m", "demo_services", "up", "--topology", str(topology),
                        "--collector", collector_url, "--admin-port", str(args.admin_port),
                        # The admin token reaches the shop through CONWAY_ADMIN_TOKEN (set
                        # above), never as an argument: a token may begin with "-", which
                        # argparse would read as an option (and argv shows in `ps`).
-                       "--rate", str(args.rate),
+                       "--rate", str(args.rate), *mesh_shop,
+                       *([f"--sample={args.sample}"] if args.sample is not None else []),
                        *([f"--base-port={args.base_port}"] if args.base_port else [])],
          f"{admin_url}/services", 30.0),
         ("dashboard", [py, "-m", "dashboard", "--collector", collector_url,

@@ -32,7 +32,9 @@ Looking three times at most triples the chance of a false alarm, which ``alpha``
 Virtual nodes (databases, external APIs) get their errors from CLIENT spans with no server
 half and their latency from those spans' durations, so they can be root causes too.
 
-Metrics second, when traces say nothing about a node: a node the scrape reports down with no
+Metrics second, when traces say nothing about a node: a node whose callers' mesh sidecars
+found no healthy upstream or could not connect (``collector.mesh``: ``mesh_down``, from Envoy's
+UH / UF response flags) is a ``down`` candidate; a node the scrape reports down with no
 traffic is a ``down`` candidate; a ``failing`` node with no trace data, at least
 ``min_events`` errors, and not upstream of another candidate is an ``errors`` candidate, with
 lower confidence (one failed call of ten is noise, not a root cause).
@@ -313,6 +315,19 @@ class RootCauseFinder:
                       "excess": 0}
             after = {"error_ratio": node.error_ratio, "p95_ms": node.p95_ms,
                      "up": node.meta.get("up")}
+            mesh = node.meta.get("mesh")
+            if node.meta.get("mesh_down") and isinstance(mesh, dict):
+                # The sidecars of its callers found no healthy upstream (UH) or could not
+                # connect (UF): nothing answers, whether or not it sends traces.
+                flags = ", ".join(f"{f} x{n}" for f, n in mesh.get("response_flags", {}).items()
+                                  if f in ("UH", "UF"))
+                summary = (f"{name} is down: {mesh.get('no_upstream')} of {mesh.get('calls')} "
+                           f"calls into it failed in the {mesh.get('mesh')} mesh with {flags} "
+                           f"(no healthy upstream / upstream connection failure)")
+                out.append(_cand(name, DOWN, False, 0.85, summary, [], counts, {},
+                                 {**after, "evidence": "mesh", "response_flags":
+                                  mesh.get("response_flags")}))
+                continue
             if node.meta.get("up") is False:
                 into = [e for e in snap.edges.values() if e.target == name]
                 no_answer = sum(int(e.meta.get("client_only_errors", 0) or 0) for e in into)
@@ -336,6 +351,9 @@ class RootCauseFinder:
                     if e.source == name and e.target in snap.nodes):
                 summary = (f"{name}: {node.error_ratio:.1%} of its requests fail (from metrics; "
                            f"no traces explain it)")
+                if node.meta.get("no_traces") and isinstance(mesh, dict):
+                    summary = (f"{name}: {node.error_ratio:.1%} of its requests fail (from the "
+                               f"{mesh.get('mesh')} mesh's metrics; it sends no traces)")
                 out.append(_cand(name, ERRORS, node.kind == "virtual", 0.4, summary, [],
                                  counts, {}, after))
         return out

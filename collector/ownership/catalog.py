@@ -58,6 +58,7 @@ MAX_ALIAS_NODES = 10_000
 MAX_REPORTED_ERRORS = 20  # problems listed in CatalogInvalid's message (the rest are counted)
 MAX_KEPT_ERRORS = 200  # problems kept in CatalogInvalid.errors (what /api/teams shows)
 EMPTY_FILE = "catalog file is empty (being written?)"
+KUBERNETES_ID = "backstage.io/kubernetes-id"  # the Kubernetes app / workload a Component runs as
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -166,6 +167,8 @@ class Component:
     lifecycle: str | None = None
     type: str | None = None
     depends_on: tuple[EntityRef, ...] = ()
+    # Its ``backstage.io/kubernetes-id`` annotation: the app label / workload it runs as.
+    kubernetes_id: str | None = None
 
 
 @dataclass
@@ -203,6 +206,13 @@ class Catalog:
 
     def component_named(self, name: str) -> Component | None:
         return self._by_name(self.components, name)
+
+    def component_by_kubernetes_id(self, kid: str) -> Component | None:
+        """The Component whose ``backstage.io/kubernetes-id`` annotation is ``kid`` (the
+        default namespace first, then by reference order)."""
+        found = sorted((c for c in self.components.values() if c.kubernetes_id == kid),
+                       key=lambda c: (c.ref.namespace != DEFAULT_NAMESPACE, str(c.ref)))
+        return found[0] if found else None
 
     def resource_named(self, name: str) -> Component | None:
         return self._by_name(self.resources, name)
@@ -425,6 +435,7 @@ class _Builder:
                 lifecycle=reader.text("spec.lifecycle"),
                 type=reader.text("spec.type"),
                 depends_on=reader.refs("spec.dependsOn", "component"),
+                kubernetes_id=reader.annotation(KUBERNETES_ID),
             )
             table = self.catalog.components if kind == "component" else self.catalog.resources
             table[ref] = entity
@@ -548,6 +559,12 @@ class _DocReader:
             self.err(fieldpath, f"{echo(value)} must refer to a {' or '.join(kinds)}")
             return None
         return parsed
+
+    def annotation(self, key: str) -> str | None:
+        """One annotation's non-empty value (a malformed map is reported by ``contact``)."""
+        annotations = self._get("metadata.annotations")
+        value = annotations.get(key) if isinstance(annotations, dict) else None
+        return value.strip() if isinstance(value, str) and value.strip() else None
 
     def contact(self) -> Contact:
         annotations = self._get("metadata.annotations") or {}

@@ -5,12 +5,12 @@ Published as ``service.parts["ownership"]``; other concerns call ``owner_of(name
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.model import Snapshot
+from collector.model import Node, Snapshot
 from collector.ownership.catalog import Catalog
 from collector.ownership.contact import Contact
 from collector.ownership.drift import find_drift
@@ -47,6 +47,16 @@ class TeamRow:
         }
 
 
+def kubernetes_ids(node: Node) -> tuple[str, ...]:
+    """What a mesh workload may be annotated as (``backstage.io/kubernetes-id``): its app
+    labels, then its workload names (``node.meta["mesh"]``, set by ``collector.mesh``)."""
+    mesh = node.meta.get("mesh")
+    if not isinstance(mesh, dict):
+        return ()
+    ids = [str(a) for a in mesh.get("apps") or ()] + [str(w) for w in mesh.get("workloads") or ()]
+    return tuple(dict.fromkeys(ids))
+
+
 class OwnershipAppender:
     """Sets ``node.team``, ``node.meta["team_source"]`` and ``node.meta["owner"]`` (the
     ``owner_of`` dict or None, for the service page) on every node, and ``snap.meta["orphans"]``
@@ -60,7 +70,7 @@ class OwnershipAppender:
     def append(self, snap: Snapshot) -> None:
         orphans = []
         for node in snap.nodes.values():
-            owner = self.ownership.owner(node.id, node.kind)
+            owner = self.ownership.owner(node.id, node.kind, kubernetes_ids(node))
             node.team = owner.team if owner is not None else None
             node.meta["team_source"] = owner.source if owner is not None else None
             node.meta["owner"] = owner.as_dict() if owner is not None else None
@@ -83,8 +93,9 @@ class Ownership:
     def reload(self) -> bool:
         return self.store.reload()
 
-    def owner(self, name: str, kind: str = "service") -> Owner | None:
-        return resolve_owner(self.store.catalog, self.attrs, name, kind)
+    def owner(self, name: str, kind: str = "service",
+              kubernetes_ids: Sequence[str] = ()) -> Owner | None:
+        return resolve_owner(self.store.catalog, self.attrs, name, kind, kubernetes_ids)
 
     def owner_of(self, name: str) -> dict[str, Any] | None:
         """``{"team","display_name","on_call","channel","runbook","email","source"}`` or None.

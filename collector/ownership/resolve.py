@@ -2,6 +2,10 @@
 
 Order, first answer wins:
 
+0. for a workload the service mesh reports (``collector.mesh``): the catalog Component whose
+   ``backstage.io/kubernetes-id`` annotation is the workload's app label (Istio's
+   ``source_app`` / ``destination_app``, a Linkerd deployment without its version suffix) or
+   its workload name, in that order; ``source`` "catalog (backstage.io/kubernetes-id)";
 1. the catalog: a Component named like the service (for a virtual node: a Resource, then a
    Component, of that name); its ``spec.owner``, or its System's owner; ``source`` "catalog";
 2. the resource attribute ``team`` (then ``service.owner.name``) last seen on the service's
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from collector.model import SpanRecord
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_CATALOG = "catalog"
 SOURCE_RESOURCE = "resource attribute"
+SOURCE_KUBERNETES_ID = "catalog (backstage.io/kubernetes-id)"
 RESOURCE_TEAM_KEYS = ("team", "service.owner.name")
 DEFAULT_MAX_SERVICES = 10_000
 MAX_PARENT_DEPTH = 16  # Group parents walked for contact details; also stops a parent cycle
@@ -150,9 +155,15 @@ def _attribute_owner(catalog: Catalog, team: str) -> Owner:
 
 
 def resolve_owner(catalog: Catalog, attrs: ResourceTeams, name: str,
-                  kind: str = "service") -> Owner | None:
+                  kind: str = "service", kubernetes_ids: Sequence[str] = ()) -> Owner | None:
+    """``kubernetes_ids``: the app labels then workload names the mesh knows the node by."""
     if name == USER_NODE and kind != "service":
         return None
+    for kid in kubernetes_ids:
+        by_id = catalog.component_by_kubernetes_id(kid)
+        owner = catalog_owner(catalog, by_id) if by_id is not None else None
+        if owner is not None:
+            return replace(owner, source=SOURCE_KUBERNETES_ID)
     if kind == "virtual":
         entity = catalog.resource_named(name) or catalog.component_named(name)
     else:
