@@ -229,6 +229,7 @@ class Pairer:
         max_items = self.config.max_items
         c = self.counters
         learn_port = self.ports.learn
+        learned: object = None
         dropped = 0
         for span in spans:
             kind = span.kind
@@ -254,7 +255,11 @@ class Pairer:
                     continue
                 pending[key] = (deadline, self._slim(span), True)
             elif kind == _SERVER or kind == _CONSUMER:
-                learn_port(span)
+                if span.resource is not learned:
+                    # The port a process serves on is its own: one server span of each
+                    # resource in a batch says it (spans of a resource share its dict).
+                    learned = span.resource
+                    learn_port(span)
                 parent = span.parent_span_id
                 if not parent:
                     c.roots += 1

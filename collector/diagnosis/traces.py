@@ -541,6 +541,13 @@ def _clock_shifts(order: list[SpanRecord], by_id: dict[bytes, SpanRecord],
     service lies outside its parent (the caller's client span, in the caller's time), it is
     centred in it (the network time split evenly both ways; a longer child starts with its
     parent), and its same-service descendants move with it. Spans already inside move not."""
+    for sid, up in parent_of.items():  # the common case: every span inside its parent
+        child, caller = by_id[sid], by_id[up]
+        if (child.start_ns < caller.start_ns or child.end_ns > caller.end_ns) \
+                and child.service != caller.service:
+            break
+    else:
+        return {}, 0
     shift: dict[bytes, int] = {}
     skewed = 0
     for s in order:
