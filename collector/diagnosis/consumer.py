@@ -91,10 +91,6 @@ class TraceDiagnosis:
         self.hosts.learn(spans)
         self.assembler.add(spans, now, self._offer(len(spans), now))
 
-    def span_rate(self) -> float:
-        """The offered span rate (spans/s) as of the last ``consume`` or ``flush``."""
-        return self._load / RATE_TAU_S
-
     def _offer(self, n: int, now: float) -> float:
         """Count ``n`` spans offered at ``now``; returns the keep fraction in force."""
         dt = now - self._load_t
