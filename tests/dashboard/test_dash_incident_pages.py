@@ -57,13 +57,20 @@ def test_incident_pages_show_the_timeline_evidence_and_the_graph_kept_across_a_r
     browser.driver.get(dash_url + "/incidents")
     banner = until("the paging banner", lambda: browser.find_element("#paging-banner").text)
     assert "Pages are not getting through" in banner and dead in banner
-    link = until("payment in the incident list",
-                 lambda: [a for a in browser.find_elements(".incident-link")
-                          if a.text == "payment"])
+    until("payment in the incident list",
+          lambda: [a for a in browser.find_elements(".incident-link") if a.text == "payment"])
     until("the team paged in the list",
           lambda: "payments" in browser.find_element(".incidents-table").text.lower())
-    link = [a for a in browser.find_elements(".incident-link") if a.text == "payment"]
-    link[0].click()
+
+    def open_payment() -> bool:
+        # The list refreshes every second: a link found may be redrawn before the click
+        # (stale), so find and click it again until the click lands.
+        links = [a for a in browser.find_elements(".incident-link") if a.text == "payment"]
+        if links:
+            links[0].click()
+        return bool(links)
+
+    until("a click on payment's incident", open_payment)
     until("the incident page", lambda: browser.driver.current_url.endswith(
         f"/incidents/{inc['id']}"))
     timeline = until("the timeline", lambda: browser.find_element("#inc-timeline").text)
