@@ -17,9 +17,9 @@ Options come from ``config.diagnosis`` (`collector.config.DiagnosisConfig`):
 ``trace_quiet_s`` (1.5), ``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0
 judges the detection window only), ``baseline_s`` (300), ``incident_quiet_s`` (30),
 ``evaluate_interval_s`` (1), and ``span_budget`` (20000 spans/s; 0: no budget). With them, a
-fault shows as an incident a few seconds after it starts (traces finish 1.5 s after their last
-span), and the incident resolves about ``detect_window_s`` + ``incident_quiet_s`` (~50 s)
-after the fault is cleared.
+fault shows as an incident a few seconds after it starts (traces finish once whole, a quarter
+second after their last span, or 1.5 s after it when a call got no answer), and the incident
+resolves about ``detect_window_s`` + ``incident_quiet_s`` (~50 s) after the fault is cleared.
 
 Load: while the offered span rate is at or below ``span_budget`` every trace is analysed;
 above it the diagnosis head-samples whole traces by trace id, keeping a fraction
@@ -50,8 +50,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from collector.config import CollectorConfig
-from collector.diagnosis.api import incidents_routes
-from collector.diagnosis.assessment import Assessment
+from collector.diagnosis.api import diagnosis_route, incidents_routes
+from collector.diagnosis.assessment import SHARED_HOST, Assessment, HeldBack, RootCause
 from collector.diagnosis.blast import BlastRadius
 from collector.diagnosis.consumer import TraceDiagnosis
 from collector.diagnosis.health import HealthJudge
@@ -107,7 +107,7 @@ class Diagnosis:
             self.health.judge(snap, stateful=True)
             found = self.finder.find(snap)
             rc = self.finder.cfg
-            newest = t - self.traces.assembler.quiet_s
+            newest = t - self.traces.assembler.recent_lag_s
             causes = self.hosts.group(snap, found.causes, found.window_start,
                                       (newest - rc.recent_window_s,
                                        newest - 3 * rc.recent_window_s), rc.baseline_s)
@@ -133,13 +133,23 @@ class Diagnosis:
                 edge_health={k: e.health for k, e in snap.edges.items()},
                 root_causes=tuple(causes),
                 impacted_by={k: tuple(v) for k, v in impacted_by.items()},
-                incidents=tuple(self.manager.incidents_json("open")))
+                incidents=tuple(self.manager.incidents_json("open")),
+                held_back=self._held_back(causes))
             AssessmentView(self).append(snap)
         # Readers of the default window may share this snapshot (as costly to build as
         # theirs): a large graph's reads then cost no second build under the lock.
         service.offer(("snapshot", self.window_s), snap, built_s)
         self.took_s = time.monotonic() - started
         return self.latest
+
+    def _held_back(self, paged: list[RootCause]) -> tuple[HeldBack, ...]:
+        """The candidates this tick found and did not page, with why."""
+        named = {c.service for c in paged}
+        named.update(s for c in paged if c.kind == SHARED_HOST
+                     for s in c.evidence.get("services", ()) if isinstance(s, str))
+        held = {**self.finder.held, **self.hosts.held}
+        return tuple(HeldBack(name, cand.kind, why, str(cand.evidence.get("summary", "")))
+                     for name, (cand, why) in sorted(held.items()) if name not in named)
 
     def interval(self) -> float:
         """Seconds until the next tick: ``evaluate_interval_s``, or ``EVALUATION_COST_FACTOR``
@@ -249,7 +259,10 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "max_pending_spans": ("gauge", "conway_diagnosis_max_pending_spans",
                           "Limit of spans waiting in pending traces (from the memory budget)"),
     "traces_finished": ("counter", "conway_diagnosis_traces_finished",
-                        "Traces assembled and analysed (gone quiet, or finished early)"),
+                        "Traces assembled and analysed (gone quiet, whole, or finished early)"),
+    "traces_finished_whole": ("counter", "conway_diagnosis_traces_finished_whole",
+                              "Traces finished as soon as they were whole (a root, every "
+                              "parent, every call answered), before their quiet time"),
     "spans_dropped_trace_full": ("counter", "conway_diagnosis_spans_dropped_trace_full",
                                  "Spans the diagnosis dropped because their trace already held "
                                  "the most spans per trace the memory budget allows"),
@@ -329,6 +342,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         base=list(service.appenders))
     service.appenders.append(AssessmentView(part))
     service.routes.extend(incidents_routes(manager))
+    service.routes.append(diagnosis_route(lambda: part.latest))
     service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part
     service.metrics.register(DiagnosisCollector(part))

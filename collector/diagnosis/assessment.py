@@ -82,6 +82,22 @@ class RootCause:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldBack:
+    """A candidate the root-cause step found that this tick did not page, and why (a busy
+    host's shared slowdown, a thin baseline, ...): what a person asks when a fault they see
+    has no incident."""
+
+    service: str
+    kind: str
+    reason: str
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "kind": self.kind, "reason": self.reason,
+                "summary": self.summary}
+
+
+@dataclass(frozen=True, slots=True)
 class Assessment:
     """What one evaluation tick concluded, at ``at`` (collector clock) over the default
     window. ``seq`` counts ticks (0: none yet). ``incidents`` are the open incidents as the
@@ -94,3 +110,4 @@ class Assessment:
     root_causes: tuple[RootCause, ...] = ()
     impacted_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     incidents: tuple[Mapping[str, Any], ...] = ()
+    held_back: tuple[HeldBack, ...] = ()

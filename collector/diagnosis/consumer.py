@@ -107,6 +107,7 @@ class TraceDiagnosis:
         if now > self._load_t:
             self._offer(0, now)  # an idle collector's keep fraction returns to 1
         self.assembler.flush(now)
+        self.assembler.finish_whole(now)
 
     def _on_trace(self, spans: list[SpanRecord], first_seen: float, weight: int) -> None:
         facts = analyze(spans, self.ports)
@@ -133,6 +134,7 @@ class TraceDiagnosis:
                 "spans_pending": a.spans_pending, "max_pending_spans": a.max_pending_spans,
                 "memory_budget_bytes": self.memory.budget_bytes,
                 "traces_finished": a.traces_finished,
+                "traces_finished_whole": a.traces_finished_whole,
                 "calls_clock_skewed": self.calls_clock_skewed,
                 "traces_finished_early": a.traces_finished_early,
                 "traces_finished_max_age": a.traces_finished_max_age,

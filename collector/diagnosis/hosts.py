@@ -168,6 +168,9 @@ class SharedHosts:
         self._last_busy: dict[str, float] = {}  # host -> when its recent medians last rose
         # host -> where the CPU baseline of its current shared episode ends (before it began)
         self._cpu_base_end: dict[str, float] = {}
+        # What the last ``group`` left out, service -> (candidate, why): see
+        # ``Assessment.held_back``.
+        self.held: dict[str, tuple[RootCause, str]] = {}
 
     def group(self, snap: Snapshot, causes: list[RootCause], t0: float,
               recent_starts: tuple[float, ...], baseline_s: float) -> list[RootCause]:
@@ -176,11 +179,14 @@ class SharedHosts:
         windows the root-cause step judged begin."""
         by_host = self.hosts.services_on()
         now = snap.generated_at
+        held = self.held = {}
         starved = self._starved_services(snap, causes, now, t0, min(recent_starts, default=t0),
                                          baseline_s)
         # Starved, with no host to share the slowdown with: nobody's incident either.
-        causes = [c for c in causes if c.service not in starved
-                  or self._host(snap, c) is not None]
+        for c in causes:
+            if c.service in starved and self._host(snap, c) is None:
+                held[c.service] = (c, "starved of CPU (queued behind other work), no host known")
+        causes = [c for c in causes if c.service not in held]
         latency = [(c, h) for c in causes
                    if c.kind == LATENCY or _unanswered(c) or c.service in starved
                    for h in (self._host(snap, c),) if h is not None]
@@ -222,11 +228,18 @@ class SharedHosts:
         out = [c for c in causes if c.service not in grouped]
         for host, members in sorted(shared.items()):
             if host not in rises:
-                continue  # starved, on a host too small to judge: nobody's incident
+                # Starved, on a host too small to judge: nobody's incident.
+                for c in members:
+                    held[c.service] = (c, f"starved of CPU on host {host}, with too few services "
+                                       f"there to judge a shared slowdown")
+                continue
             if host in standouts and not self._aftermath(host, now):
                 # One service's own slowness piles requests up on every process of its host
                 # (callers wait, concurrency rises): the neighbours' rise is its effect,
                 # paged with it, not a second incident.
+                for c in members:
+                    held[c.service] = (c, f"slowed with host {host} while another service there "
+                                       f"has a latency fault of its own (its effect)")
                 continue
             in_episode = now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S
             base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
@@ -238,6 +251,10 @@ class SharedHosts:
                 # shared-host incident needs the slowdown on min_ticks ticks running.
                 streaks[host] = self._streak.get(host, 0) + 1
                 if streaks[host] < self.cfg.min_ticks:
+                    for c in members:
+                        held[c.service] = (c, f"part of a shared slowdown of host {host}, "
+                                           f"{streaks[host]} of {self.cfg.min_ticks} ticks "
+                                           f"running so far")
                     continue
                 if not in_episode:
                     self._cpu_base_end[host] = t0
@@ -247,6 +264,14 @@ class SharedHosts:
                                            cpu=cpu)
             if cause is not None:
                 out.append(cause)
+            else:
+                for c in members:
+                    held[c.service] = (
+                        c, f"rose with its neighbours on host {host}"
+                        + (" (starved of CPU)" if c.service in starved else "")
+                        + ": a shared slowdown too small or too short for an incident"
+                        + (", after a shared-host episode" if self._aftermath(host, now)
+                           else ""))
         self._streak = streaks
         return out
 

@@ -109,6 +109,8 @@ class RootCauseFinder:
         self.cfg = config or RootCauseConfig()
         self.owner_of = owner_of
         self._recent_latency: set[str] = set()
+        # Candidates the last ``find`` held back, service -> (candidate, why).
+        self.held: dict[str, tuple[RootCause, str]] = {}
 
     def find(self, snap: Snapshot) -> Found:
         now = snap.generated_at
@@ -121,6 +123,7 @@ class RootCauseFinder:
         served_before: set[str] = set()  # quiet now, but served requests in their baseline
         slow_ms: dict[str, float] = {}
         recent_latency: set[str] = set()
+        held: dict[str, tuple[RootCause, str]] = {}
         lat = self.cfg.latency
         for name in sorted(names):
             win = windows.aggregate(name, t0, now)
@@ -151,6 +154,8 @@ class RootCauseFinder:
                     # busy moment as a fault: it must still be there next tick.
                     recent_latency.add(name)
                     if name not in self._recent_latency:
+                        held[name] = (cands[0], "latency in the last second against a thin "
+                                                "baseline: must still be there next tick")
                         cands = []
             if cands:
                 found.append(min(cands, key=lambda c: KIND_SEVERITY[c.kind]))
@@ -162,16 +167,17 @@ class RootCauseFinder:
         found = [replace(c, team=self._team(c.service, snap.nodes.get(c.service)))
                  for c in found[: self.cfg.max_root_causes]]
         self._recent_latency = recent_latency
+        self.held = held
         return Found(found, [c.service for c in found if c.service in established], t0, slow_ms)
 
     def _recent_candidates(self, name: str, node: Node | None, now: float,
                            base: Cell) -> list[RootCause]:
-        """Judge the last few seconds of finished traces (traces are recorded when they
-        finish, ``quiet_s`` after their last span) against the baseline ``base``; when that
+        """Judge the last few seconds of finished traces (recorded when they finish: once
+        whole, or ``quiet_s`` after their last span) against the baseline ``base``; when that
         is thin (a collector only seconds old has none before its detection window), against
         everything before the recent window instead."""
         windows = self.diag.windows
-        newest = now - self.diag.assembler.quiet_s
+        newest = now - self.diag.assembler.recent_lag_s
         for span_s in (self.cfg.recent_window_s, 3 * self.cfg.recent_window_s):
             start = newest - span_s
             recent = windows.recent(name, start, now)

@@ -1,7 +1,8 @@
 """Bounded trace assembly and per-trace analysis: error origins, victims, self time.
 
 Spans are buffered per ``trace_id`` and a trace is finished ``quiet_s`` seconds after its last
-span arrived (collector clock, passed in; ``flush(now)`` finishes what is due), or, when spans
+span arrived (collector clock, passed in; ``flush(now)`` finishes what is due), as soon as it is
+*whole* when the evaluation asks (``finish_whole``, below), or, when spans
 keep arriving, at the first one ``MAX_TRACE_OPEN_S`` or more after its first span (finished
 early and counted; later spans start a continuation). Memory is bounded by caps derived from
 the memory budget (`collector.limits.MemoryLimits`): ``MAX_TRACES`` pending traces and
@@ -17,6 +18,17 @@ dropped and counted (``spans_sampled_out``; ``traces_sampled_out`` counts the dr
 spans). The decision depends on the trace id alone, so every span of a trace gets the same one
 in any batch or replica while ``p`` holds; spans of a trace already pending are always kept,
 and the trace carries the integer weight ``1/p`` (rounded stochastically) it entered with.
+
+A trace is whole when nothing in it says a span is still to come: it has a root (a span with no
+parent), every parent a span names is there, and every CLIENT span has its SERVER child unless
+it calls a database (``DATABASE_ATTRIBUTES``: nothing instrumented answers it). Each process
+exports its spans in the order they end, and a synchronous call's spans end before their
+parent's, so a trace whose root and every callee's answer arrived has nothing more to send;
+the quiet wait is then only latency. ``finish_whole(now)`` finishes such traces once no span
+arrived for ``settle_s`` (a batch that straddles two exports); a call that got no answer (a
+refused connection, an uninstrumented peer) or a parent lost upstream keeps the trace waiting
+for ``quiet_s`` as before. A span of a finished trace that still arrives (an asynchronous child
+ending after its parent) starts a continuation, as after ``max_open_s``.
 
 ``analyze`` turns one finished trace into ``TraceFacts``:
 
@@ -46,6 +58,7 @@ from collector.ports import PortMap, peer_of
 from collector.vocabulary import (
     CALLEE_KINDS,
     CALLER_KINDS,
+    DATABASE_ATTRIBUTES,
     MESSAGING_DESTINATION_ATTRIBUTES,
     PEER_ADDRESS_ATTRIBUTES,
     PEER_NAME_ATTRIBUTES,
@@ -58,6 +71,9 @@ from collector.vocabulary import PRODUCER as _PRODUCER
 from collector.vocabulary import SERVER as _SERVER
 
 QUIET_S = 1.5
+# A whole trace is finished once no span arrived for this long (``finish_whole``); the recent
+# window of the root-cause step ends this long ago (``recent_lag_s``).
+SETTLE_S = 0.25
 # The caps of the default memory budget (`collector.limits.MemoryLimits`, 256 MB): pending
 # traces, spans per trace, spans pending in all traces together, and the span keys remembered
 # to catch re-sent spans.
@@ -151,13 +167,17 @@ class TraceAssembler:
         max_pending_spans: int = MAX_PENDING_SPANS,
         max_open_s: float = MAX_TRACE_OPEN_S,
         max_seen_spans: int = MAX_SEEN_SPANS,
+        settle_s: float = SETTLE_S,
     ) -> None:
+        if settle_s < 0:
+            raise ValueError("trace assembler: settle_s must be >= 0")
         if quiet_s < 0 or max_open_s <= 0 or min(max_traces, max_spans_per_trace,
                                                  max_pending_spans, max_seen_spans) < 1:
             raise ValueError("trace assembler: quiet_s must be >= 0, max_open_s > 0 and the "
                              "limits >= 1")
         self.on_trace = on_trace
         self.quiet_s = quiet_s
+        self.settle_s = min(settle_s, quiet_s)
         self.max_traces = max_traces
         self.max_spans_per_trace = max_spans_per_trace
         self.max_pending_spans = max_pending_spans
@@ -167,6 +187,7 @@ class TraceAssembler:
         self._recent = RecentSpans(max(2, max_seen_spans))
         self.spans_pending = 0
         self.traces_finished = 0
+        self.traces_finished_whole = 0  # before their quiet time, by ``finish_whole``
         self.traces_finished_early = 0  # all of the three below, and the trace cap's
         self.traces_finished_max_age = 0
         self.traces_finished_span_cap = 0  # the oldest, for the pending-spans cap
@@ -260,6 +281,32 @@ class TraceAssembler:
             done += 1
         return done
 
+    @property
+    def recent_lag_s(self) -> float:
+        """How long ago the newest traces a recent window can count on ended: ``settle_s``
+        plus one more, for the traces still waiting for their last export."""
+        return min(self.quiet_s, 2 * self.settle_s)
+
+    def finish_whole(self, now: float) -> int:
+        """Finish every pending trace that is whole (module doc) and received nothing for
+        ``settle_s``; returns how many. Each trace is checked again only when it grew."""
+        horizon = now - self.settle_s
+        due: list[bytes] = []
+        for trace_id, pending in self._pending.items():  # oldest arrival first
+            if pending.last_seen > horizon:
+                break
+            n = len(pending.spans)
+            if pending.checked == n:
+                continue
+            pending.checked = n
+            if _whole(pending.spans):
+                due.append(trace_id)
+        for trace_id in due:
+            pending = self._pending.pop(trace_id)
+            self.traces_finished_whole += 1
+            self._finish(pending)
+        return len(due)
+
     def _finish(self, pending: _Pending) -> None:
         self.traces_finished += 1
         self.spans_pending -= len(pending.spans)
@@ -272,6 +319,31 @@ class _Pending:
     first_seen: float
     last_seen: float
     weight: int
+    checked: int = 0  # spans it held when ``finish_whole`` last found it not whole
+
+
+def _whole(spans: list[SpanRecord]) -> bool:
+    """A root, every named parent present, every CLIENT span answered by a SERVER child
+    unless it calls a database (see the module doc)."""
+    ids = {s.span_id for s in spans}
+    answered: set[bytes] = set()
+    root = False
+    for s in spans:
+        parent = s.parent_span_id
+        if not parent:
+            root = True
+        elif parent not in ids:
+            return False
+        elif s.kind == _SERVER:
+            answered.add(parent)
+    if not root:
+        return False
+    for s in spans:
+        if s.kind == _CLIENT and s.span_id not in answered:
+            attrs = s.attributes
+            if not any(k in attrs for k in DATABASE_ATTRIBUTES):
+                return False
+    return True
 
 
 def _slim(span: SpanRecord) -> SpanRecord:

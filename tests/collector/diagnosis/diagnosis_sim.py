@@ -176,7 +176,7 @@ def drive(service: CollectorService, clock: Clock, shop: Shop, seconds: int, rps
             service.parts["diagnosis"].evaluate()
 
 
-def settle(service: CollectorService, clock: Clock, seconds: float = 3.0) -> None:
+def settle(service: CollectorService, clock: Clock, seconds: float = 2.0) -> None:
     """Let pending traces finish and pending halves expire, with no new traffic; the
     collector evaluates every second meanwhile, as it does live."""
     end = clock.t + seconds

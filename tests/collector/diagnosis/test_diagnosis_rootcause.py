@@ -189,8 +189,9 @@ def fresh_fault(fault: Fault | None, recent_window_s: float | None = None,
                 blips: tuple[int, ...] = (), requests: int = 80,
                 lead: int = 0) -> list[dict[str, Any]]:
     """Causes after 80 s of baseline and ``requests`` more (40/s) with ``fault`` at currency,
-    the trace-quiet time waited out. ``blips``: request numbers given 100 ms of extra self
-    time at currency instead (a GC pause, say); the first ``lead`` of them are healthy.
+    evaluated 0.6 s after the last request (its trace whole and settled). ``blips``: request
+    numbers given 100 ms of extra self time at currency instead (a GC pause, say); the first
+    ``lead`` of them are healthy.
     Currency serves 2 visits per request."""
     opts = {} if recent_window_s is None else {"recent_window_s": recent_window_s}
     service, clock = make_service(1_000_000.0, **opts)
@@ -204,7 +205,7 @@ def fresh_fault(fault: Fault | None, recent_window_s: float | None = None,
         else:
             shop.faults = {"currency": fault} if fault else {}
         service.ingest(shop.request(clock.t + i / 40), now=clock.t + i / 40)
-    clock.t += requests / 40 + 1.6  # the default trace_quiet_s is 1.5
+    clock.t += requests / 40 + 0.6  # whole traces finish 0.25 s after their last span
     service.parts["graph"].tick(clock.t)
     service.parts["diagnosis"].evaluate()
     return [c for c in service.snapshot().meta["root_causes"] if c["service"] == "currency"]

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from diagnosis_sim import PORTS, Fault, Shop, drive, make_service, settle
+import httpx
+from diagnosis_sim import PORTS, Fault, Shop, drive, make_service, serve, settle
 
+from collector import exposition
 from collector.scraper import Scraper
+from collector.service import CollectorService
 
 Rates = tuple[float, float, float]  # CPU s/s, CPU-wait s/s, requests/s
 QUIET: Rates = (0.05, 0.05, 5.0)
@@ -20,6 +23,13 @@ QUIET: Rates = (0.05, 0.05, 5.0)
 
 def diagnose(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str, Rates],
              cpu: bool = True, fault_s: int = 20) -> list[dict[str, Any]]:
+    causes: list[dict[str, Any]] = run(fault, before, during, cpu, fault_s).snapshot().meta[
+        "root_causes"]
+    return causes
+
+
+def run(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str, Rates],
+        cpu: bool = True, fault_s: int = 20) -> CollectorService:
     service, clock = make_service(1_000_000.0)
     shop = Shop(host="vm")
     scraper = Scraper(named={s: f"http://127.0.0.1:{p}/metrics" for s, p in PORTS.items()})
@@ -27,7 +37,7 @@ def diagnose(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str
         service.parts["scraper"] = scraper
     totals = {s: [0.0, 0.0, 0.0] for s in PORTS}
 
-    def run(seconds: int, rates: dict[str, Rates]) -> None:
+    def feed(seconds: int, rates: dict[str, Rates]) -> None:
         for _ in range(seconds):
             drive(service, clock, shop, 1)
             for t in scraper.targets():
@@ -36,12 +46,11 @@ def diagnose(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str
                     tot[i] += v
                 t.cpu.append((clock.t, *tot))
 
-    run(80, before)
+    feed(80, before)
     shop.faults = fault
-    run(fault_s, during)
+    feed(fault_s, during)
     settle(service, clock)
-    causes: list[dict[str, Any]] = service.snapshot().meta["root_causes"]
-    return causes
+    return service
 
 
 def named(causes: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -62,6 +71,20 @@ def test_the_busiest_process_starved_by_its_host_is_not_paged() -> None:
                                                      cpu=False))
     causes = diagnose(fault, {"frontend": BUSY_FRONTEND}, {"frontend": STARVED_FRONTEND})
     assert not any(c["service"] == "frontend" for c in causes), causes
+
+
+def test_why_a_starved_process_is_not_paged_is_served() -> None:
+    service = run({"frontend": Fault(latency_ms=300, queue=True)}, {"frontend": BUSY_FRONTEND},
+                  {"frontend": STARVED_FRONTEND})
+    exposition.install(service, service.config)  # the receiver's counters, for the real app
+    with serve(service) as base:
+        got = httpx.get(f"{base}/api/diagnosis", timeout=10).json()
+        again = httpx.get(f"{base}/api/diagnosis", timeout=10).json()
+    assert got["evaluations"] > 100 and got["root_causes"] == []
+    (held,) = [h for h in got["held_back"] if h["service"] == "frontend"]
+    assert held["kind"] == "latency" and "starved of CPU" in held["reason"], held
+    assert "frontend" in held["summary"]
+    assert again["held_back"] == got["held_back"]
 
 
 def test_its_own_work_growing_is_not_starvation() -> None:

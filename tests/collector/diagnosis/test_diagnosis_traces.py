@@ -1,4 +1,4 @@
-"""Trace assembly (bounded, quiet-time finishing) and per-trace analysis."""
+"""Trace assembly (bounded, finished once whole or after a quiet time) and per-trace analysis."""
 
 from __future__ import annotations
 
@@ -27,6 +27,39 @@ def test_trace_finishes_after_quiet_time_not_before() -> None:
     asm.flush(102.5)
     assert done == [(2, 100.0)]
     assert len(asm) == 0
+
+
+def test_a_whole_trace_finishes_once_settled_without_waiting_for_quiet() -> None:
+    done: list[int] = []
+    asm = TraceAssembler(lambda spans, t, w: done.append(len(spans)), quiet_s=1.5)
+    # frontend's export first (its call to checkout not yet answered), then checkout's, whose
+    # database call needs no answer from anything instrumented.
+    asm.add([span(1, 2, 1, "frontend", SpanKind.CLIENT, 1, 9, attrs={"peer.service": "co"}),
+             span(1, 1, 0, "frontend", SpanKind.SERVER, 0, 10)], now=100.0)
+    assert asm.finish_whole(100.5) == 0  # the call to checkout has no SERVER child yet
+    asm.add([span(1, 4, 3, "co", SpanKind.CLIENT, 3, 7, attrs={"db.system": "postgresql"}),
+             span(1, 3, 2, "co", SpanKind.SERVER, 2, 8)], now=100.6)
+    assert asm.finish_whole(100.7) == 0  # arrived 0.1 s ago: another export may follow
+    assert asm.finish_whole(100.9) == 1
+    assert done == [4] and len(asm) == 0
+    assert (asm.traces_finished, asm.traces_finished_whole) == (1, 1)
+
+
+def test_a_trace_with_a_call_unanswered_or_a_parent_missing_waits_for_quiet() -> None:
+    done: list[int] = []
+    asm = TraceAssembler(lambda spans, t, w: done.append(len(spans)), quiet_s=1.5)
+    # Trace 1: a refused call (no SERVER child will ever come, or it is late).
+    asm.add([span(1, 2, 1, "frontend", SpanKind.CLIENT, 1, 2, error=True,
+                  attrs={"peer.service": "co"}),
+             span(1, 1, 0, "frontend", SpanKind.SERVER, 0, 3, error=True)], now=100.0)
+    # Trace 2: checkout's spans, whose caller's (the root) export has not arrived.
+    asm.add([span(2, 3, 2, "co", SpanKind.SERVER, 2, 8)], now=100.0)
+    # Trace 3: no root at all (its parent was upstream of any instrumented service).
+    asm.add([span(3, 5, 9, "co", SpanKind.SERVER, 2, 8)], now=100.0)
+    assert asm.finish_whole(101.0) == 0 and done == []
+    asm.flush(101.5)
+    assert sorted(done) == [1, 1, 2]
+    assert asm.traces_finished_whole == 0
 
 
 def test_limits_are_named_and_drops_counted() -> None:
