@@ -88,8 +88,7 @@ def fmt(values: Sequence[float]) -> str:
 def run(name: str, extra: list[str], args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector", "--port", str(port),
-         "--diagnosis", "trace_quiet_s=0.5", *extra],
+        [sys.executable, "-m", "collector", "--port", str(port), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     timings: dict[str, list[float]] = {"post": [], "graph": [], "incidents": [], "healthz": []}

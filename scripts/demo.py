@@ -163,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         ("collector", [py, "-m", "collector", "--port", str(args.collector_port),
                        "--catalog", str(catalog), "--topology", str(topology),
                        "--scrape-interval", "1", "--data-dir", args.data_dir,
-                       # The shop's exporters send every 0.15 s, so a trace is complete well
-                       # within 0.5 s of its last span: finish it then, not after the 1.5 s a
-                       # slower exporter needs.
-                       "--diagnosis", "trace_quiet_s=0.5", *paging, *mesh_collector],
+                       *paging, *mesh_collector],
          f"{collector_url}/healthz", 20.0),
         ("demo shop", [py, "-m", "demo_services", "up", "--topology", str(topology),
                        "--collector", collector_url, "--admin-port", str(args.admin_port),

@@ -12,7 +12,10 @@ fresh collector learns a steady noisy service as normal rather than freezing it 
   caller that absorbed an optional dependency's failure is neither. A steady error rate that
   did not change is not a rise.
 - ``latency``: its *self* time p95 rose (``compare.LatencyRise``). Inclusive time every caller
-  inherits is not self time, so callers are not candidates.
+  inherits is not self time, so callers are not candidates. Against a short history (the
+  service seen for less than ``short_history_s``, 30 s, before the window: a collector or a
+  demo just started, its processes warming up on a busy host) only a rise of ``short_factor``
+  (x10) counts.
 - ``down``: calls into it fail with no server span (refused, timeout) and either the scrape
   says ``up`` is False, or it served nothing in the window, or its errors rose and nearly all
   of them (``down_share``) are such unanswered calls.
@@ -74,6 +77,9 @@ class RootCauseConfig:
     latency: LatencyRise = field(default_factory=LatencyRise)
     down_share: float = 0.8  # share of calls failing with no server span that means "down"
     min_baseline_requests: int = 50  # fewer: no baseline yet, so do not freeze one
+    # A service seen for less than this before the window (a collector or a demo seconds
+    # old) has a baseline of its warm-up: only a rise of ``latency.short_factor`` counts.
+    short_history_s: float = 30.0
     max_root_causes: int = MAX_ROOT_CAUSES
 
 
@@ -273,6 +279,8 @@ class RootCauseFinder:
             out.append(_cand(name, ERRORS, virtual, conf, summary, win.origin_traces,
                              counts, before, after))
         rule = replace(cfg.latency, quantile=0.5) if recent else cfg.latency
+        if base.buckets * self.diag.windows.bucket_s < cfg.short_history_s:
+            rule = replace(rule, factor=max(rule.factor, rule.short_factor))
         stat = "median" if recent else "p95"
         lat = rule.rise(win.self_hist, base.self_hist)
         if lat is not None and recent and lat[1] is not None:

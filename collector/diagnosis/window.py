@@ -117,6 +117,8 @@ class Cell:
     origin_traces: list[bytes] = field(default_factory=list)
     slow_traces: list[tuple[float, bytes]] = field(default_factory=list)
     anomalous: bool = False
+    # In a baseline (``ServiceWindows.baseline``): how many buckets saw the service.
+    buckets: int = 0
 
     def merge(self, o: Cell) -> None:
         self.requests += o.requests
@@ -343,6 +345,7 @@ class ServiceWindows:
                 want -= 1
                 if cell is not None:
                     out.merge(cell)
+                    out.buckets += 1
             idx -= 1
         return out
 

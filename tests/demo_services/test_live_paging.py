@@ -41,7 +41,6 @@ def paged(tmp_path: Path) -> Iterator[tuple[str, Shop, Receiver, str]]:
     proc, url = start_collector("--topology", str(shifted_topology(tmp, base)),
                                 "--scrape-interval", "1",
                                 "--catalog", str(REPO / "catalog" / "catalog-info.yaml"),
-                                "--diagnosis", "trace_quiet_s=0.5",
                                 "--diagnosis", "incident_quiet_s=5",
                                 "--alertmanager", am_url, "--alertmanager", dead,
                                 "--dashboard-url", "http://127.0.0.1:8050")
@@ -192,7 +191,6 @@ def test_two_collectors_sharing_the_traces_make_one_page_and_the_prometheus_sour
     topology = shifted_topology(tmp_path, base)
     collectors = [start_collector("--topology", str(topology), "--scrape-interval", "1",
                                   "--catalog", str(REPO / "catalog" / "catalog-info.yaml"),
-                                  "--diagnosis", "trace_quiet_s=0.5",
                                   "--alertmanager", am_url) for _ in range(2)]
     proxy = ShardingProxy([url for _, url in collectors])
     shop = None

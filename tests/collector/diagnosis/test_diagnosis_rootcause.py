@@ -290,3 +290,19 @@ def test_short_history_names_nothing_on_a_healthy_start() -> None:
         drive(service, clock, shop, 1)
         named.update(c["service"] for c in service.snapshot().meta["root_causes"])
     assert named == set()
+
+
+def test_a_short_history_needs_a_tenfold_rise_where_a_long_one_needs_a_double() -> None:
+    # checkout's own time 40 ms -> 200 ms (x5): a fault against a minute of history; against
+    # ten seconds of a demo warming up on a busy host, such rises are its warm-up noise.
+    for history_s, expected in ((10, set()), (60, {("checkout", "latency")})):
+        service, clock = make_service(1_000_000.0)
+        shop = Shop()
+        drive(service, clock, shop, history_s)
+        shop.faults = {"checkout": Fault(latency_ms=160.0)}
+        named: set[tuple[str, str]] = set()
+        for _ in range(8):
+            drive(service, clock, shop, 1)
+            named.update((c["service"], c["kind"])
+                         for c in service.snapshot().meta["root_causes"])
+        assert named == expected, history_s
