@@ -59,10 +59,10 @@ def find_drift(snap: Snapshot, catalog: Catalog) -> Drift:
             continue
         if not (edge_calls(edge, snap.window_s) > 0 or edge.rate_rps > 0):
             continue
-        source, target = snap.nodes.get(edge.source), snap.nodes.get(edge.target)
-        if source is not None and source.kind == "service":
+        caller, callee = snap.nodes.get(edge.source), snap.nodes.get(edge.target)
+        if caller is not None and caller.kind == "service":
             observed.add((edge.source.lower(), queues.get(edge.target, edge.target.lower())))
-        elif edge.source in queues and target is not None and target.kind == "service":
+        elif edge.source in queues and callee is not None and callee.kind == "service":
             observed.add((edge.target.lower(), queues[edge.source]))  # a consumer reads it
     drift = Drift()
     for component in sorted(catalog.components.values(), key=lambda c: str(c.ref)):
