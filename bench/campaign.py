@@ -28,8 +28,10 @@ Ground truth comes from ``catalog/topology.yaml`` and ``catalog/catalog-info.yam
 from the collector's code. ``bench/rca.py`` simulates traces from the analysis' own model of
 propagation, so it cannot catch that model being wrong; this bench asks the topology what
 *must* happen: a failure propagates up every chain of ``required: true`` calls (an optional
-call's failure is absorbed by a fallback), latency reaches every transitive caller, and a team
-is the ``spec.owner`` of the Component or Resource of that name (none in the catalog: None).
+call's failure is absorbed by a fallback), latency reaches every transitive caller, a topic's
+consumer (email, reading order-events) passes neither its errors nor its latency back to the
+publisher (its messages wait in the queue instead), and a team is the ``spec.owner`` of the
+Component or Resource of that name (none in the catalog: None).
 It prints figures and asserts nothing; it exits 1 only when it could not run.
 
 Run: .venv/bin/python bench/campaign.py [--burner] [--faults N] [--only errors,latency]
@@ -106,6 +108,8 @@ class Shop:
     versions: dict[str, str]
     calls: tuple[Call, ...]
     owners: dict[str, str]  # catalog entity name -> team, for those with an owner
+    # (publisher, consumer) through a topic: a path between them, but no caller's wait.
+    deliveries: tuple[tuple[str, str], ...] = ()
 
     def callers(self, target: str, required_only: bool) -> set[str]:
         """Every service reaching ``target`` through calls (each required, if asked)."""
@@ -120,13 +124,15 @@ class Shop:
         return found
 
     def reached(self, start: str) -> set[str]:
+        """Every service ``start`` reaches through calls or through the topics' messages."""
+        edges = [(c.caller, c.callee) for c in self.calls] + list(self.deliveries)
         found, todo = {start}, [start]
         while todo:
             node = todo.pop()
-            for c in self.calls:
-                if c.caller == node and c.callee not in found:
-                    found.add(c.callee)
-                    todo.append(c.callee)
+            for caller, callee in edges:
+                if caller == node and callee not in found:
+                    found.add(callee)
+                    todo.append(callee)
         return found
 
     def connected(self, a: str, b: str) -> bool:
@@ -146,8 +152,14 @@ def load_shop(topology: Path = TOPOLOGY, catalog: Path = CATALOG) -> Shop:
                   for call in route.get("calls") or [])
     versions = {name: str(spec.get("version", default_version))
                 for name, spec in services.items()}
+    published = {(name, str(topic)) for name, spec in services.items()
+                 for route in spec.get("routes") or [] for topic in route.get("publishes") or []}
+    deliveries = tuple(sorted(
+        (publisher, consumer) for publisher, topic in published
+        for consumer, spec in services.items()
+        if any(str(c.get("topic")) == topic for c in spec.get("consumes") or [])))
     return Shop(tuple(services), tuple(topo.get("virtual") or {}), versions, calls,
-                catalog_owners(catalog))
+                catalog_owners(catalog), deliveries)
 
 
 def catalog_owners(catalog: Path) -> dict[str, str]:

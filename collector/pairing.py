@@ -9,7 +9,9 @@ never pairs expires after ``ttl_s``:
   uninstrumented database, queue or external API); one naming no peer is counted as unpaired
   (or, with ``unknown_peer`` set, becomes a call to that node, as the otelcol connector does);
 - a SERVER/CONSUMER span whose parent never arrived is counted as unpaired (both upstreams do
-  the same: they only invent a caller for root spans).
+  the same: they only invent a caller for root spans);
+- a batch CONSUMER span (a root with span links) waits under each linked producer's key that
+  has not arrived; one that never comes is a delivery from the queue without a lag.
 
 Root SERVER/CONSUMER spans (no parent) are called by the virtual node ``user`` right away (or by
 the peer the span names, as Tempo does). Database CLIENT spans complete right away too: a
@@ -264,9 +266,17 @@ class Pairer:
                 if not parent:
                     c.roots += 1
                     if span.links and kind == _CONSUMER and self.config.queue_nodes:
-                        linked = self._linked(span, now)
-                        if linked:
-                            calls.extend(linked)
+                        linked, waiting = self._linked(span, now)
+                        calls.extend(linked)
+                        # A message whose producer has not arrived yet (each process exports
+                        # on its own schedule): the batch waits for it under the producer's
+                        # key, as a child waits for its parent.
+                        for key in waiting:
+                            if len(pending) >= max_items:
+                                dropped += 1
+                                break
+                            pending[key] = (deadline, self._slim(span), False)
+                        if linked or waiting:
                             continue
                     append(self._root(span, now))
                     continue
@@ -338,7 +348,14 @@ class Pairer:
             c.expired += 1
             if is_client and span.kind == _PRODUCER and self.config.queue_nodes:
                 self._remember_producer(span, now)  # consumers may still link to it
-            call = self._expired(span, now) if is_client else None
+            if is_client:
+                call = self._expired(span, now)
+            elif span.kind == _CONSUMER and not span.parent_span_id:
+                # A batch that waited for a linked producer in vain: its message was still
+                # delivered from the queue (lag unknown).
+                call = self._root(span, now)
+            else:
+                call = None
             if call is None:
                 c.unpaired += 1
             else:
@@ -381,14 +398,18 @@ class Pairer:
             weight=max(self._weight(server), self._weight(client)),
         )]
 
-    def _linked(self, consumer: SpanRecord, now: float) -> list[Call]:
+    def _linked(self, consumer: SpanRecord,
+                now: float) -> tuple[list[Call], list[tuple[bytes, bytes]]]:
         """A consumer starting its own trace (a batch) paired through its links with the
         producers they name: a producer still waiting gives producer -> queue -> consumer,
         one whose message was delivered already (or that went to its queue unanswered) one
-        more queue -> consumer delivery; each with its message's lag. Producers not seen
-        (or forgotten after ``PRODUCER_MEMORY_S``) are not paired."""
+        more queue -> consumer delivery; each with its message's lag. Also returns the links
+        whose producer is neither (not arrived yet, or forgotten after ``PRODUCER_MEMORY_S``):
+        the consumer waits for each, and one that never comes is a delivery without a lag
+        when it expires (see ``expire``)."""
         pending = self._pending
         out: list[Call] = []
+        waiting: list[tuple[bytes, bytes]] = []
         for key in consumer.links:
             other = pending.get(key)
             if other is not None and other[2] and other[1].kind == _PRODUCER:
@@ -398,7 +419,9 @@ class Pairer:
             elif key in self._producers:
                 self.counters.paired += 1
                 out.extend(self._deliveries(self._producers[key][1], consumer, now))
-        return out
+            elif other is None:
+                waiting.append(key)
+        return out, waiting
 
     def _remember_producer(self, producer: SpanRecord, now: float) -> None:
         """Keep a producer whose message reached its queue, for consumers that come later

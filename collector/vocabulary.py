@@ -81,6 +81,14 @@ MESSAGING_DESTINATION_ATTRIBUTES: tuple[str, ...] = ("messaging.destination.name
                                                      "messaging.destination")
 
 
+def queue_destination(node: str) -> str | None:
+    """The destination a queue node is named for (``order-events`` for ``kafka:
+    order-events``), the name a catalog Resource gives the topic; None for a name that is not
+    ``"<system>: <destination>"``."""
+    system, sep, dest = node.partition(": ")
+    return dest if sep and system and dest else None
+
+
 def queue_name(attrs: Mapping[str, object]) -> str | None:
     """The queue node a messaging span names: ``"<system>: <destination>"`` (``kafka:
     order-events``), the destination alone without a system; None without a destination."""

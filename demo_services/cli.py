@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", DEFAULT_COLLECTOR),
                        help="OTLP/HTTP endpoint for traces (default: $OTEL_EXPORTER_OTLP_ENDPOINT "
                        f"or {DEFAULT_COLLECTOR})")
+    serve.add_argument("--broker", type=_http_url,
+                       default=os.environ.get("CONWAY_BROKER_URL") or DEFAULT_ADMIN,
+                       help="the message broker of the topics it publishes or consumes: the "
+                       f"control API (default: $CONWAY_BROKER_URL, else {DEFAULT_ADMIN})")
     serve.add_argument("--faults", help="initial faults as JSON {target: fault}")
     serve.add_argument("--parent-pid", type=int, help="exit when this parent goes away")
 
@@ -291,9 +295,11 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             )
         )
     if args.command == "serve":
+        from demo_services.messaging import BROKER_ENV
         from demo_services.runner import run_service
 
         _set_mesh_env(args)
+        os.environ[BROKER_ENV] = args.broker  # read by the service (demo_services.messaging)
         return run_service(
             args.name, args.topology, args.base_port, args.collector, args.faults,
             args.parent_pid, os.environ.get(TOKEN_ENV), host=args.host,

@@ -9,6 +9,8 @@ for services in their own containers (``demo_services.remote``).
   DELETE /faults/{target}   clear one target;  DELETE /faults  clear all
   GET    /healthz
 
+and the demo's message broker, ``/topics`` (``demo_services.broker``).
+
 Errors: 404 unknown target (the message lists valid names), 400 bad value, 401 bad or missing
 token (when a token is configured, mutating calls need ``Authorization: Bearer <token>``),
 502 when a service process could not be reached or restarted.
@@ -25,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from demo_services.broker import Broker, broker_routes
 from demo_services.faults import FaultError, parse_update
 from demo_services.supervisor import SupervisorError
 from demo_services.topology import Topology
@@ -43,7 +46,11 @@ class FaultBackend(Protocol):
     async def clear(self, target: str | None = None) -> None: ...
 
 
-def build_control_app(supervisor: FaultBackend) -> Starlette:
+def build_control_app(supervisor: FaultBackend, broker: Broker | None = None) -> Starlette:
+    """The control API over ``supervisor``'s faults, with ``broker`` (default: a new one for
+    the topology's topics) on ``/topics``."""
+    broker = broker if broker is not None else Broker(supervisor.topology)
+
     def authorized(request: Request) -> bool:
         if supervisor.admin_token is None:
             return True
@@ -111,6 +118,7 @@ def build_control_app(supervisor: FaultBackend) -> Starlette:
             Route("/faults", clear_all, methods=["DELETE"]),
             Route("/faults/{target}", set_fault, methods=["POST"]),
             Route("/faults/{target}", clear_one, methods=["DELETE"]),
+            *broker_routes(broker),
         ]
     )
 

@@ -44,6 +44,7 @@ from demo_services.cpuhog import CpuHog
 from demo_services.defaults import HOST, peer_host
 from demo_services.faults import Fault, FaultError, apply_update, fault_from_json, parse_update
 from demo_services.mesh import PEER_HEADER, Sidecar, mesh_from_env, untraced_from_env
+from demo_services.messaging import Producer, broker_from_env, consuming
 from demo_services.telemetry import ServiceMetrics, Tracing
 from demo_services.topology import CallSpec, RouteSpec, ServiceSpec, Topology
 
@@ -92,6 +93,7 @@ class DemoService:
         self.traced = spec.name not in untraced_from_env()
         # trust_env=False: proxy variables must never reroute loopback calls between services.
         self.client = httpx.AsyncClient(trust_env=False)
+        self.producer = Producer(self, broker_from_env())
 
     # ---- faults -------------------------------------------------------------------------
 
@@ -122,11 +124,15 @@ class DemoService:
 
     # ---- request handling ---------------------------------------------------------------
 
+    def tracer(self) -> trace.Tracer:
+        """The current version's tracer (a no-op one for an untraced service)."""
+        return (self.tracing.provider.get_tracer("demo_services") if self.traced
+                else trace.NoOpTracer())
+
     async def handle(self, request: Request, route: RouteSpec) -> Response:
         started = time.perf_counter()
         parent = _propagator.extract(carrier=dict(request.headers))
-        tracer: trace.Tracer = (self.tracing.provider.get_tracer("demo_services")
-                                if self.traced else trace.NoOpTracer())
+        tracer = self.tracer()
         span = tracer.start_span(
             f"{route.method} {route.path}",
             context=parent,
@@ -189,6 +195,12 @@ class DemoService:
                     else STATUS_DEPENDENCY_FAILED
                 )
                 return status, {"error": f"{call.target} failed: {outcome.error_type}"}
+        for topic in route.publishes:
+            # Published after the calls succeeded; a failed publish fails its PRODUCER span
+            # (the collector then blames the queue), not the request.
+            sent = await self.producer.send(
+                topic, tracer, {"from": self.spec.name, "route": f"{route.method} {route.path}"})
+            results[topic] = "published" if sent else "not published"
         return 200, {
             "service": self.spec.name,
             "version": self.version,
@@ -363,7 +375,8 @@ def build_app(service: DemoService) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with consuming(service):  # its batch consumers, if it has any
+            yield
         await service.aclose()
 
     routes = [

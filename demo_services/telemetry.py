@@ -12,6 +12,10 @@ Metrics: a per-process ``CollectorRegistry`` with Prometheus-named families:
 ``route``, ``status_code``; ``http_client_requests_total`` and
 ``http_client_request_duration_seconds`` by ``peer`` and ``status`` (the HTTP status code, ``ok``
 for a database call that succeeded, otherwise the span's ``error.type`` such as ``timeout``);
+``messaging_client_sent_messages_total`` and ``messaging_client_operation_duration_seconds``
+by ``topic`` and ``status`` (``ok`` or the error), ``messaging_client_consumed_messages_total``
+and ``messaging_process_duration_seconds`` (one observation per batch) by ``topic`` and
+``status`` (``ok``, ``error``), ``messaging_client_polls_total`` by ``topic`` and ``status``;
 ``service_build_info`` (1, labelled with the running ``service_version``); the standard
 ``process_*`` families (``process_cpu_seconds_total`` and others) and, on Linux,
 ``process_cpu_wait_seconds_total``: the seconds this process's threads were runnable but
@@ -235,6 +239,38 @@ class ServiceMetrics:
             "Time of outbound calls to services and databases.",
             ["peer", "status"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.sent_messages = Counter(
+            "messaging_client_sent_messages",
+            "Messages published to the broker, by topic and outcome.",
+            ["topic", "status"],
+            registry=self.registry,
+        )
+        self.send_duration = Histogram(
+            "messaging_client_operation_duration_seconds",
+            "Time to publish one message to the broker.",
+            ["topic", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.consumed_messages = Counter(
+            "messaging_client_consumed_messages",
+            "Messages taken from the broker and processed, by topic and outcome.",
+            ["topic", "status"],
+            registry=self.registry,
+        )
+        self.process_duration = Histogram(
+            "messaging_process_duration_seconds",
+            "Time to process one batch of messages.",
+            ["topic", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.polls = Counter(
+            "messaging_client_polls",
+            "Polls of the broker, by topic and outcome (ok, unreachable, or the HTTP status).",
+            ["topic", "status"],
             registry=self.registry,
         )
         self.build_info = Gauge(

@@ -36,6 +36,26 @@ class RouteSpec:
     method: str
     path: str
     calls: tuple[CallSpec, ...] = ()
+    # Topics a message is published to once the calls succeeded (see `TopicSpec`).
+    publishes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A service reading a topic in batches: every ``poll_ms`` it takes up to ``max_batch``
+    messages and processes them in one CONSUMER span (its consumer group: the service)."""
+
+    topic: str
+    max_batch: int
+    poll_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A message topic (``system``: the ``messaging.system`` spans name, e.g. kafka)."""
+
+    name: str
+    system: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +65,11 @@ class ServiceSpec:
     version: str
     work_ms: float
     routes: tuple[RouteSpec, ...]
+    consumes: tuple[ConsumerSpec, ...] = ()
+
+    def publishes(self) -> list[str]:
+        """Distinct topics its routes publish to, in first-publish order."""
+        return list(dict.fromkeys(t for route in self.routes for t in route.publishes))
 
     def dependencies(self) -> list[str]:
         """Distinct call targets of all routes, in first-call order."""
@@ -68,6 +93,7 @@ class Topology:
     services: dict[str, ServiceSpec]
     virtual: dict[str, VirtualSpec] = field(default_factory=dict)
     source: Path | None = None
+    topics: dict[str, TopicSpec] = field(default_factory=dict)
 
     def with_base_port(self, base_port: int | None) -> Topology:
         """Shift every port so the lowest one becomes ``base_port`` (None: unchanged)."""
@@ -87,6 +113,14 @@ class Topology:
 
     def callers_of(self, target: str) -> list[str]:
         return [name for name, spec in self.services.items() if target in spec.dependencies()]
+
+    def consumers_of(self, topic: str) -> list[str]:
+        """The services (each its own consumer group) that consume ``topic``."""
+        return [name for name, spec in self.services.items()
+                if any(c.topic == topic for c in spec.consumes)]
+
+    def publishers_of(self, topic: str) -> list[str]:
+        return [name for name, spec in self.services.items() if topic in spec.publishes()]
 
     @property
     def targets(self) -> list[str]:
@@ -126,6 +160,16 @@ def parse_topology(raw: object, source: Path | None = None) -> Topology:
             latency_ms=_number(item.get("latency_ms", 1), f"{where}.latency_ms"),
         )
 
+    topics: dict[str, TopicSpec] = {}
+    for name, entry in _mapping(doc.get("topics", {}), "topics").items():
+        where = f"topics.{name}"
+        _check_name(name, where)
+        item = _mapping(entry, where)
+        system = item.get("system")
+        if not isinstance(system, str) or not system:
+            raise TopologyError(f"{where} needs system (the messaging.system, e.g. kafka)")
+        topics[name] = TopicSpec(name=name, system=system)
+
     raw_services = _mapping(doc.get("services"), "services")
     if not raw_services:
         raise TopologyError("services is empty: the shop needs at least one service")
@@ -143,7 +187,7 @@ def parse_topology(raw: object, source: Path | None = None) -> Topology:
             raise TopologyError(f"{where}.port {port} is already used by {ports[port]}")
         ports[port] = name
         routes = tuple(
-            _route(r, f"{where}.routes[{i}]", names, virtual, default_timeout)
+            _route(r, f"{where}.routes[{i}]", names, virtual, topics, default_timeout)
             for i, r in enumerate(_list(item.get("routes", []), f"{where}.routes"))
         )
         if not routes:
@@ -157,8 +201,9 @@ def parse_topology(raw: object, source: Path | None = None) -> Topology:
             version=str(item.get("version", default_version)),
             work_ms=_number(item.get("work_ms", default_work), f"{where}.work_ms"),
             routes=routes,
+            consumes=_consumes(item.get("consumes", []), f"{where}.consumes", topics),
         )
-    return Topology(services=services, virtual=virtual, source=source)
+    return Topology(services=services, virtual=virtual, source=source, topics=topics)
 
 
 def split_route(text: object, where: str) -> tuple[str, str]:
@@ -174,6 +219,7 @@ def _route(
     where: str,
     services: set[str],
     virtual: dict[str, VirtualSpec],
+    topics: dict[str, TopicSpec],
     default_timeout: float,
 ) -> RouteSpec:
     item = _mapping(raw, where)
@@ -202,7 +248,35 @@ def _route(
         else:
             known = sorted(services | set(virtual))
             raise TopologyError(f"{cw}.to {target!r} is not a service or virtual: {known}")
-    return RouteSpec(method=method, path=path, calls=tuple(calls))
+    publishes = []
+    for i, topic in enumerate(_list(item.get("publishes", []), f"{where}.publishes")):
+        if topic not in topics:
+            raise TopologyError(f"{where}.publishes[{i}] {topic!r} is not a topic: "
+                                f"{sorted(topics)} (declare it under topics:)")
+        publishes.append(str(topic))
+    return RouteSpec(method=method, path=path, calls=tuple(calls),
+                     publishes=tuple(dict.fromkeys(publishes)))
+
+
+def _consumes(raw: object, where: str, topics: dict[str, TopicSpec]) -> tuple[ConsumerSpec, ...]:
+    out: list[ConsumerSpec] = []
+    for i, entry in enumerate(_list(raw, where)):
+        cw = f"{where}[{i}]"
+        item = _mapping(entry, cw)
+        topic = item.get("topic")
+        if topic not in topics:
+            raise TopologyError(f"{cw}.topic {topic!r} is not a topic: {sorted(topics)} "
+                                "(declare it under topics:)")
+        if any(c.topic == topic for c in out):
+            raise TopologyError(f"{cw}: {topic} is consumed twice by one service")
+        batch = item.get("max_batch", 1)
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1000:
+            raise TopologyError(f"{cw}.max_batch must be an integer in 1..1000, got {batch!r}")
+        poll = _number(item.get("poll_ms", 500), f"{cw}.poll_ms")
+        if not 10 <= poll <= 60_000:
+            raise TopologyError(f"{cw}.poll_ms must be in 10..60000, got {poll:g}")
+        out.append(ConsumerSpec(topic=str(topic), max_batch=batch, poll_ms=poll))
+    return tuple(out)
 
 
 def _mapping(value: object, where: str) -> dict[str, Any]:

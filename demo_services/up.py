@@ -23,6 +23,7 @@ import uvicorn
 
 from demo_services.control import build_control_app
 from demo_services.loadgen import LoadGenerator
+from demo_services.messaging import BROKER_ENV
 from demo_services.service import HOST
 from demo_services.supervisor import Supervisor, SupervisorError
 from demo_services.topology import load_topology
@@ -59,6 +60,8 @@ async def _up(options: UpOptions) -> int:
     topology = load_topology(options.topology).with_base_port(options.base_port)
     # Children get the collector explicitly; the variable keeps any other OTel code consistent.
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = options.collector
+    # The topics' broker is the control API's (demo_services.broker): every service inherits it.
+    os.environ[BROKER_ENV] = f"http://{HOST}:{options.admin_port}"
     supervisor = Supervisor(
         topology, options.topology, options.base_port, options.collector, options.admin_token
     )

@@ -7,7 +7,9 @@ Only Components in the catalog are judged (an uncatalogued service declares noth
 - ``unused``: a ``dependsOn`` entry with no call in the window.
 
 Names compare case-insensitively, as Backstage names do; a ``component:`` and a ``resource:``
-reference both match the graph node of that name. References to other kinds (e.g. ``api:``)
+reference both match the graph node of that name, and a queue node (``kafka: order-events``)
+is matched by its destination (``resource:order-events``): its producers call it and its
+consumers, which read from it, depend on it too. References to other kinds (e.g. ``api:``)
 are not traffic and are not judged.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 from collector.model import Snapshot
 from collector.ownership.catalog import Catalog
 from collector.ownership.teammap import edge_calls
-from collector.vocabulary import USER_NODE
+from collector.vocabulary import USER_NODE, queue_destination
 
 TRAFFIC_KINDS = ("component", "resource")
 
@@ -45,15 +47,23 @@ class Drift:
 def find_drift(snap: Snapshot, catalog: Catalog) -> Drift:
     """Drift between ``catalog`` and ``snap``; pairs use the graph's node names where known."""
     by_lower = {node_id.lower(): node_id for node_id in snap.nodes}
+    queues: dict[str, str] = {}  # queue node -> the catalog name of its destination
+    for node_id, node in snap.nodes.items():
+        dest = queue_destination(node_id) if node.kind == "virtual" else None
+        if dest is not None:
+            queues[node_id] = dest.lower()
+            by_lower.setdefault(dest.lower(), node_id)
     observed: set[tuple[str, str]] = set()  # lower-cased
     for edge in snap.edges.values():
         if edge.source == USER_NODE or edge.target == USER_NODE:
             continue
-        source = snap.nodes.get(edge.source)
-        if source is None or source.kind != "service":
+        if not (edge_calls(edge, snap.window_s) > 0 or edge.rate_rps > 0):
             continue
-        if edge_calls(edge, snap.window_s) > 0 or edge.rate_rps > 0:
-            observed.add((edge.source.lower(), edge.target.lower()))
+        caller, callee = snap.nodes.get(edge.source), snap.nodes.get(edge.target)
+        if caller is not None and caller.kind == "service":
+            observed.add((edge.source.lower(), queues.get(edge.target, edge.target.lower())))
+        elif edge.source in queues and callee is not None and callee.kind == "service":
+            observed.add((edge.target.lower(), queues[edge.source]))  # a consumer reads it
     drift = Drift()
     for component in sorted(catalog.components.values(), key=lambda c: str(c.ref)):
         src = component.name.lower()

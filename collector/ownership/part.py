@@ -24,6 +24,7 @@ from collector.ownership.resolve import (
 )
 from collector.ownership.teammap import edge_dict, team_map
 from collector.ownership.watch import CatalogStore
+from collector.vocabulary import queue_destination
 
 
 @dataclass
@@ -131,7 +132,13 @@ class Ownership:
         services.update({s.lower(): s for s in self.attrs.services()})
         resources = {r.name.lower(): r.name for r in cat.resources.values()}
         for node in snap.nodes.values():
-            (services if node.kind == "service" else resources)[node.id.lower()] = node.id
+            if node.kind == "service":
+                services[node.id.lower()] = node.id
+                continue
+            # A queue node stands for its topic's Resource (kafka: order-events, order-events).
+            dest = queue_destination(node.id)
+            key = dest.lower() if dest is not None and dest.lower() in resources else None
+            resources[key or node.id.lower()] = node.id
         for names, kind in ((services, "service"), (resources, "virtual")):
             for name in names.values():
                 owner = self.owner(name, kind)

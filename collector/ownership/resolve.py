@@ -7,7 +7,8 @@ Order, first answer wins:
    ``source_app`` / ``destination_app``, a Linkerd deployment without its version suffix) or
    its workload name, in that order; ``source`` "catalog (backstage.io/kubernetes-id)";
 1. the catalog: a Component named like the service (for a virtual node: a Resource, then a
-   Component, of that name); its ``spec.owner``, or its System's owner; ``source`` "catalog";
+   Component, of that name; for a queue node ``kafka: order-events``, also the Resource
+   ``order-events``); its ``spec.owner``, or its System's owner; ``source`` "catalog";
 2. the resource attribute ``team`` (then ``service.owner.name``) last seen on the service's
    spans; ``source`` "resource attribute";
 3. nobody: a service is then an orphan, listed as such and never guessed. A virtual node
@@ -29,7 +30,7 @@ from typing import Any
 from collector.model import SpanRecord
 from collector.ownership.catalog import Catalog, Component, Group
 from collector.ownership.contact import Contact
-from collector.vocabulary import USER_NODE
+from collector.vocabulary import USER_NODE, queue_destination
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,11 @@ def resolve_owner(catalog: Catalog, attrs: ResourceTeams, name: str,
         if owner is not None:
             return replace(owner, source=SOURCE_KUBERNETES_ID)
     if kind == "virtual":
-        entity = catalog.resource_named(name) or catalog.component_named(name)
+        # A queue node (kafka: order-events) is the Resource of its destination's name.
+        dest = queue_destination(name)
+        entity = (catalog.resource_named(name)
+                  or (catalog.resource_named(dest) if dest is not None else None)
+                  or catalog.component_named(name))
     else:
         entity = catalog.component_named(name)
     if entity is not None:

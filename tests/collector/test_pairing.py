@@ -53,6 +53,29 @@ def test_producer_consumer_pair_as_messaging() -> None:
     assert call.connection_type == ConnectionType.MESSAGING
 
 
+def test_a_batch_waits_for_a_linked_producer_that_arrives_after_it() -> None:
+    # Each process exports on its own schedule: email's batch span can reach the collector
+    # before checkout's producer span. Each message is still one delivery, with its lag.
+    topic = {"messaging.system": "kafka", "messaging.destination.name": "order-events"}
+    p = Pairer(PairingConfig(ttl_s=2.0))
+    early = span("checkout", SpanKind.PRODUCER, parent=b"\x02" * 8, attrs=topic, trace=b"a" * 16)
+    late = span("checkout", SpanKind.PRODUCER, parent=b"\x02" * 8, attrs=topic, trace=b"b" * 16)
+    never = (b"c" * 16, b"\x09" * 8)  # a producer that never arrives (say, sampled out)
+    batch = span("email", SpanKind.CONSUMER, attrs=topic, trace=b"d" * 16, duration_ms=5)
+    batch.start_ns, batch.end_ns = 40_000_000, 45_000_000
+    batch.links = ((early.trace_id, early.span_id), (late.trace_id, late.span_id), never)
+    p.feed([early], 0.0)
+    first = p.feed([batch], 0.1)
+    assert [(c.client, c.server, c.lag_ns) for c in first] == [
+        ("checkout", "kafka: order-events", -1), ("kafka: order-events", "email", 30_000_000)]
+    second = p.feed([late], 0.2)
+    assert [(c.client, c.server, c.lag_ns) for c in second] == [
+        ("checkout", "kafka: order-events", -1), ("kafka: order-events", "email", 30_000_000)]
+    (third,) = p.expire(5.0)  # the one never seen: delivered all the same, lag unknown
+    assert (third.client, third.server, third.lag_ns) == ("kafka: order-events", "email", -1)
+    assert p.counters.paired == 2 and len(p) == 0
+
+
 def test_root_server_is_called_by_user_at_once() -> None:
     p = Pairer()
     (call,) = p.feed([span("frontend", SpanKind.SERVER)], 0.0)

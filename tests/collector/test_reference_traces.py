@@ -168,3 +168,19 @@ def test_jaeger_large_dependency_graph() -> None:
     assert len(g.connection_types) == 4271
     assert len(g.kinds) == 1238
     assert g.dropped_edges == 0 and g.dropped_nodes == 0
+
+
+def test_queue_mode_draws_no_queue_where_the_spans_name_no_destination() -> None:
+    # Conway's default pairing (queue nodes on) over the upstream messaging fixtures. Neither
+    # names a destination the way the semantic conventions do: Tempo's RabbitMQ spans carry
+    # `messaging.destination: ""` (the queue is in `messaging.rabbitmq.routing_key`), Zipkin's
+    # Kafka spans only Brave's `kafka.topic` tag. So no queue node is invented: the producer
+    # and its consumer meet directly, with the edges and counts Tempo's own test asserts (the
+    # demo's order-events, which does name it, is drawn through its queue:
+    # tests/demo_services/test_live_messaging.py).
+    g, edges = run("tempo--trace-with-queue-database.json", PairingConfig())
+    assert edges[("mythical-requester", "mythical-recorder")] == ("messaging_system", 1, 0)
+    assert ("mythical-requester", "mythical-server") in edges and not g.queues
+    g, edges = run("zipkin--messaging-kafka.json", PairingConfig())
+    assert edges[("servicea", "serviceb")] == ("messaging_system", 2, 0)
+    assert not g.queues and not any(":" in node for edge in edges for node in edge)

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
+SPAN_KIND_PRODUCER = 4
+SPAN_KIND_CONSUMER = 5
 STATUS_ERROR = 2
 WAIT_S = 20.0
 # Longer than the services' span export interval (demo_services.telemetry.SCHEDULE_DELAY_MS).
@@ -71,6 +73,8 @@ class SpanRow:
     error: bool
     start_ns: int
     end_ns: int
+    # Span links as (trace id, span id), hex.
+    links: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -135,10 +139,16 @@ class OtlpReceiver:
                             error=s.status.code == STATUS_ERROR,
                             start_ns=s.start_time_unix_nano,
                             end_ns=s.end_time_unix_nano,
+                            links=[(link.trace_id.hex(), link.span_id.hex())
+                                   for link in s.links],
                         )
                     )
         with self.lock:
             self.rows.extend(rows)
+
+    def where(self, keep: Callable[[SpanRow], bool]) -> list[SpanRow]:
+        with self.lock:
+            return [r for r in self.rows if keep(r)]
 
     def trace(self, trace_id: str) -> list[SpanRow]:
         with self.lock:

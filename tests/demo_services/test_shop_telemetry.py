@@ -8,6 +8,8 @@ import httpx
 import pytest
 from demo_harness import (
     SPAN_KIND_CLIENT,
+    SPAN_KIND_CONSUMER,
+    SPAN_KIND_PRODUCER,
     SPAN_KIND_SERVER,
     OtlpReceiver,
     Shop,
@@ -20,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from demo_services.telemetry import make_tracer_provider
 
 HOME_SERVICES = {"frontend", "product-catalog", "currency", "cart", "recommendation", "ad"}
+# email is not in the order's trace: it reads order-events in batches, in traces of its own.
 CHECKOUT_SERVICES = {"frontend", "checkout", "cart", "currency", "payment", "fraud-detection",
-                     "shipping", "quote", "email"}
+                     "shipping", "quote"}
 
 
 def _home_complete(spans: list[SpanRow]) -> bool:
@@ -94,6 +97,51 @@ def test_checkout_trace_reaches_payment_shipping_and_postgres(
     assert orders.service == "checkout"
     assert orders.attrs["db.namespace"] == "orders"
     assert orders.attrs["db.operation.name"] == "INSERT"
+    assert "email" not in services_in(spans)
+
+
+def test_an_order_is_published_and_email_processes_it_in_a_linked_batch(
+    shop: Shop, receiver: OtlpReceiver
+) -> None:
+    response = httpx.post(shop.url("frontend") + "/checkout", trust_env=False, timeout=10)
+    assert response.status_code == 200
+    trace_id = trace_id_of(response)
+    spans = receiver.wait_trace(trace_id, lambda spans: any(
+        s.kind == SPAN_KIND_PRODUCER for s in spans))
+    (send,) = [s for s in spans if s.kind == SPAN_KIND_PRODUCER]
+    assert (send.service, send.name) == ("checkout", "send order-events")
+    assert send.attrs["messaging.system"] == "kafka"
+    assert send.attrs["messaging.destination.name"] == "order-events"
+    assert send.attrs["messaging.operation.type"] == "send"
+    assert not send.error
+    parent = next(s for s in spans if s.span_id == send.parent_id)
+    assert (parent.service, parent.kind) == ("checkout", SPAN_KIND_SERVER)
+
+    # email takes it in its next poll: one CONSUMER span for the batch, in a trace of its
+    # own, linked to the span that published each message (the context in its headers).
+    def processed() -> list[SpanRow]:
+        return receiver.where(lambda s: s.kind == SPAN_KIND_CONSUMER
+                              and (trace_id, send.span_id) in s.links)
+
+    receiver.wait_trace(trace_id, lambda _: bool(processed()))
+    (process,) = processed()
+    assert (process.service, process.name) == ("email", "process order-events")
+    assert process.parent_id == "" and process.trace_id != trace_id
+    assert process.attrs["messaging.destination.name"] == "order-events"
+    assert process.attrs["messaging.operation.type"] == "process"
+    assert process.attrs["messaging.consumer.group.name"] == "email"
+    assert process.attrs["messaging.batch.message_count"] == len(process.links) >= 1
+    assert process.start_ns >= send.end_ns  # it waited in the queue: the lag
+    assert not process.error
+
+    def counted(service: str, family: str) -> float:
+        text = httpx.get(shop.url(service) + "/metrics", trust_env=False, timeout=10).text
+        return sum(s.value for f in text_string_to_metric_families(text) if f.name == family
+                   for s in f.samples if s.name.endswith("_total")
+                   and s.labels == {"topic": "order-events", "status": "ok"})
+
+    assert counted("checkout", "messaging_client_sent_messages") >= 1
+    assert counted("email", "messaging_client_consumed_messages") >= 1
 
 
 def test_every_service_exposes_prometheus_metrics(shop: Shop) -> None:

@@ -36,9 +36,16 @@ def test_demo_topology_matches_the_shared_contract() -> None:
         ("frontend", "ad", False), ("frontend", "checkout", True),
         ("recommendation", "product-catalog", True),
         ("checkout", "cart", True), ("checkout", "currency", True), ("checkout", "payment", True),
-        ("checkout", "shipping", True), ("checkout", "email", False), ("checkout", "orders", True),
+        ("checkout", "shipping", True), ("checkout", "orders", True),
         ("cart", "redis", True), ("payment", "fraud-detection", True), ("shipping", "quote", True),
     }
+    # The confirmation mail is asynchronous: checkout publishes, email consumes in batches.
+    assert topology.topics["order-events"].system == "kafka"
+    assert {name: spec.publishes() for name, spec in topology.services.items()
+            if spec.publishes()} == {"checkout": ["order-events"]}
+    assert topology.consumers_of("order-events") == ["email"]
+    (consumer,) = topology.services["email"].consumes
+    assert consumer.max_batch > 1 and consumer.poll_ms <= 1000
     assert topology.virtual["orders"].db_system == "postgresql"
     assert topology.virtual["orders"].db_namespace == "orders"
     assert topology.virtual["redis"].db_namespace is None
@@ -56,6 +63,33 @@ def test_topology_errors_name_the_entry() -> None:
         parse_topology(dup)
     with pytest.raises(TopologyError, match='must look like "GET /path"'):
         parse_topology({"services": {"a": {"port": 1, "routes": [{"route": "/nomethod"}]}}})
+
+
+def test_topic_errors_name_the_entry() -> None:
+    def shop(**email: object) -> dict[str, object]:
+        return {"topics": {"order-events": {"system": "kafka"}}, "services": {
+            "checkout": {"port": 1, "routes": [{"route": "POST /orders",
+                                                "publishes": ["order-events"]}]},
+            "email": {"port": 2, "routes": [{"route": "POST /send"}], **email}}}
+
+    parsed = parse_topology(shop(consumes=[{"topic": "order-events", "max_batch": 5}]))
+    assert parsed.services["email"].consumes[0].poll_ms == 500  # the default
+    assert parsed.publishers_of("order-events") == ["checkout"]
+    with pytest.raises(TopologyError, match=r"services\.email\.consumes\[0\]\.topic 'orders'"):
+        parse_topology(shop(consumes=[{"topic": "orders"}]))
+    with pytest.raises(TopologyError, match=r"consumes\[0\]\.max_batch must be an integer"):
+        parse_topology(shop(consumes=[{"topic": "order-events", "max_batch": 0}]))
+    with pytest.raises(TopologyError, match=r"consumes\[0\]\.poll_ms must be in 10\.\.60000"):
+        parse_topology(shop(consumes=[{"topic": "order-events", "poll_ms": 5}]))
+    with pytest.raises(TopologyError, match="consumed twice"):
+        parse_topology(shop(consumes=[{"topic": "order-events"}] * 2))
+    unknown = shop()
+    unknown["topics"] = {}
+    with pytest.raises(TopologyError, match=r"routes\[0\]\.publishes\[0\] 'order-events'"):
+        parse_topology(unknown)
+    with pytest.raises(TopologyError, match=r"topics\.t needs system"):
+        parse_topology({"topics": {"t": {}}, "services": {"a": {"port": 1, "routes": [
+            {"route": "GET /"}]}}})
 
 
 def test_missing_topology_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -25,13 +25,17 @@ def topology(path: Path, front: int, pay: int) -> Path:
     path.write_text(
         "virtual:\n"
         "  orders: {db_system: postgresql, db_namespace: orders, latency_ms: 1}\n"
+        "topics:\n"
+        "  visits: {system: kafka}\n"
         "services:\n"
         f"  frontend:\n    port: {front}\n    routes:\n"
         "      - route: GET /\n"
         "        calls: [{to: payment, route: GET /pay, required: true, timeout_ms: 1000}]\n"
+        "        publishes: [visits]\n"
         f"  payment:\n    port: {pay}\n    routes:\n"
         "      - route: GET /pay\n"
         "        calls: [{to: orders, operation: INSERT}]\n"
+        "    consumes: [{topic: visits, max_batch: 5, poll_ms: 100}]\n"
     )
     return path
 
@@ -69,8 +73,10 @@ def test_serve_control_and_load_as_separate_processes(
                    "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{INGEST}"}
 
     def serve(name: str) -> Proc:
+        # The topics' broker is the control process's API, as the containers reach it.
         proc = Proc([PYTHON, "-m", "demo_services", "serve", name, "--host", "127.0.0.1",
-                     *common], tmp_path / f"{name}.log", env=service_env)
+                     "--broker", f"http://localhost:{admin}", *common],
+                    tmp_path / f"{name}.log", env=service_env)
         processes.append(proc)
         return proc
 
@@ -96,6 +102,11 @@ def test_serve_control_and_load_as_separate_processes(
 
     wait_for(lambda: {("frontend", "payment"), ("payment", "orders")} <= edges(), 10,
              "the services' spans paired in the collector")
+    # The visit went through the control process's broker to payment's batch consumer.
+    wait_for(lambda: {("frontend", "kafka: visits"), ("kafka: visits", "payment")} <= edges(),
+             10, "the message published, consumed and paired through its link")
+    topics = httpx.get(f"http://127.0.0.1:{admin}/topics").json()["topics"]
+    assert topics[0]["groups"][0]["delivered"] >= 1
     refused = httpx.post(f"{collector_url}/v1/traces", content=b"",
                          headers={"Content-Type": "application/x-protobuf"})
     assert refused.status_code == 401, "spans without the token must be refused"

@@ -84,7 +84,9 @@ DEMO_CALLS = [
     *(("frontend", s) for s in
       ("product-catalog", "currency", "cart", "recommendation", "ad", "checkout")),
     ("recommendation", "product-catalog"),
-    *(("checkout", s) for s in ("cart", "currency", "payment", "shipping", "email", "orders")),
+    *(("checkout", s) for s in ("cart", "currency", "payment", "shipping", "orders",
+                                "kafka: order-events")),
+    ("kafka: order-events", "email"),
     ("cart", "redis"),
     ("payment", "fraud-detection"),
     ("shipping", "quote"),
@@ -93,7 +95,8 @@ DEMO_CALLS = [
 
 def demo_snapshot(window_s: float = 60.0) -> Snapshot:
     nodes = {s: "service" for s in DEMO_SERVICES}
-    nodes.update({"user": "virtual", "orders": "virtual", "redis": "virtual"})
+    nodes.update({"user": "virtual", "orders": "virtual", "redis": "virtual",
+                  "kafka: order-events": "virtual"})
     edges: list[tuple[str, str, int, int, float | None]] = [
         (s, t, 60, 3 if t == "quote" else 0, 20.0) for s, t in DEMO_CALLS
     ]

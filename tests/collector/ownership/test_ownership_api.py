@@ -74,11 +74,11 @@ def test_teams_lists_every_team_with_contacts_and_the_orphan(
         "name": "orders", "display_name": "Orders", "on_call": "bob (PagerDuty: PORD001)",
         "channel": "#team-orders", "runbook": "https://runbooks.shop.example/orders",
         "email": "orders@shop.example", "services": ["cart", "checkout", "shipping"],
-        "resources": ["orders", "redis"],
+        "resources": ["kafka: order-events", "orders", "redis"],  # the queue: its topic's
     }
     assert teams["discovery"]["on_call"] == "Opsgenie team discovery-oncall"
     assert body["orphans"] == ["quote"]
-    assert body["catalog"] == {"path": str(catalog), "loaded_at": 5000.0, "entities": 24,
+    assert body["catalog"] == {"path": str(catalog), "loaded_at": 5000.0, "entities": 25,
                                "errors": []}
     assert body["resource_attributes"]["dropped"] == 0
 
@@ -93,7 +93,7 @@ def test_team_detail_has_health_edges_and_drift(client: httpx.Client) -> None:
     ]
     out = {(e["source"], e["target"]): e for e in body["edges_out"]}
     assert set(out) == {("checkout", "currency"), ("checkout", "payment"),
-                        ("checkout", "email"), ("shipping", "quote")}
+                        ("kafka: order-events", "email"), ("shipping", "quote")}
     assert out[("shipping", "quote")] == {
         "source": "shipping", "target": "quote", "calls": 60, "rate_rps": 2.0,
         "error_ratio": 0.05, "p95_ms": 20.0, "health": "failing"}
@@ -125,7 +125,8 @@ def test_teammap_groups_the_orphan(client: httpx.Client) -> None:
     assert nodes["(orphans)"]["services"] == ["quote"]
     assert nodes["(orphans)"]["health"] == "failing"
     assert nodes["orders"]["display_name"] == "Orders"
-    assert nodes["orders"]["services"] == ["cart", "checkout", "orders", "redis", "shipping"]
+    assert nodes["orders"]["services"] == ["cart", "checkout", "kafka: order-events", "orders",
+                                           "redis", "shipping"]
     edges = {(e["source"], e["target"]): e for e in body["edges"]}
     assert edges[("orders", "(orphans)")]["errors"] == 3
     assert edges[("web", "orders")]["calls"] == 120  # frontend -> cart and -> checkout
