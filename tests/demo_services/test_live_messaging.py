@@ -42,8 +42,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Shop]]
     base = free_port_block(12)
     proc, url = start_collector("--topology", str(shifted_topology(tmp, base)),
                                 "--scrape-interval", "1",
-                                "--catalog", str(REPO / "catalog" / "catalog-info.yaml"),
-                                "--diagnosis", "trace_quiet_s=0.5")
+                                "--catalog", str(REPO / "catalog" / "catalog-info.yaml"))
     shop = None
     try:
         shop = start_shop(tmp, url, token=TOKEN, base=base)  # no load: the test orders
