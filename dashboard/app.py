@@ -19,9 +19,9 @@ from dash.development.base_component import Component
 
 from dashboard import views
 from dashboard.client import CollectorClient, Source
-from dashboard.state import fetch, initial_state, is_stale, next_state
+from dashboard.state import fetch_moment, initial_state, is_stale, next_state
 from dashboard.text import clock
-from dashboard.timetravel import past_banner
+from dashboard.timetravel import compare_links, past_banner
 
 SETTINGS_KEY = "CONWAY_SETTINGS"
 CATALOG_KEY = "CONWAY_CATALOG"
@@ -186,8 +186,10 @@ def refresh(_n: int | None, at: float | None, state: dict[str, Any] | None,
             and state.get("at") == at and state.get("reachable"):
         return no_update
     with collector_client() as client:
-        fetched = fetch(client, s.window_s, at=at)
-    return next_state(state, fetched, s.source_url, time.time(), s.source_label, at=at)
+        fetched, shown, refusal = fetch_moment(client, s.window_s, at, state)
+    return next_state(state, fetched, s.source_url, time.time(), s.source_label, at=shown,
+                      refused=(at, refusal) if at is not None and refusal is not None
+                      else None)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
@@ -200,6 +202,8 @@ def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, 
                              (state or {}).get("team_names") or {})
     if at is not None:
         page = html.Div([past_banner(float(at), incidents, now), page])
+    elif page is not None:
+        page = html.Div([page, compare_links(incidents)])  # a step back to before each
     source = str((state or {}).get("source") or "Collector").lower()
     if at is not None and state and state.get("reachable"):
         status = f"viewing {clock(float(at))} (history)"

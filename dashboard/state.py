@@ -95,12 +95,32 @@ def fetch(client: Source, window_s: float, at: float | None = None) -> Fetched:
     return out
 
 
+def fetch_moment(client: Source, window_s: float, at: float | None,
+                 prev: State | None) -> tuple[Fetched, float | None, str | None]:
+    """One refresh's reads for the moment ``at`` (None: live): (what was fetched, the moment
+    it shows, why ``at`` was refused). A moment the source refuses (outside its history: an
+    old link) is not asked again; the live graph is shown with the refusal, for the bar."""
+    refused = (prev or {}).get("at_refused") or {}
+    refusal: str | None = None
+    if at is not None and refused.get("at") != at:
+        fetched = fetch(client, window_s, at=at)
+        if fetched.error is None or fetched.unreachable:
+            return fetched, at, None
+        refusal = fetched.error
+    elif at is not None:
+        refusal = str(refused.get("error") or "")
+    return fetch(client, window_s), None, refusal
+
+
 def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: float,
-               source: str = "Collector", at: float | None = None) -> State:
+               source: str = "Collector", at: float | None = None,
+               refused: tuple[float, str] | None = None) -> State:
     """Merge one refresh into the state: keep the last good graph when the collector (or
     Prometheus, the ``source``) fails. ``at``: the past moment ``fetched`` shows (None:
-    live); positions are kept either way, so nothing moves between now and then."""
+    live); positions are kept either way, so nothing moves between now and then.
+    ``refused``: a moment asked for and refused, with why (`fetch_moment`)."""
     state = dict(prev) if prev else initial_state(collector_url, source)
+    state["at_refused"] = {"at": refused[0], "error": refused[1]} if refused else None
     state["collector"] = collector_url
     state["source"] = source
     if fetched.error is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import dash
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard.text import ago, clock
+from dashboard.text import ago, clock, display_text
 
 # Step buttons: (seconds, label).
 STEPS: tuple[tuple[int, str], ...] = (
@@ -31,6 +31,7 @@ STEPS: tuple[tuple[int, str], ...] = (
 # Within this much of the newest moment, the past is "now": the control goes live.
 LIVE_EDGE_S = 2.0
 DEFAULT_HISTORY_S = 900.0  # the slider's range before the source has said its own
+BEFORE_S = 60.0  # "the minute before it started": how far before an incident's start
 
 
 def parse_at(raw: object) -> float | None:
@@ -177,6 +178,11 @@ def bar(at: float | None, state: dict[str, Any] | None, _n: int | None) -> tuple
     history = (state or {}).get("history")
     earliest, newest = bounds(history, now)
     text = marker(at, history, now, str((state or {}).get("source") or "Collector"))
+    refused = (state or {}).get("at_refused") or {}
+    if at is not None and refused.get("at") == at:
+        return (-math.floor(newest - earliest),
+                f"Cannot show {clock(at)}: {refused.get('error')} — showing live instead",
+                "tt-bar refused", False)
     if at is not None and (state or {}).get("at") != at:
         text = f"Loading {clock(at)}…"
     return (-math.floor(newest - earliest), text, "tt-bar past" if at is not None else "tt-bar",
@@ -196,6 +202,26 @@ def url_for(at: float | None) -> str:
     """The overview's deep link for a moment (what the address bar shows, as the
     clientside ``timetravel.url`` writes it)."""
     return "/" if at is None else f"/?at={round(at)}"
+
+
+def compare_links(incidents: list[Any]) -> html.Div | None:
+    """Under the who-to-page banner: for each open incident, a link to the overview at the
+    minute before it started (``BEFORE_S``), to compare with now."""
+    links: list[Any] = []
+    for inc in incidents[:3]:
+        started = inc.get("started_at") if isinstance(inc, Mapping) else None
+        if not isinstance(started, int | float) or isinstance(started, bool):
+            continue
+        root = (inc.get("root_cause") or {}).get("service")
+        at = math.floor(float(started) - BEFORE_S)
+        if links:
+            links.append(" · ")
+        links.append(dcc.Link(f"the minute before {display_text(root)} started "
+                              f"({clock(at)})", href=url_for(at), className="tt-before"))
+    if not links:
+        return None
+    return html.Div(["Compare with ", *links], id="tt-compare",
+                     className="banner banner-page banner-detail")
 
 
 def past_banner(at: float, incidents: list[Any], now: float) -> html.Div:

@@ -10,8 +10,10 @@ the slow-visit thresholds, runs the incident lifecycle and its SQLite writes, an
 the result as an immutable ``Assessment``. The one appender this installs in the read
 pipeline, ``AssessmentView``, copies the latest assessment onto a snapshot (health of the
 default window, ``root_causes``, ``impacted_by``, ``incidents``) and judges other windows'
-health statelessly; ``GET /api/incidents`` reads the incident list. So the same spans under
-the same clock give the same incidents however many readers there are.
+health statelessly; ``GET /api/incidents`` reads the incident list. Each tick also writes its
+health and open incidents, as changes, to ``Diagnosis.log`` (`collector.history.HealthLog`),
+which a snapshot of a past moment (``GET /api/graph?at=``) reads through ``past_assessment``.
+So the same spans under the same clock give the same incidents however many readers there are.
 
 Options come from ``config.diagnosis`` (`collector.config.DiagnosisConfig`):
 ``trace_quiet_s`` (1.5), ``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0

@@ -12,7 +12,7 @@ import pytest
 from dash import Dash
 from dash_graphs import demo_graph
 from dash_procs import CATALOG
-from dash_tree import text
+from dash_tree import hrefs, text
 
 from dashboard import app as app_module
 from dashboard import timetravel as tt
@@ -20,6 +20,7 @@ from dashboard.promsource import FAILED, TOTAL, CatalogOwnership, PrometheusSour
 from dashboard.state import Fetched, next_state
 
 NOW = 1_700_000_000.0
+EVIL = "<img src=x onerror=alert(1)>"
 HISTORY = {"from": NOW - 900, "to": NOW, "earliest_at": NOW - 840}
 
 
@@ -81,6 +82,12 @@ def test_the_past_keeps_positions_and_the_banner_says_history(dash_app: Dash) ->
     assert status.startswith("viewing") and "(history)" in status
     _c, live_page, live_status = app_module.render_banners(back, NOW + 4)
     assert live_page is None and live_status.startswith("updated")
+    # Live, during an incident: a link to the minute before it started, to compare.
+    evil = {**incident, "root_cause": {**incident["root_cause"], "service": EVIL}}
+    during = next_state(back, Fetched(graph=then, incidents=[evil]), "http://c", NOW + 6)
+    banner = app_module.render_banners(during, NOW + 6)[1]
+    assert f"/?at={int(NOW - 460)}" in hrefs(banner)
+    assert f"the minute before {EVIL} started" in text(banner)  # drawn as text, escaped
     quiet = next_state(live, Fetched(graph=demo_graph(), incidents=[], history=HISTORY),
                        "http://c", NOW + 2, at=NOW - 800)
     assert "no incident was open" in text(app_module.render_banners(quiet, NOW + 2)[1])
@@ -125,3 +132,54 @@ def test_prometheus_source_asks_every_query_at_the_moment_shown() -> None:
     assert max(asked) == NOW and "at" not in now
     assert {n["id"]: n["health"] for n in now["nodes"]}["payment"] == "healthy"
     source.close()
+
+
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_moment_the_collector_refuses_shows_live_and_says_why(dash_app: Dash) -> None:
+    """Against a real collector (in-process, injected clock): a moment in its history is
+    fetched as the past; one outside it (an old link) shows the live graph with the
+    collector's reason on the bar, and is not asked for again."""
+    from procs import serve
+
+    from collector import wiring
+    from collector.config import CollectorConfig, DiagnosisConfig
+    from collector.replay import dependencies_to_spans
+    from dashboard.client import CollectorClient
+    from dashboard.state import fetch_moment
+
+    clock = _Clock(NOW)
+    service = wiring.build_service(
+        CollectorConfig(diagnosis=DiagnosisConfig(evaluate_interval_s=3600)), clock)
+    deps = [{"parent": "frontend", "child": "cart", "callCount": 1}]
+    for _ in range(30):
+        service.ingest(dependencies_to_spans(deps, int(clock.t * 1e9), 3), now=clock.t)
+        clock.t += 1
+        service.parts["graph"].tick(clock.t)
+        service.parts["diagnosis"].evaluate()
+    with serve(wiring.build_app(service)) as url, CollectorClient(url) as client:
+        fetched, shown, refusal = fetch_moment(client, 60.0, NOW + 20, None)
+        assert shown == NOW + 20 and refusal is None and fetched.graph is not None
+        assert fetched.graph["at"] == NOW + 20 and fetched.incidents == []
+        assert fetched.history is not None and fetched.history["to"] == NOW + 30
+        past = next_state(None, fetched, url, NOW + 31, at=shown)
+        assert past["at"] == NOW + 20
+
+        old = NOW - 3600
+        fetched, shown, refusal = fetch_moment(client, 60.0, old, past)
+        assert shown is None and fetched.graph is not None and "at" not in fetched.graph
+        assert refusal is not None and "older than the retained history" in refusal
+        state = next_state(past, fetched, url, NOW + 32, refused=(old, refusal))
+        assert state["at"] is None and state["at_refused"]["at"] == old
+        _min, text, cls, _live_off = tt.bar(old, state, 0)
+        assert text.startswith("Cannot show") and "showing live" in text
+        assert cls == "tt-bar refused"
+        # The refusal is remembered: the next refresh goes straight to the live graph.
+        again, shown, why = fetch_moment(client, 60.0, old, state)
+        assert shown is None and why == refusal and "at" not in (again.graph or {})
