@@ -510,7 +510,8 @@ class TrafficAppender:
                 },
             )
             ahead = g.clock_ahead.get(name)
-            if ahead is not None and 0 <= now - ahead[1] <= CLOCK_AHEAD_SHOWN_S:
+            if ahead is not None and now - ahead[1] <= CLOCK_AHEAD_SHOWN_S and not (
+                    past and ahead[1] > now):  # in the past: only what was seen by then
                 snap.nodes[name].meta["clock_ahead_s"] = round(ahead[0], 1)
             if self.served_rps_of is not None and kind == SERVICE:
                 served = self.served_rps_of(name, now - window, now)
@@ -520,7 +521,8 @@ class TrafficAppender:
                 # Its latency figures are the lag: consumer start - producer end.
                 snap.nodes[name].meta["queue"] = True
             share = g.sampled_share.get(name)
-            if share is not None and 0 <= now - share[1] <= window:
+            if share is not None and now - share[1] <= window and not (
+                    past and share[1] > now):
                 # Its traces are head-sampled: counts are estimates from this share of them.
                 snap.nodes[name].meta["sampled_share"] = round(share[0], 4)
         for e in views:
