@@ -271,3 +271,48 @@ def test_parse_at() -> None:
     for bad in ("nan", "inf", "soon", "2023-11-14T22:13:20"):
         with pytest.raises(ValueError):
             parse_at(bad)
+
+
+def _campaign(readers: int) -> tuple[list[Any], dict[str, Any], list[int]]:
+    """The fault campaign, with ``readers`` threads reading the past meanwhile."""
+    clock = Clock(T0)
+    service = _service(clock)
+    done = [0] * readers
+    with serve(service) as url:
+        stop = threading.Event()
+
+        def read(i: int) -> None:
+            with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
+                while not stop.is_set():
+                    at = max(T0, clock.t - 5 - i)
+                    resp = client.get("/api/graph", params={"at": at})
+                    assert resp.status_code == 200, resp.text
+                    done[i] += 1
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+        for t in threads:
+            t.start()
+        try:
+            shop = Shop()
+            _drive(service, clock, shop, 70)
+            shop.faults = {"payment": Fault(error_rate=0.5)}
+            _drive(service, clock, shop, 20)
+            shop.faults = {}
+            _drive(service, clock, shop, 40)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    diag = service.parts["diagnosis"]
+    history = [(i.root_cause["service"], i.started_at, i.status, i.resolved_at,
+                [(h["at"], h["event"], h["summary"]) for h in i.history])
+               for i in diag.manager.incidents()]
+    return history, diag.log.stats(), done
+
+
+def test_readers_of_the_past_change_no_conclusion() -> None:
+    quiet, quiet_log, _ = _campaign(0)
+    busy, busy_log, reads = _campaign(3)
+    assert [h[0] for h in quiet] == ["payment"]
+    assert min(reads) >= 1, reads
+    assert busy == quiet and busy_log == quiet_log
