@@ -11,8 +11,8 @@ the incident lifecycle), so each evaluation tick writes its changes to a `Health
 - the open incidents, compact (id, root cause service/team/kind/summary, impacted services,
   who to page), each time that set or one of those fields changes.
 
-Both are bounded by the retention (older entries are dropped, keeping the one in force at the
-horizon) and by ``MAX_CHANGES`` per element and ``MAX_INCIDENT_CHANGES``. Memory: about
+Both are bounded by the retention (older entries are dropped every ``PRUNE_EVERY_S``, keeping
+the one in force at the horizon) and by ``MAX_CHANGES`` per element and ``MAX_INCIDENT_CHANGES``. Memory: about
 ``TRACK_BYTES`` (~300 B) per node or edge seen within the retention plus ``CHANGE_BYTES`` (9 B)
 per transition; 15,000 elements with a few transitions each take ~5 MB, the worst case (every
 element flapping at every tick until its cap) ~15,000 x 256 x 9 B ~ 35 MB. ``stats()`` says
@@ -39,6 +39,7 @@ from collector.vocabulary import HEALTH_STATES
 MAX_CHANGES = 256  # transitions kept per element (the oldest go first)
 MAX_INCIDENT_CHANGES = 2_000  # changes of the open-incident set kept
 TRACK_BYTES = 300
+PRUNE_EVERY_S = 10.0  # the retention is enforced this often (a pass over every element)
 CHANGE_BYTES = 9
 ABSENT = 255  # the element was not in that tick's graph
 _CODE = {state: i for i, state in enumerate(HEALTH_STATES)}
@@ -111,6 +112,7 @@ class HealthLog:
         self._incidents: list[tuple[float, tuple[dict[str, Any], ...]]] = []
         self._incident_key: tuple[Any, ...] | None = None
         self._changes = 0  # transitions held (for `stats`)
+        self._pruned_at = -math.inf
 
     def record(self, at: float, nodes: Mapping[str, str],
                edges: Mapping[tuple[str, str], str],
@@ -128,15 +130,21 @@ class HealthLog:
             self._incident_key = key
             self._incidents.append((at, compact))
             del self._incidents[:-MAX_INCIDENT_CHANGES]
-        self.prune(at - self.retention_s)
+        if at - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = at
+            self.prune(at - self.retention_s)
 
     def _log(self, tracks: dict[Any, _Track], health: Mapping[Any, str], at: float) -> None:
-        for key, state in health.items():
+        code_of = _CODE.get
+        for key, state in health.items():  # the hot loop: one lookup per element and tick
+            code = code_of(state, 0)
             tr = tracks.get(key)
             if tr is None:
                 tr = tracks[key] = _Track()
+            elif tr.codes[-1] == code:
+                continue
             before = len(tr.codes)
-            tr.add(at, _CODE.get(state, 0))
+            tr.add(at, code)
             self._changes += len(tr.codes) - before
         if len(tracks) > len(health):
             for key, tr in tracks.items():
