@@ -21,7 +21,7 @@ from dashboard import views
 from dashboard.client import CollectorClient, Source
 from dashboard.state import fetch_moment, initial_state, is_stale, next_state
 from dashboard.text import clock
-from dashboard.timetravel import compare_links, past_banner
+from dashboard.timetravel import bar_info, compare_links, past_banner
 
 SETTINGS_KEY = "CONWAY_SETTINGS"
 CATALOG_KEY = "CONWAY_CATALOG"
@@ -133,6 +133,7 @@ def shell(config: Settings) -> html.Div:
             # Time travel (dashboard/timetravel.py): the moment the overview shows (None: live).
             dcc.Store(id="tt", data=None),
             dcc.Store(id="tt-url-sync", data=None),
+            dcc.Store(id="tt-info", data=None),  # what the time bar needs of the state
             dcc.Interval(id="refresh", interval=config.refresh_ms, n_intervals=0),
             nav,
             source_banner(config),
@@ -171,6 +172,7 @@ def source_banner(config: Settings) -> html.Div:
 
 @dash.callback(
     Output("state", "data"),
+    Output("tt-info", "data"),
     Input("refresh", "n_intervals"),
     Input("tt", "data"),
     State("state", "data"),
@@ -179,17 +181,19 @@ def source_banner(config: Settings) -> html.Div:
 def refresh(_n: int | None, at: float | None, state: dict[str, Any] | None,
             path: str | None) -> Any:
     """Poll the collector once; keep the last good graph if it does not answer. On the
-    overview showing a past moment (``tt``), fetch it once: the past does not move."""
+    overview showing a past moment (``tt``), fetch it once: the past does not move. Also
+    gives the time bar the little it needs of the state (``tt-info``)."""
     s = settings()
     at = at if isinstance(at, int | float) and (path or "/").rstrip("/") == "" else None
     if at is not None and ctx.triggered_id == "refresh" and state \
             and state.get("at") == at and state.get("reachable"):
-        return no_update
+        return no_update, no_update
     with collector_client() as client:
         fetched, shown, refusal = fetch_moment(client, s.window_s, at, state)
-    return next_state(state, fetched, s.source_url, time.time(), s.source_label, at=shown,
-                      refused=(at, refusal) if at is not None and refusal is not None
-                      else None)
+    new = next_state(state, fetched, s.source_url, time.time(), s.source_label, at=shown,
+                     refused=(at, refusal) if at is not None and refusal is not None
+                     else None)
+    return new, bar_info(new)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:

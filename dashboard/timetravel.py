@@ -1,13 +1,15 @@
 """Time travel on the overview: a time control over the retained history and ``?at=`` in the URL.
 
-The moment shown lives in the app-wide ``tt`` store (None: live). The overview's layout reads
-``?at=`` (epoch seconds or RFC 3339) once per visit into ``tt-init``; the step buttons, the
-slider and "Live" move ``tt``; a clientside callback writes it back to the address bar with
-``history.replaceState`` (so a reload or a shared link opens the same moment, and the page is
-not re-rendered by Dash's router, which would reset zoom and pan). The refresh callback
-(`dashboard.app.refresh`) reads ``tt``: in the past it fetches ``/api/graph?at=`` once per
-moment and then leaves the graph still; the banner shows the incidents open then, marked as
-history. Only the overview travels: on other pages the dashboard is live.
+The moment shown lives in the app-wide ``tt`` store (None: live); the bar reads ``tt-info``
+(`bar_info`: the moment fetched, the history range, a refusal), never the whole state. The
+overview's layout reads ``?at=`` (epoch seconds or RFC 3339) once per visit into ``tt-init``;
+the step buttons, the slider and "Live" move ``tt``; a clientside callback writes it back to
+the address bar with ``history.replaceState`` (so a reload or a shared link opens the same
+moment, and the page is not re-rendered by Dash's router, which would reset zoom and pan).
+The refresh callback (`dashboard.app.refresh`) reads ``tt``: in the past it fetches
+``/api/graph?at=`` once per moment and then leaves the graph still; the banner shows the
+incidents open then, marked as history. Only the overview travels: on other pages the
+dashboard is live.
 
 ``next_at`` (what a control does) and ``marker`` (what the bar says) are pure, for tests.
 """
@@ -139,7 +141,7 @@ def controls(at_param: object = None) -> html.Div:
     Input("tt-slider", "value"),
     Input("tt-live", "n_clicks"),
     State("tt", "data"),
-    State("state", "data"),
+    State("tt-info", "data"),
 )
 def travel(init: float | None, _steps: list[int | None], slider: float | None,
            _live: int | None, current: float | None,
@@ -168,12 +170,12 @@ def travel(init: float | None, _steps: list[int | None], slider: float | None,
     Output("tt-bar", "className"),
     Output("tt-live", "disabled"),
     Input("tt", "data"),
-    Input("state", "data"),
+    Input("tt-info", "data"),
     Input("refresh", "n_intervals"),
 )
 def bar(at: float | None, state: dict[str, Any] | None, _n: int | None) -> tuple[Any, ...]:
     """The slider's range (seconds back from the newest moment), what the bar says, and how
-    it looks: plainly marked while in the past."""
+    it looks: plainly marked while in the past. ``state``: its `bar_info`."""
     now = time.time()
     history = (state or {}).get("history")
     earliest, newest = bounds(history, now)
@@ -202,6 +204,12 @@ def url_for(at: float | None) -> str:
     """The overview's deep link for a moment (what the address bar shows, as the
     clientside ``timetravel.url`` writes it)."""
     return "/" if at is None else f"/?at={round(at)}"
+
+
+def bar_info(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What the bar and the controls read of the dashboard's state (``tt-info``), so they do
+    not upload the whole graph on every refresh and click."""
+    return {k: state.get(k) for k in ("at", "history", "at_refused", "source")}
 
 
 def compare_links(incidents: list[Any]) -> html.Div | None:

@@ -177,7 +177,7 @@ def test_a_moment_the_collector_refuses_shows_live_and_says_why(dash_app: Dash) 
         assert refusal is not None and "older than the retained history" in refusal
         state = next_state(past, fetched, url, NOW + 32, refused=(old, refusal))
         assert state["at"] is None and state["at_refused"]["at"] == old
-        _min, text, cls, _live_off = tt.bar(old, state, 0)
+        _min, text, cls, _live_off = tt.bar(old, tt.bar_info(state), 0)
         assert text.startswith("Cannot show") and "showing live" in text
         assert cls == "tt-bar refused"
         # The refusal is remembered: the next refresh goes straight to the live graph.
