@@ -62,13 +62,20 @@ def edge_json(e: Edge) -> dict[str, Any]:
 def graph_json(snap: Snapshot) -> dict[str, Any]:
     """``GET /api/graph``'s body (the dashboard's Prometheus source adds its ``source`` and
     ``notes``)."""
-    return {
+    out = {
         "window_s": snap.window_s,
         "generated_at": snap.generated_at,
         "nodes": [node_json(snap.nodes[k]) for k in sorted(snap.nodes)],
         "edges": [edge_json(snap.edges[k]) for k in sorted(snap.edges)],
         "limits": snap.meta.get("limits", {}),
     }
+    if snap.historical:
+        # A past moment (``?at=``): say so, with the incidents open then and where the
+        # health came from ("log": what the evaluation concluded; "judged": from the numbers).
+        out["at"] = snap.generated_at
+        out["incidents"] = [i for i in snap.meta.get("incidents", []) if jsonable(i)]
+        out["health_source"] = snap.meta.get("health_source")
+    return out
 
 
 def peer_json(e: Edge, other: str) -> dict[str, Any]:

@@ -32,7 +32,8 @@ def http_error_handler(
                        f"read API is GET only, ingest is POST {ingest}")
         elif exc.status_code == 404:
             message = (f"no such endpoint {request.url.path!r:.200}; see /api/graph, "
-                       f"/api/services/NAME, /api/teams, /api/incidents, /metrics, /healthz")
+                       f"/api/history, /api/services/NAME, /api/teams, /api/incidents, "
+                       f"/metrics, /healthz")
         else:
             message = str(exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code,

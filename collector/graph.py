@@ -476,10 +476,19 @@ class TrafficAppender:
     def append(self, snap: Snapshot) -> None:
         g = self.graph
         now, window = snap.generated_at, snap.window_s
-        up = self.up_of() if self.up_of is not None else {}
-        timed_out = self.timed_out_of() if self.timed_out_of is not None else set()
+        past = snap.historical
+        # The scrape's up is live only: a past graph's nodes say null (health at that time
+        # comes from the diagnosis' log).
+        up = self.up_of() if self.up_of is not None and not past else {}
+        timed_out = self.timed_out_of() if self.timed_out_of is not None and not past \
+            else set()
         snap.meta["limits"] = g.limits()
-        for name in sorted(set(g.kinds) | set(up)):
+        views = g.edge_views(now, window)
+        names = sorted(set(g.kinds) | set(up))
+        if past:  # the nodes known then: a bucket at or before that moment, or a call in it
+            ends = {n for e in views for n in (e.source, e.target)}
+            names = [n for n in names if n in ends or g.nodes.seen_by(n, now)]
+        for name in names:
             kind = g.kinds.get(name, SERVICE)
             s = g.node(name, now, window)
             snap.nodes[name] = Node(
@@ -496,11 +505,13 @@ class TrafficAppender:
                     "scrape_timed_out": name in timed_out,
                     "calls": s.calls,
                     "errors": s.errors,
-                    "versions": [v.version for v in g.versions_of(name)],
+                    "versions": [v.version for v in g.versions_of(name)
+                                 if not past or v.first_seen <= now],
                 },
             )
             ahead = g.clock_ahead.get(name)
-            if ahead is not None and now - ahead[1] <= CLOCK_AHEAD_SHOWN_S:
+            if ahead is not None and now - ahead[1] <= CLOCK_AHEAD_SHOWN_S and not (
+                    past and ahead[1] > now):  # in the past: only what was seen by then
                 snap.nodes[name].meta["clock_ahead_s"] = round(ahead[0], 1)
             if self.served_rps_of is not None and kind == SERVICE:
                 served = self.served_rps_of(name, now - window, now)
@@ -510,10 +521,11 @@ class TrafficAppender:
                 # Its latency figures are the lag: consumer start - producer end.
                 snap.nodes[name].meta["queue"] = True
             share = g.sampled_share.get(name)
-            if share is not None and now - share[1] <= window:
+            if share is not None and now - share[1] <= window and not (
+                    past and share[1] > now):
                 # Its traces are head-sampled: counts are estimates from this share of them.
                 snap.nodes[name].meta["sampled_share"] = round(share[0], 4)
-        for e in g.edge_views(now, window):
+        for e in views:
             s = e.summary
             snap.edges[(e.source, e.target)] = Edge(
                 source=e.source,

@@ -521,9 +521,13 @@ class MeshAppender:
 
     def append(self, snap: Snapshot) -> None:
         src = self.source
-        view = src.current(snap.generated_at)
         info: dict[str, Any] = src.status()
         snap.meta["mesh"] = info
+        if snap.historical:
+            # Only the latest poll is kept: a past graph is the traces' alone.
+            info["note"] = "the mesh's figures are live only: not shown at a past time"
+            return
+        view = src.current(snap.generated_at)
         if view is None:
             return
         join(snap, view, self.traced() if self.traced is not None else set(), info)

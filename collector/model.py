@@ -155,10 +155,14 @@ class Edge:
 
 @dataclass(slots=True)
 class Snapshot:
-    """The graph at one moment over one window, built by the appender pipeline."""
+    """The graph at one moment over one window, built by the appender pipeline.
+
+    ``historical``: ``generated_at`` is a past moment (``GET /api/graph?at=``,
+    `collector.history`); appenders show what was known then, never live-only figures."""
 
     window_s: float
     generated_at: float
     nodes: dict[str, Node] = field(default_factory=dict)
     edges: dict[tuple[str, str], Edge] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    historical: bool = False

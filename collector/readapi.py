@@ -1,4 +1,5 @@
-"""The read API: ``/api/graph``, ``/api/services/NAME``, ``/metrics`` and ``/healthz``.
+"""The read API: ``/api/graph`` (``?at=`` for a past moment), ``/api/history``,
+``/api/services/NAME``, ``/metrics`` and ``/healthz``.
 
 GET only (anything else answers 405, see `collector.errors`). Snapshots and ``/metrics`` are
 built in worker threads so the event loop keeps answering while they hold the service lock.
@@ -22,7 +23,16 @@ from starlette.routing import Route
 from collector.apijson import graph_json, jsonable, peer_json, rounded
 from collector.errors import error
 from collector.graph import TrafficGraph
+from collector.history import (
+    HealthLog,
+    HistoryRange,
+    check_at,
+    history_range,
+    parse_at,
+    past_window,
+)
 from collector.service import CollectorService
+from collector.stats import COARSE_FACTOR, FINE_BUCKETS
 
 # The read API's paths counted by name in conway_http_requests_total (see edge.RequestCounter).
 COUNTED_PATHS = ("/api/graph", "/metrics", "/healthz")
@@ -59,6 +69,7 @@ class ReadApi:
     def routes(self) -> list[Route]:
         return [
             Route("/api/graph", self.graph_api, methods=["GET"]),
+            Route("/api/history", self.history_api, methods=["GET"]),
             Route("/api/services/{name:path}", self.service_api, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
@@ -67,10 +78,55 @@ class ReadApi:
     async def graph_api(self, request: Request) -> Response:
         try:
             window = parse_window(self.service, request.query_params.get("window"))
+            raw_at = request.query_params.get("at")
+            at = parse_at(raw_at) if raw_at else None
         except ValueError as exc:
             return error(400, str(exc))
+        if at is not None:
+            return await run_in_threadpool(self._graph_at, at, window)
         body = await run_in_threadpool(self._graph_body, window)
         return Response(body, media_type="application/json")
+
+    def _range(self, window: float) -> HistoryRange:
+        cfg = self.service.config
+        return history_range(self.service.clock(), self.graph.started_at, cfg.retention_s,
+                             window)
+
+    def _graph_at(self, at: float, window: float) -> Response:
+        """The graph as it was at ``at`` (`collector.history`); 400 with the retained range
+        when ``at`` lies outside it. Built for each reader (never shared with live reads)."""
+        cfg = self.service.config
+        rng = self._range(window)
+        try:
+            check_at(at, rng)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc), "history": rng.json()}, status_code=400)
+        read = past_window(at, window, rng.end, cfg.bucket_s, cfg.retention_s)
+        snap = self.service.snapshot(read, at, historical=True)
+        out = graph_json(snap)
+        out["history"] = rng.json()
+        if read != window:
+            out["window_requested_s"] = window
+        body = json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return Response(body.encode("utf-8"), media_type="application/json")
+
+    async def history_api(self, request: Request) -> Response:
+        """``GET /api/history[?window=S]``: the range ``/api/graph?at=`` can show, and what
+        the health log holds."""
+        try:
+            window = parse_window(self.service, request.query_params.get("window"))
+        except ValueError as exc:
+            return error(400, str(exc))
+        diagnosis = self.service.parts.get("diagnosis")
+        log = getattr(diagnosis, "log", None)
+        with self.service.lock:
+            stats = log.stats() if isinstance(log, HealthLog) else None
+        cfg = self.service.config
+        return JSONResponse({"history": self._range(window).json(),
+                             "retention_s": cfg.retention_s, "bucket_s": cfg.bucket_s,
+                             "fine_s": FINE_BUCKETS * cfg.bucket_s,
+                             "coarse_bucket_s": COARSE_FACTOR * cfg.bucket_s,
+                             "health_log": stats})
 
     def _graph_body(self, window: float) -> bytes:
         service = self.service

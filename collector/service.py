@@ -87,12 +87,15 @@ class CollectorService:
             for consumer in self.consumers:
                 consumer.consume(spans, t)
 
-    def snapshot(self, window_s: float | None = None, now: float | None = None) -> Snapshot:
-        """A fresh snapshot of the read pipeline (the appenders change no state)."""
+    def snapshot(self, window_s: float | None = None, now: float | None = None, *,
+                 historical: bool = False) -> Snapshot:
+        """A fresh snapshot of the read pipeline (the appenders change no state).
+        ``historical``: ``now`` is a past moment, shown as it was (`collector.history`)."""
         w = self.config.default_window_s if window_s is None else window_s
         t = self.clock() if now is None else now
         with self.lock:
-            return run_pipeline(Snapshot(window_s=w, generated_at=t), self.appenders)
+            return run_pipeline(Snapshot(window_s=w, generated_at=t, historical=historical),
+                                self.appenders)
 
     def read_snapshot(self, window_s: float | None = None) -> Snapshot:
         """The snapshot the read API serves, shared by concurrent readers (``cached``).

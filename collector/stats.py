@@ -345,6 +345,15 @@ class RollingStats:
     def __len__(self) -> int:
         return len(self._series)
 
+    def seen_by(self, key: Hashable, t: float) -> bool:
+        """Whether ``key`` has a retained bucket at or before ``t`` (it was known then)."""
+        s = self._series.get(key)
+        if s is None:
+            return False
+        idx = int(t * self._inv_bucket)
+        return any(i <= idx for i in s.fine) or any(
+            c * COARSE_FACTOR <= idx for c in s.coarse)
+
     def _range(self, now: float, window_s: float) -> tuple[int, int]:
         n = max(1, int(round(window_s * self._inv_bucket)))
         now_idx = int(now * self._inv_bucket)

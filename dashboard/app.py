@@ -19,8 +19,9 @@ from dash.development.base_component import Component
 
 from dashboard import views
 from dashboard.client import CollectorClient, Source
-from dashboard.state import fetch, initial_state, is_stale, next_state
+from dashboard.state import fetch_moment, initial_state, is_stale, next_state
 from dashboard.text import clock
+from dashboard.timetravel import bar_info, compare_links, past_banner
 
 SETTINGS_KEY = "CONWAY_SETTINGS"
 CATALOG_KEY = "CONWAY_CATALOG"
@@ -129,6 +130,10 @@ def shell(config: Settings) -> html.Div:
         [
             dcc.Store(id="state", data=initial_state(config.source_url, config.source_label)),
             dcc.Store(id="highlight", data=None),
+            # Time travel (dashboard/timetravel.py): the moment the overview shows (None: live).
+            dcc.Store(id="tt", data=None),
+            dcc.Store(id="tt-url-sync", data=None),
+            dcc.Store(id="tt-info", data=None),  # what the time bar needs of the state
             dcc.Interval(id="refresh", interval=config.refresh_ms, n_intervals=0),
             nav,
             source_banner(config),
@@ -167,25 +172,46 @@ def source_banner(config: Settings) -> html.Div:
 
 @dash.callback(
     Output("state", "data"),
+    Output("tt-info", "data"),
     Input("refresh", "n_intervals"),
+    Input("tt", "data"),
     State("state", "data"),
+    State("_pages_location", "pathname"),
 )
-def refresh(_n: int | None, state: dict[str, Any] | None) -> dict[str, Any]:
-    """Poll the collector once; keep the last good graph if it does not answer."""
+def refresh(_n: int | None, at: float | None, state: dict[str, Any] | None,
+            path: str | None) -> Any:
+    """Poll the collector once; keep the last good graph if it does not answer. On the
+    overview showing a past moment (``tt``), fetch it once: the past does not move. Also
+    gives the time bar the little it needs of the state (``tt-info``)."""
     s = settings()
+    at = at if isinstance(at, int | float) and (path or "/").rstrip("/") == "" else None
+    if at is not None and ctx.triggered_id == "refresh" and state \
+            and state.get("at") == at and state.get("reachable"):
+        return no_update, no_update
     with collector_client() as client:
-        fetched = fetch(client, s.window_s)
-    return next_state(state, fetched, s.source_url, time.time(), s.source_label)
+        fetched, shown, refusal = fetch_moment(client, s.window_s, at, state)
+    new = next_state(state, fetched, s.source_url, time.time(), s.source_label, at=shown,
+                     refused=(at, refusal) if at is not None and refusal is not None
+                     else None)
+    return new, bar_info(new)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
     """Collector banner, who-to-page banner and the header's status line for one state."""
     collector = views.collector_banner(state, now) or views.paging_banner(state)
-    page = views.page_banner(
-        (state or {}).get("incidents", []) or [], now, (state or {}).get("team_names") or {}
-    )
+    at = (state or {}).get("at")
+    incidents = (state or {}).get("incidents", []) or []
+    # In the past (time travel) the banner shows the incidents open then, said to be history.
+    page = views.page_banner(incidents, now if at is None else float(at),
+                             (state or {}).get("team_names") or {})
+    if at is not None:
+        page = html.Div([past_banner(float(at), incidents, now), page])
+    elif page is not None:
+        page = html.Div([page, compare_links(incidents)])  # a step back to before each
     source = str((state or {}).get("source") or "Collector").lower()
-    if not state or state.get("reachable") is None:
+    if at is not None and state and state.get("reachable"):
+        status = f"viewing {clock(float(at))} (history)"
+    elif not state or state.get("reachable") is None:
         status = f"waiting for {'the collector' if source == 'collector' else source}…"
     elif is_stale(state):
         status = f"stale since {clock(float(state['fetched_at']))}"

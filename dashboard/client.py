@@ -98,7 +98,8 @@ class Source(Protocol):
     """What the pages read: the collector's API (``CollectorClient``) or Prometheus'
     service-graph series (``dashboard.promsource.PrometheusSource``)."""
 
-    def graph(self, window_s: float) -> dict[str, Any]: ...
+    def graph(self, window_s: float, at: float | None = None) -> dict[str, Any]: ...
+    def history(self, window_s: float) -> dict[str, Any] | None: ...
     def incidents(self) -> list[dict[str, Any]]: ...
     def incident_list(self) -> list[dict[str, Any]]: ...
     def incident(self, incident_id: str) -> dict[str, Any]: ...
@@ -124,8 +125,25 @@ class CollectorClient(_JsonClient):
     ) -> None:
         super().__init__(base_url, what="collector", timeout_s=timeout_s, transport=transport)
 
-    def graph(self, window_s: float) -> dict[str, Any]:
-        return dict(self.request("GET", "/api/graph", params={"window": window_s}) or {})
+    def graph(self, window_s: float, at: float | None = None) -> dict[str, Any]:
+        """The graph now, or as it was at ``at`` (epoch seconds; with its ``incidents`` open
+        then and its ``history`` range)."""
+        params: dict[str, float] = {"window": window_s}
+        if at is not None:
+            params["at"] = round(at, 3)
+        return dict(self.request("GET", "/api/graph", params=params) or {})
+
+    def history(self, window_s: float) -> dict[str, Any] | None:
+        """The range ``graph(at=...)`` can show (``from``, ``to``, ``earliest_at``); None
+        from a collector without time travel."""
+        try:
+            body = self.request("GET", "/api/history", params={"window": window_s})
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        found = (body or {}).get("history") if isinstance(body, dict) else None
+        return dict(found) if isinstance(found, dict) else None
 
     def incidents(self) -> list[dict[str, Any]]:
         body = self.request("GET", "/api/incidents", params={"status": "open"}) or {}

@@ -29,6 +29,11 @@ time, no versions; health is the
 error-ratio thresholds of ``collector.diagnosis.health`` (plus ``down`` from a failed scrape),
 without the collector's latency baselines or hysteresis.
 
+Time travel (``graph(window, at=T)``): every query is evaluated at T (PromQL's ``time=``), so
+the graph and its threshold health are as Prometheus saw them then; there are no past
+incidents (Alertmanager knows only the alerts active now), and ``history`` offers the last
+``HISTORY_S``.
+
 ``PrometheusSource`` has the methods the dashboard calls on ``CollectorClient`` and raises the
 same ``ApiError``, so the pages work unchanged.
 """
@@ -62,6 +67,10 @@ MAX_EDGES = 20_000
 # Points of a service page's time series.
 SERIES_POINTS = 60
 SOURCE_NAME = "prometheus"
+# The range the time control offers (each PromQL query is evaluated at the moment shown).
+HISTORY_S = 3600.0
+PAST_INCIDENTS = ("incidents at a past time: Alertmanager knows only the alerts active now; "
+                  "open a collector's own dashboard for its incidents then")
 NOT_AVAILABLE = "not available from the Prometheus source"
 UNAVAILABLE = {
     "incidents": "incidents and root cause need the traces themselves (which span failed "
@@ -148,10 +157,11 @@ class PrometheusSource(_JsonClient):
 
     # ---- the snapshot ---------------------------------------------------------------------
 
-    def snapshot(self, window_s: float) -> Snapshot:
-        """The graph over the last ``window_s`` seconds, with ownership and health set."""
-        now = self.clock()
-        snap = Snapshot(window_s=window_s, generated_at=now)
+    def snapshot(self, window_s: float, at: float | None = None) -> Snapshot:
+        """The graph over the last ``window_s`` seconds (before ``at``, a past moment, when
+        given: every query is evaluated at that time), with ownership and health set."""
+        now = self.clock() if at is None else at
+        snap = Snapshot(window_s=window_s, generated_at=now, historical=at is not None)
         w = _range(window_s)
         counts = self._counts(now, window_s)
         if len(counts) > MAX_EDGES:
@@ -286,9 +296,14 @@ class PrometheusSource(_JsonClient):
 
     # ---- what the dashboard calls (CollectorClient's methods) -----------------------------
 
-    def graph(self, window_s: float) -> dict[str, Any]:
-        snap = self.snapshot(window_s)
+    def graph(self, window_s: float, at: float | None = None) -> dict[str, Any]:
+        snap = self.snapshot(window_s, at)
         notes = [f"{what}: {why}" for what, why in UNAVAILABLE.items()]
+        if at is not None:
+            out = {**graph_json(snap), "window_s": window_s, "source": SOURCE_NAME,
+                   "notes": [*notes, PAST_INCIDENTS], "incidents": [],
+                   "health_source": "judged", "history": self.history(window_s)}
+            return out
         mesh = snap.meta.get("mesh")
         if isinstance(mesh, dict) and mesh.get("error"):
             notes.append(f"service mesh: {mesh['error']}")
@@ -296,6 +311,13 @@ class PrometheusSource(_JsonClient):
             notes.append(f"{snap.meta['edges_left_out']} edges with the fewest calls left out "
                          f"(more than {MAX_EDGES})")
         return {**graph_json(snap), "window_s": window_s, "source": SOURCE_NAME, "notes": notes}
+
+    def history(self, window_s: float) -> dict[str, Any] | None:
+        """What the time control offers: the last ``HISTORY_S`` (Prometheus keeps its own
+        retention; an older ``at`` is asked for all the same)."""
+        now = self.clock()
+        return {"from": now - HISTORY_S, "to": now, "earliest_at": now - HISTORY_S + window_s,
+                "window_s": window_s}
 
     def incidents(self) -> list[dict[str, Any]]:
         """The open incidents the collectors page for, read back from Alertmanager (every

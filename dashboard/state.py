@@ -28,6 +28,8 @@ class Fetched:
     error: str | None = None
     unreachable: bool = False
     notes: list[str] = field(default_factory=list)
+    # The range the time control may show (``from``, ``to``, ``earliest_at``), when known.
+    history: dict[str, Any] | None = None
 
 
 def initial_state(collector_url: str, source: str = "Collector") -> State:
@@ -45,22 +47,37 @@ def initial_state(collector_url: str, source: str = "Collector") -> State:
         "team_names": {},
         "paging_errors": [],
         "positions": P.empty_positions(),
+        # Time travel: the past moment the graph and incidents show (None: live), and the
+        # range the time control may show.
+        "at": None,
+        "history": None,
     }
 
 
-def fetch(client: Source, window_s: float) -> Fetched:
-    """One refresh's reads. The graph decides reachability; the rest is best effort."""
+def fetch(client: Source, window_s: float, at: float | None = None) -> Fetched:
+    """One refresh's reads. The graph decides reachability; the rest is best effort. With
+    ``at`` (a past moment) the graph is as it was then and the incidents are those open
+    then (the answer carries both)."""
     out = Fetched()
     try:
-        out.graph = client.graph(window_s)
+        out.graph = client.graph(window_s) if at is None else client.graph(window_s, at=at)
     except ApiError as exc:
         out.error = str(exc)
         out.unreachable = exc.unreachable
         return out
-    try:
-        out.incidents = client.incidents()
-    except ApiError as exc:
-        out.incidents_error = str(exc)
+    if at is not None:
+        out.incidents = [i for i in out.graph.get("incidents", []) or [] if isinstance(i, dict)]
+        hist = out.graph.get("history")
+        out.history = dict(hist) if isinstance(hist, dict) else None
+    else:
+        try:
+            out.incidents = client.incidents()
+        except ApiError as exc:
+            out.incidents_error = str(exc)
+        try:
+            out.history = client.history(window_s)
+        except ApiError:
+            out.history = None  # the time control keeps its last range
     try:
         out.paging = client.paging()
     except ApiError:
@@ -78,11 +95,32 @@ def fetch(client: Source, window_s: float) -> Fetched:
     return out
 
 
+def fetch_moment(client: Source, window_s: float, at: float | None,
+                 prev: State | None) -> tuple[Fetched, float | None, str | None]:
+    """One refresh's reads for the moment ``at`` (None: live): (what was fetched, the moment
+    it shows, why ``at`` was refused). A moment the source refuses (outside its history: an
+    old link) is not asked again; the live graph is shown with the refusal, for the bar."""
+    refused = (prev or {}).get("at_refused") or {}
+    refusal: str | None = None
+    if at is not None and refused.get("at") != at:
+        fetched = fetch(client, window_s, at=at)
+        if fetched.error is None or fetched.unreachable:
+            return fetched, at, None
+        refusal = fetched.error
+    elif at is not None:
+        refusal = str(refused.get("error") or "")
+    return fetch(client, window_s), None, refusal
+
+
 def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: float,
-               source: str = "Collector") -> State:
+               source: str = "Collector", at: float | None = None,
+               refused: tuple[float, str] | None = None) -> State:
     """Merge one refresh into the state: keep the last good graph when the collector (or
-    Prometheus, the ``source``) fails."""
+    Prometheus, the ``source``) fails. ``at``: the past moment ``fetched`` shows (None:
+    live); positions are kept either way, so nothing moves between now and then.
+    ``refused``: a moment asked for and refused, with why (`fetch_moment`)."""
     state = dict(prev) if prev else initial_state(collector_url, source)
+    state["at_refused"] = {"at": refused[0], "error": refused[1]} if refused else None
     state["collector"] = collector_url
     state["source"] = source
     if fetched.error is not None:
@@ -97,12 +135,18 @@ def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: fl
     graph = compact_graph(fetched.graph or {})
     state["graph"] = graph
     state["fetched_at"] = now
+    moved = state.get("at") != at
+    state["at"] = at
+    if fetched.history is not None:
+        state["history"] = {k: fetched.history.get(k) for k in ("from", "to", "earliest_at")}
     if fetched.incidents is not None:
         state["incidents"] = [
             i for i in fetched.incidents if i.get("status", "open") == "open"
         ]
         state["incidents_error"] = None
     else:
+        if moved:  # another moment's incidents must not pass for this one's
+            state["incidents"] = []
         state["incidents_error"] = fetched.incidents_error
     if fetched.team_names is not None:
         state["team_names"] = fetched.team_names

@@ -10,8 +10,10 @@ the slow-visit thresholds, runs the incident lifecycle and its SQLite writes, an
 the result as an immutable ``Assessment``. The one appender this installs in the read
 pipeline, ``AssessmentView``, copies the latest assessment onto a snapshot (health of the
 default window, ``root_causes``, ``impacted_by``, ``incidents``) and judges other windows'
-health statelessly; ``GET /api/incidents`` reads the incident list. So the same spans under
-the same clock give the same incidents however many readers there are.
+health statelessly; ``GET /api/incidents`` reads the incident list. Each tick also writes its
+health and open incidents, as changes, to ``Diagnosis.log`` (`collector.history.HealthLog`),
+which a snapshot of a past moment (``GET /api/graph?at=``) reads through ``past_assessment``.
+So the same spans under the same clock give the same incidents however many readers there are.
 
 Options come from ``config.diagnosis`` (`collector.config.DiagnosisConfig`):
 ``trace_quiet_s`` (1.5), ``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0
@@ -58,6 +60,7 @@ from collector.diagnosis.health import HealthJudge
 from collector.diagnosis.hosts import SharedHosts
 from collector.diagnosis.incidents import DB_NAME, IncidentManager, IncidentStore
 from collector.diagnosis.rootcause import RootCauseConfig, RootCauseFinder
+from collector.history import HealthLog
 from collector.model import Snapshot
 from collector.pipeline import Appender, run_pipeline
 from collector.ports import PortMap
@@ -87,6 +90,8 @@ class Diagnosis:
     base: list[Appender]
     latest: Assessment = field(default_factory=Assessment)
     took_s: float = 0.0  # what the last evaluation took (wall clock)
+    # Each tick's health and open incidents, as changes, for the graph at a past moment.
+    log: HealthLog = field(default_factory=lambda: HealthLog(900.0))
 
     def counters(self) -> dict[str, float]:
         """What the named limits refused or dropped, what head sampling left out, and the
@@ -135,6 +140,8 @@ class Diagnosis:
                 impacted_by={k: tuple(v) for k, v in impacted_by.items()},
                 incidents=tuple(self.manager.incidents_json("open")),
                 held_back=self._held_back(causes))
+            self.log.record(t, self.latest.node_health, self.latest.edge_health,
+                            self.latest.incidents)
             AssessmentView(self).append(snap)
         # Readers of the default window may share this snapshot (as costly to build as
         # theirs): a large graph's reads then cost no second build under the lock.
@@ -199,6 +206,9 @@ class AssessmentView:
         self.diagnosis = diagnosis
 
     def append(self, snap: Snapshot) -> None:
+        if snap.historical:
+            past_assessment(self.diagnosis, snap)
+            return
         a = self.diagnosis.latest
         if snap.window_s == self.diagnosis.window_s:
             for node in snap.nodes.values():
@@ -217,6 +227,64 @@ class AssessmentView:
                 hit.meta["impacted_by"] = list(roots)
         snap.meta["root_causes"] = [c.to_json() for c in a.root_causes]
         snap.meta["incidents"] = [dict(i) for i in a.incidents]
+
+
+def past_assessment(diagnosis: Diagnosis, snap: Snapshot) -> None:
+    """What the diagnosis concluded at a past moment (``snap.generated_at``), changing no
+    state: the health each node and edge had then, from the log (for the default window;
+    other windows, and moments before the log, judged statelessly from the window's
+    numbers: ``health_source``), and the incidents open then (``incidents_open_at``)."""
+    t = snap.generated_at
+    past = diagnosis.log.health_at(t) if snap.window_s == diagnosis.window_s else None
+    if past is None:
+        diagnosis.health.judge(snap)
+        snap.meta["health_source"] = "judged"
+    else:
+        for node in snap.nodes.values():
+            node.health = past.nodes.get(node.id, "")
+        for key, edge in snap.edges.items():
+            edge.health = past.edges.get(key, "")
+        new = ({n.id for n in snap.nodes.values() if not n.health},
+               {k for k, e in snap.edges.items() if not e.health})
+        if new[0] or new[1]:
+            diagnosis.health.judge(snap, only=new)
+        snap.meta["health_source"] = "log"
+    incidents = incidents_open_at(diagnosis, t)
+    for inc in incidents:
+        root = str((inc.get("root_cause") or {}).get("service"))
+        for d in inc.get("impacted") or []:
+            hit = snap.nodes.get(str(d.get("service")))
+            if hit is not None:
+                hit.meta.setdefault("impacted_by", []).append(root)
+    snap.meta["root_causes"] = [dict(inc["root_cause"]) for inc in incidents]
+    snap.meta["incidents"] = incidents
+
+
+def incidents_open_at(diagnosis: Diagnosis, t: float) -> list[dict[str, Any]]:
+    """Incidents open at ``t`` (opened at or before it, not resolved by then), newest first,
+    from the incident store (it survives restarts); each with its root cause, impacted
+    services and page as the log saw them at ``t`` (``as_of: "at"``), or, before the log,
+    as they are now (``as_of: "latest"``). ``status`` is as at ``t``; ``status_now`` and
+    ``resolved_at`` say what became of it."""
+    logged = diagnosis.log.incidents_at(t)
+    out = []
+    for inc in diagnosis.manager.incidents():
+        if inc.started_at > t:
+            continue
+        if inc.status == "resolved" and (inc.resolved_at is None or inc.resolved_at <= t):
+            continue
+        j = inc.to_json()
+        j["status_now"], j["status"] = j["status"], "open"
+        j["history"] = [h for h in j["history"] if float(h.get("at", 0.0)) <= t]
+        seen = logged.get(inc.id) if logged is not None else None
+        if seen is not None:
+            j.update(root_cause=seen["root_cause"], impacted=seen["impacted"],
+                     page=seen["page"], confidence=seen["confidence"])
+            j["as_of"] = "at"
+        else:
+            j["as_of"] = "latest"
+        out.append(j)
+    return out
 
 
 # Each key of `Diagnosis.counters` -> (metric type, name, help) on /metrics; a key missing
@@ -339,7 +407,8 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         finder=RootCauseFinder(traces, rc, owner_of),
         hosts=SharedHosts(traces.hosts, traces.windows, owner_of, cpu_of=cpu_of),
         blast=BlastRadius(traces, rc),
-        base=list(service.appenders))
+        base=list(service.appenders),
+        log=HealthLog(config.retention_s))
     service.appenders.append(AssessmentView(part))
     service.routes.extend(incidents_routes(manager))
     service.routes.append(diagnosis_route(lambda: part.latest))

@@ -15,7 +15,7 @@ import dash_cytoscape as cyto
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import elements as E
-from dashboard import views
+from dashboard import timetravel, views
 from dashboard.state import is_stale
 from dashboard.text import clock, display_text
 
@@ -28,11 +28,12 @@ def initial_view() -> dict[str, Any]:
     return {"selected": None, "expanded": [], "focus": None, "fit": 0}
 
 
-def layout(**_query: Any) -> html.Div:
+def layout(at: str | None = None, **_query: Any) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="ov-view", data=initial_view()),
             dcc.Store(id="ov-fitted", data=None),
+            timetravel.controls(at),  # ?at= and the time bar (dashboard/timetravel.py)
             html.Div(
                 [
                     dcc.Input(
