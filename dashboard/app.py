@@ -104,6 +104,9 @@ def create_app(config: Settings) -> Dash:
         # Loaded once per process (raises CatalogInvalid); reloaded when its files change.
         app.server.config[CATALOG_KEY] = CatalogOwnership(config.catalog)
     app.layout = shell(config)
+    # The first client imports httpcore and loads the CA bundle (over a second on a busy
+    # machine): pay that at start, not in a visitor's first refresh.
+    CollectorClient(config.collector_url).close()
     return app
 
 
