@@ -8,15 +8,16 @@ a fit request counter.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dash
 import dash_cytoscape as cyto
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import elements as E
 from dashboard import views
-from dashboard.state import is_stale
+from dashboard.state import fetch, is_stale, next_state
 from dashboard.text import clock, display_text
 
 dash.register_page(__name__, path="/", name="Overview", title="Conway · overview")
@@ -28,24 +29,54 @@ def initial_view() -> dict[str, Any]:
     return {"selected": None, "expanded": [], "focus": None, "fit": 0}
 
 
+def first_render() -> tuple[Any, ...] | None:
+    """The overview as a first refresh would draw it, or None if the source did not answer.
+
+    Drawn into the page's layout, so the first picture needs no callback round trip after
+    the page's own: the refresh's state and ``update_graph`` follow with the same positions
+    (``positions.assign`` is deterministic) and only replace what changed.
+    """
+    from dashboard.app import collector_client, settings
+
+    s = settings()
+    with collector_client() as client:
+        fetched = fetch(client, s.window_s)
+    if fetched.error is not None:
+        return None
+    state = next_state(None, fetched, s.source_url, time.time(), s.source_label)
+    return render(state, initial_view(), None)
+
+
 def layout(**_query: Any) -> html.Div:
+    first = first_render()
+    elements, sheet, details, info, placeholder, wrap = first or (
+        [], E.stylesheet(), None, "", {"display": "flex"},
+        "graph-wrap")
     return html.Div(
         [
             dcc.Store(id="ov-view", data=initial_view()),
-            dcc.Store(id="ov-fitted", data=None),
+            # The prerendered graph was fitted by the initial layout: fit request 0 is done.
+            dcc.Store(id="ov-fitted", data=0 if elements else None),
+            # Where the whole graph was when a search focused one service (browser only).
+            dcc.Store(id="ov-back-to", data=None),
             html.Div(
                 [
                     dcc.Input(
                         id="ov-search",
                         type="text",
                         placeholder="find a service…",
-                        debounce=True,
+                        debounce=False,
+                        list="ov-suggest",
+                        autoComplete="off",
                         className="search",
                     ),
+                    html.Datalist(id="ov-suggest", children=[]),
+                    html.Button("Back to whole graph", id="ov-back", n_clicks=0,
+                                style={"display": "none"}),
                     html.Button("Fit to view", id="ov-fit", n_clicks=0),
                     html.Button("Show all", id="ov-clear", n_clicks=0),
                     html.Span(id="ov-search-msg", className="search-msg"),
-                    html.Span(id="ov-info", className="muted"),
+                    html.Span(info, id="ov-info", className="muted"),
                 ],
                 className="toolbar",
             ),
@@ -53,9 +84,9 @@ def layout(**_query: Any) -> html.Div:
                 [
                     cyto.Cytoscape(
                         id="ov-graph",
-                        elements=[],
+                        elements=elements,
                         layout=FIT_LAYOUT,
-                        stylesheet=E.stylesheet(),
+                        stylesheet=sheet,
                         autoRefreshLayout=False,
                         minZoom=0.02,
                         maxZoom=4,
@@ -63,14 +94,16 @@ def layout(**_query: Any) -> html.Div:
                         style={"width": "100%", "height": "68vh"},
                     ),
                     html.Div(
-                        "Waiting for the collector…", id="ov-placeholder", className="placeholder"
+                        "Waiting for the collector…", id="ov-placeholder",
+                        className="placeholder", style=placeholder,
                     ),
                 ],
                 id="ov-graph-wrap",
-                className="graph-wrap",
+                className=wrap,
             ),
             html.Div(
-                [html.Div(id="ov-details", className="card details-card"), views.legend()],
+                [html.Div(details, id="ov-details", className="card details-card"),
+                 views.legend()],
                 className="below-graph",
             ),
         ]
@@ -150,6 +183,9 @@ def update_graph(
     highlight: dict[str, Any] | None,
     fitted: int | None,
 ) -> tuple[Any, ...]:
+    if not (state or {}).get("graph"):
+        # No graph yet (the first refresh is on its way): keep what the layout drew.
+        return (no_update,) * 8
     out = render(state, view, highlight)
     want = int((view or {}).get("fit", 0))
     # Fit once when the first elements arrive, then only when the user asked for it.
@@ -195,64 +231,70 @@ def tapped(
     return on_tap(view, node, edge, prop)
 
 
-def find_service(graph: dict[str, Any] | None, query: str) -> str | None:
-    """Exact name first, then the shortest name containing the query (case-insensitive)."""
-    q = query.strip().lower()
-    if not q or not graph:
-        return None
-    names = sorted(str(n.get("id")) for n in graph.get("nodes", []) if n.get("id") is not None)
-    for name in names:
-        if name.lower() == q:
-            return name
-    hits = [n for n in names if q in n.lower()]
-    return min(hits, key=lambda n: (len(n), n)) if hits else None
-
-
-def on_search(
-    view: dict[str, Any] | None, graph: dict[str, Any] | None, query: str | None
-) -> tuple[dict[str, Any], str]:
-    view = dict(view or initial_view())
-    if not query or not query.strip():
-        view["focus"] = None
-        view["fit"] = int(view.get("fit", 0)) + 1
-        return view, ""
-    found = find_service(graph, query)
-    if found is None:
-        return view, f"no service matches “{display_text(query.strip())}”"
-    view["focus"] = found
-    view["selected"] = E.node_el_id(found)
-    view["fit"] = int(view.get("fit", 0)) + 1
-    return view, ""
-
-
 @dash.callback(
     Output("ov-view", "data", allow_duplicate=True),
-    Output("ov-search-msg", "children"),
-    Input("ov-search", "value"),
+    Output("ov-search-msg", "children", allow_duplicate=True),
+    Output("ov-back-to", "data", allow_duplicate=True),
     Input("ov-fit", "n_clicks"),
     Input("ov-clear", "n_clicks"),
     State("ov-view", "data"),
-    State("state", "data"),
     prevent_initial_call=True,
 )
-def toolbar(
-    query: str | None,
-    _fit: int | None,
-    _clear: int | None,
-    view: dict[str, Any] | None,
-    state: dict[str, Any] | None,
-) -> tuple[Any, Any]:
+def toolbar(_fit: int | None, _clear: int | None, view: dict[str, Any] | None
+            ) -> tuple[Any, Any, Any]:
     trigger = ctx.triggered_id
     view = dict(view or initial_view())
     if trigger == "ov-fit":
         view["fit"] = int(view.get("fit", 0)) + 1
-        return view, no_update
-    if trigger == "ov-clear":
-        fresh = initial_view()
-        fresh["fit"] = int(view.get("fit", 0)) + 1
-        return fresh, ""
-    new_view, message = on_search(view, (state or {}).get("graph"), query)
-    return new_view, message
+        return view, no_update, no_update
+    fresh = initial_view()
+    fresh["fit"] = int(view.get("fit", 0)) + 1
+    return fresh, "", None
+
+
+# Search answers in the browser (dashboard/assets/search.js): the graph is already there, in
+# the state store, so suggestions and the focused view need no round trip. The new view goes
+# to ``ov-view`` too, so refreshes (built here, by the same layout) keep the focus.
+dash.clientside_callback(
+    ClientsideFunction("conway", "suggest"),
+    Output("ov-suggest", "children"),
+    Input("ov-search", "value"),
+    State("state", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    ClientsideFunction("conway", "focus"),
+    Output("ov-graph", "elements", allow_duplicate=True),
+    Output("ov-graph", "layout", allow_duplicate=True),
+    Output("ov-view", "data", allow_duplicate=True),
+    Output("ov-fitted", "data", allow_duplicate=True),
+    Output("ov-back-to", "data"),
+    Output("ov-search-msg", "children", allow_duplicate=True),
+    Input("ov-search", "n_submit"),
+    Input("ov-search", "value"),
+    State("state", "data"),
+    State("ov-graph", "elements"),
+    State("ov-view", "data"),
+    State("ov-back-to", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    ClientsideFunction("conway", "back"),
+    Output("ov-graph", "elements", allow_duplicate=True),
+    Output("ov-graph", "layout", allow_duplicate=True),
+    Output("ov-view", "data", allow_duplicate=True),
+    Output("ov-fitted", "data", allow_duplicate=True),
+    Output("ov-back-to", "data", allow_duplicate=True),
+    Input("ov-back", "n_clicks"),
+    State("ov-view", "data"),
+    State("ov-back-to", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    "function (back) { return {display: back ? 'inline-block' : 'none'}; }",
+    Output("ov-back", "style"),
+    Input("ov-back-to", "data"),
+)
 
 
 @dash.callback(
