@@ -19,10 +19,12 @@ from dash.development.base_component import Component
 
 from dashboard import views
 from dashboard.client import CollectorClient, Source
+from dashboard.recent import RecentStates
 from dashboard.state import fetch, initial_state, is_stale, next_state
 from dashboard.text import clock
 
 SETTINGS_KEY = "CONWAY_SETTINGS"
+RECENT_KEY = "CONWAY_RECENT_STATES"
 CATALOG_KEY = "CONWAY_CATALOG"
 PAGES_DIR = Path(__file__).parent / "pages"
 
@@ -70,6 +72,13 @@ def settings() -> Settings:
     return value
 
 
+def recent_states() -> RecentStates:
+    """The states this process's refreshes made lately (see ``dashboard.recent``)."""
+    value = flask.current_app.config[RECENT_KEY]
+    assert isinstance(value, RecentStates)
+    return value
+
+
 def collector_client() -> Source:
     """The graph's source for one callback: the collector, or Prometheus."""
     s = settings()
@@ -98,6 +107,7 @@ def create_app(config: Settings) -> Dash:
         update_title="",
     )
     app.server.config[SETTINGS_KEY] = config
+    app.server.config[RECENT_KEY] = RecentStates()
     if config.source == "prometheus":
         from dashboard.promsource import CatalogOwnership
 
@@ -131,6 +141,9 @@ def shell(config: Settings) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="state", data=initial_state(config.source_url, config.source_label)),
+            # The key of ``state`` in this process's recent states: what callbacks that only
+            # read the state take, instead of uploading it (see dashboard.recent).
+            dcc.Store(id="state-key", data=None),
             dcc.Store(id="highlight", data=None),
             dcc.Interval(id="refresh", interval=config.refresh_ms, n_intervals=0),
             nav,
@@ -170,15 +183,17 @@ def source_banner(config: Settings) -> html.Div:
 
 @dash.callback(
     Output("state", "data"),
+    Output("state-key", "data"),
     Input("refresh", "n_intervals"),
     State("state", "data"),
 )
-def refresh(_n: int | None, state: dict[str, Any] | None) -> dict[str, Any]:
+def refresh(_n: int | None, state: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
     """Poll the collector once; keep the last good graph if it does not answer."""
     s = settings()
     with collector_client() as client:
         fetched = fetch(client, s.window_s)
-    return next_state(state, fetched, s.source_url, time.time(), s.source_label)
+    new = next_state(state, fetched, s.source_url, time.time(), s.source_label)
+    return new, recent_states().put(new)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
@@ -203,9 +218,12 @@ def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, 
     Output("collector-banner-slot", "children"),
     Output("page-banner-slot", "children"),
     Output("status-line", "children"),
-    Input("state", "data"),
+    Input("state-key", "data"),
 )
-def banners(state: dict[str, Any] | None) -> tuple[Any, Any, str]:
+def banners(key: str | None) -> tuple[Any, Any, Any]:
+    state = recent_states().get(key)
+    if state is None:
+        return no_update, no_update, no_update
     return render_banners(state, time.time())
 
 

@@ -181,6 +181,9 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     conway: {
+      // The focus view for a graph (also read by the tests, against elements.focus_elements).
+      focusElements: focusElements,
+
       suggest: function (value, state) {
         const q = (value || '').trim().toLowerCase();
         if (!q || !state || !state.graph) { return []; }

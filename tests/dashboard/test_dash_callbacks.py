@@ -67,12 +67,12 @@ def test_overview_waits_for_the_collector_before_first_graph(dash_app: Dash) -> 
 def test_fit_happens_on_first_elements_and_on_request_only(dash_app: Dash) -> None:
     ov = page(dash_app, "overview")
     state = _state(demo_graph())
-    first = ov.update_graph(state, ov.initial_view(), None, None)
+    first = ov.graph_outputs(state, ov.initial_view(), None, None)
     assert first[6]["fit"] is True and first[7] == 0
-    again = ov.update_graph(state, ov.initial_view(), None, 0)
+    again = ov.graph_outputs(state, ov.initial_view(), None, 0)
     assert again[6] is no_update  # a plain refresh keeps the user's zoom
     view = {**ov.initial_view(), "fit": 1}
-    asked = ov.update_graph(state, view, None, 0)
+    asked = ov.graph_outputs(state, view, None, 0)
     assert asked[6]["fitRequest"] == 1
 
 
