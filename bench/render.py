@@ -47,6 +47,7 @@ from typing import Any
 import httpx
 from benchlib import free_port, stop, wait_http
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
@@ -74,6 +75,8 @@ CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
                "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--window-size=1400,1000")
 TIMEOUT_S = 60.0
+# One step that takes longer is printed as "> STEP_TIMEOUT_S" and the visit goes on.
+STEP_TIMEOUT_S = 30.0
 VERBOSE = False
 # The window the dashboard asks for: long enough that the replayed calls stay in it for the
 # whole run (the collector keeps 15 minutes).
@@ -192,6 +195,10 @@ class Figures:
     def add(self, step: str, value: float) -> None:
         self.steps.setdefault(step, []).append(value)
 
+    def timed_out(self, step: str) -> None:
+        self.add(step, STEP_TIMEOUT_S * 1000)
+        self.notes[step + " timeouts"] = str(int(self.notes.get(step + " timeouts", "0")) + 1)
+
 
 def shop_deps() -> list[dict[str, Any]]:
     return [{"parent": p, "child": c, "callCount": 1} for p, cs in SHOP_CALLS.items() for c in cs]
@@ -305,10 +312,30 @@ def visit(driver: webdriver.Chrome, url: str, case: Case, graph: dict[str, Any],
           figs: Figures, explain: bool) -> str | None:
     """One navigation and every step on it; the first draw's breakdown when ``explain``."""
     n_first, _edges, team_id, team_count = first_view(graph)
+    driver.set_script_timeout(TIMEOUT_S)
     driver.get(url)
     drawn = driver.execute_async_script(WAIT_VIEW, n_first)
     figs.add("first draw", drawn["t"])
     why = breakdown(driver, drawn) if explain else None
+    try:
+        steps(driver, case, graph, figs, n_first, team_id, team_count)
+    except TimeoutException:
+        # A step past STEP_TIMEOUT_S: counted as that long, the rest of the visit skipped.
+        for step in ("search -> focus", "back", "open team"):
+            if len(figs.steps.get(step, [])) < len(figs.steps["first draw"]):
+                figs.timed_out(step)
+    step = time_travel_step(driver)
+    if isinstance(step, str):
+        figs.notes["time step"] = step
+    else:
+        figs.add("time step", step)
+    return why
+
+
+def steps(driver: webdriver.Chrome, case: Case, graph: dict[str, Any], figs: Figures,
+          n_first: int, team_id: str | None, team_count: int) -> None:
+    """Search, back and open a team, on a drawn overview."""
+    driver.set_script_timeout(STEP_TIMEOUT_S)
     # Search: type the name, press Enter, wait for its neighbourhood alone, fitted.
     before = driver.execute_script(VIEWPORT)
     driver.execute_script(MARK_ENTER)
@@ -344,12 +371,6 @@ def visit(driver: webdriver.Chrome, url: str, case: Case, graph: dict[str, Any],
         figs.add("open team", t1 - t0)
     else:
         figs.notes["open team"] = "n/a (not folded)"
-    step = time_travel_step(driver)
-    if isinstance(step, str):
-        figs.notes["time step"] = step
-    else:
-        figs.add("time step", step)
-    return why
 
 
 STEPS = ("first draw", "search -> focus", "label px", "back", "open team", "time step")
@@ -361,7 +382,9 @@ def show(label: str, figs: Figures) -> None:
         values = figs.steps.get(step)
         if values:
             unit = " px" if step == "label px" else " ms"
-            parts.append(f"{step} {statistics.median(values):.0f}{unit}")
+            late = figs.notes.get(step + " timeouts")
+            parts.append(f"{step} {statistics.median(values):.0f}{unit}"
+                         + (f" ({late} runs > {STEP_TIMEOUT_S:.0f} s)" if late else ""))
         elif step in figs.notes:
             parts.append(f"{step} {figs.notes[step]}")
     if "zoom restored" in figs.notes:
