@@ -26,6 +26,8 @@
   // a store that would be copied on every change).
   let wholeElements = null;
   let lastTyped = '';
+  // A search made before the first refresh brought the graph: answered when it does.
+  let pending = null;
 
   function displayText(value) {
     return String(value).replace(BIDI, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
@@ -197,18 +199,29 @@
       focus: function (_submit, value, state, elements, view, backTo) {
         const triggered = (window.dash_clientside.callback_context.triggered || [])
           .map(t => t.prop_id);
+        const submitted = triggered.includes('ov-search.n_submit');
+        const graph = state && state.graph;
+        if (!submitted && !triggered.includes('ov-search.value')) {
+          // A refresh: only a search waiting for the graph has anything to do.
+          if (pending === null || !graph) { return noUpdate(6); }
+        }
         const typed = value || '';
         const previous = lastTyped;
         lastTyped = typed;
-        const graph = state && state.graph;
-        if (!graph) { return noUpdate(6); }
-        const q = typed.trim();
-        if (!triggered.includes('ov-search.n_submit')) {
+        let q = typed.trim();
+        if (!graph) {
+          if (submitted) { pending = q; }
+          return noUpdate(6);
+        }
+        if (pending !== null && !submitted && !triggered.includes('ov-search.value')) {
+          q = pending;
+        } else if (!submitted) {
           // Typing adds a character at a time; a whole name at once is a suggestion picked.
           const picked = Math.abs(q.length - previous.trim().length) > 1
             && nodeNames(graph).includes(q);
           if (!picked) { return noUpdate(6); }
         }
+        pending = null;
         if (!q) { return noUpdate(6); }
         const name = findService(graph, q);
         if (name === null) {

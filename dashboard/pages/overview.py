@@ -44,17 +44,20 @@ def first_render() -> tuple[Any, ...] | None:
     if fetched.error is not None:
         return None
     state = next_state(None, fetched, s.source_url, time.time(), s.source_label)
-    return render(state, initial_view(), None)
+    return (*render(state, initial_view(), None), state["graph"].get("generated_at"))
 
 
 def layout(**_query: Any) -> html.Div:
     first = first_render()
-    elements, sheet, details, info, placeholder, wrap = first or (
+    elements, sheet, details, info, placeholder, wrap, drawn = first or (
         [], E.stylesheet(), None, "", {"display": "flex"},
-        "graph-wrap")
+        "graph-wrap", None)
     return html.Div(
         [
             dcc.Store(id="ov-view", data=initial_view()),
+            # The snapshot the layout drew (``generated_at``): the first refresh, fetched at
+            # the same moment, usually brings the same one and need not be drawn again.
+            dcc.Store(id="ov-drawn", data=drawn),
             # The prerendered graph was fitted by the initial layout: fit request 0 is done.
             dcc.Store(id="ov-fitted", data=0 if elements else None),
             # Where the whole graph was when a search focused one service (browser only).
@@ -172,21 +175,29 @@ def render(
     Output("ov-graph-wrap", "className"),
     Output("ov-graph", "layout"),
     Output("ov-fitted", "data"),
+    Output("ov-drawn", "data"),
     Input("state-key", "data"),
     Input("ov-view", "data"),
     Input("highlight", "data"),
     State("ov-fitted", "data"),
+    State("ov-drawn", "data"),
 )
 def update_graph(
     key: str | None,
     view: dict[str, Any] | None,
     highlight: dict[str, Any] | None,
     fitted: int | None,
+    drawn: float | None,
 ) -> tuple[Any, ...]:
     # The state by its key, not uploaded: at 1,238 services it is a megabyte per request.
     from dashboard.app import recent_states
 
-    return graph_outputs(recent_states().get(key), view, highlight, fitted)
+    state = recent_states().get(key)
+    graph = (state or {}).get("graph") or {}
+    if (ctx.triggered_id == "state-key" and drawn is not None and not is_stale(state)
+            and graph.get("generated_at") == drawn):
+        return (no_update,) * 8 + (None,)  # the layout drew this very snapshot
+    return (*graph_outputs(state, view, highlight, fitted), None)
 
 
 def graph_outputs(
@@ -273,7 +284,7 @@ dash.clientside_callback(
     ClientsideFunction("conway", "suggest"),
     Output("ov-suggest", "children"),
     Input("ov-search", "value"),
-    State("state", "data"),
+    Input("state", "data"),
     prevent_initial_call=True,
 )
 dash.clientside_callback(
@@ -286,7 +297,7 @@ dash.clientside_callback(
     Output("ov-search-msg", "children", allow_duplicate=True),
     Input("ov-search", "n_submit"),
     Input("ov-search", "value"),
-    State("state", "data"),
+    Input("state", "data"),  # a search made before the first refresh waits for it
     State("ov-graph", "elements"),
     State("ov-view", "data"),
     State("ov-back-to", "data"),
