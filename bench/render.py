@@ -321,6 +321,12 @@ def visit(driver: webdriver.Chrome, url: str, case: Case, graph: dict[str, Any],
         steps(driver, case, graph, figs, n_first, team_id, team_count)
     except TimeoutException:
         # A step past STEP_TIMEOUT_S: counted as that long, the rest of the visit skipped.
+        if VERBOSE:
+            print("        step timed out; the graph then:", driver.execute_script(
+                FIND_CY + "const c = findCy(); return c && {nodes: c.nodes().length, "
+                "services: c.nodes().filter(n => n.id().startsWith('s:')).length, "
+                "fitted: fitted(c), zoom: c.zoom(), search: "
+                "document.getElementById('ov-search').value};"), flush=True)
         for step in ("search -> focus", "back", "open team"):
             if len(figs.steps.get(step, [])) < len(figs.steps["first draw"]):
                 figs.timed_out(step)

@@ -179,6 +179,18 @@
     return null;
   }
 
+  // Run ``action`` on the graph once ``ready`` says the new elements are in (Dash applies a
+  // callback's outputs a moment after it returns, and a late refresh can come between).
+  function whenDrawn(ready, action) {
+    let frames = 0;
+    function step() {
+      const cy = findCy();
+      if (cy && ready(cy)) { action(cy); return; }
+      if (++frames < 600) { requestAnimationFrame(step); }
+    }
+    requestAnimationFrame(step);
+  }
+
   function noUpdate(n) { return Array(n).fill(window.dash_clientside.no_update); }
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
@@ -203,7 +215,7 @@
         const graph = state && state.graph;
         if (!submitted && !triggered.includes('ov-search.value')) {
           // A refresh: only a search waiting for the graph has anything to do.
-          if (pending === null || !graph) { return noUpdate(6); }
+          if (pending === null || !graph) { return noUpdate(5); }
         }
         const typed = value || '';
         const previous = lastTyped;
@@ -211,7 +223,7 @@
         let q = typed.trim();
         if (!graph) {
           if (submitted) { pending = q; }
-          return noUpdate(6);
+          return noUpdate(5);
         }
         if (pending !== null && !submitted && !triggered.includes('ov-search.value')) {
           q = pending;
@@ -219,13 +231,13 @@
           // Typing adds a character at a time; a whole name at once is a suggestion picked.
           const picked = Math.abs(q.length - previous.trim().length) > 1
             && nodeNames(graph).includes(q);
-          if (!picked) { return noUpdate(6); }
+          if (!picked) { return noUpdate(5); }
         }
         pending = null;
-        if (!q) { return noUpdate(6); }
+        if (!q) { return noUpdate(5); }
         const name = findService(graph, q);
         if (name === null) {
-          return [...noUpdate(5), 'no service matches “' + displayText(q) + '”'];
+          return [...noUpdate(4), 'no service matches “' + displayText(q) + '”'];
         }
         const current = Object.assign({selected: null, expanded: [], focus: null, fit: 0},
           view || {});
@@ -238,20 +250,25 @@
         const fit = (current.fit || 0) + 1;
         const selected = 's:' + name;
         const next = Object.assign({}, current, {focus: name, selected: selected, fit: fit});
-        return [focusElements(graph, name, selected), Object.assign({fitRequest: fit}, FIT),
-          next, fit, back, ''];
+        const els = focusElements(graph, name, selected);
+        const ids = new Set(els.filter(e => !e.data.source).map(e => e.data.id));
+        // Fitted here, once exactly these nodes are drawn (not by a layout prop, which can
+        // run before the elements change). ov-fitted = fit: the server will not fit again.
+        whenDrawn(cy => cy.nodes().length === ids.size && cy.nodes().every(n => ids.has(n.id())),
+          cy => cy.fit(cy.elements(), FIT.padding));
+        return [els, next, fit, back, ''];
       },
 
       back: function (_n, view, backTo) {
-        if (!backTo) { return noUpdate(5); }
+        if (!backTo) { return noUpdate(4); }
         const current = Object.assign({}, view || {});
         current.focus = null;
-        const layout = {name: 'preset', fit: false, animate: false, zoom: backTo.zoom,
-          pan: backTo.pan, backRequest: Date.now()};
         const whole = wholeElements;
         wholeElements = null;
-        return [whole || window.dash_clientside.no_update, layout, current,
-          current.fit || 0, null];
+        const ids = new Set((whole || []).filter(e => !e.data.source).map(e => e.data.id));
+        whenDrawn(cy => cy.nodes().length === ids.size && cy.nodes().every(n => ids.has(n.id())),
+          cy => cy.viewport({zoom: backTo.zoom, pan: backTo.pan}));
+        return [whole || window.dash_clientside.no_update, current, current.fit || 0, null];
       },
     },
   });

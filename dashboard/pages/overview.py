@@ -290,7 +290,6 @@ dash.clientside_callback(
 dash.clientside_callback(
     ClientsideFunction("conway", "focus"),
     Output("ov-graph", "elements", allow_duplicate=True),
-    Output("ov-graph", "layout", allow_duplicate=True),
     Output("ov-view", "data", allow_duplicate=True),
     Output("ov-fitted", "data", allow_duplicate=True),
     Output("ov-back-to", "data"),
@@ -306,7 +305,6 @@ dash.clientside_callback(
 dash.clientside_callback(
     ClientsideFunction("conway", "back"),
     Output("ov-graph", "elements", allow_duplicate=True),
-    Output("ov-graph", "layout", allow_duplicate=True),
     Output("ov-view", "data", allow_duplicate=True),
     Output("ov-fitted", "data", allow_duplicate=True),
     Output("ov-back-to", "data", allow_duplicate=True),
