@@ -146,6 +146,7 @@ HOOK_FETCH = """
 NODE_AT = FIND_CY + """
 const c = findCy();
 const n = c.getElementById(arguments[0]);
+if (!n.length) { return null; }
 const p = n.renderedPosition();
 const rect = c.container().getBoundingClientRect();
 const font = parseFloat(n.style('font-size')) || 0;
@@ -367,7 +368,11 @@ def steps(driver: webdriver.Chrome, case: Case, graph: dict[str, Any], figs: Fig
         "zoom restored", "yes") == "yes" else "no"
     # Open a folded team with a real click.
     if team_id is not None:
-        at = driver.execute_script(NODE_AT, team_id)
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while (at := driver.execute_script(NODE_AT, team_id)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutException(f"{team_id} never drawn")
+            time.sleep(0.05)
         t0 = driver.execute_script("return performance.now()")
         actions = ActionBuilder(driver)
         actions.pointer_action.move_to_location(int(at["x"]), int(at["y"]))

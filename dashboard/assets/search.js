@@ -198,6 +198,16 @@
       // The focus view for a graph (also read by the tests, against elements.focus_elements).
       focusElements: focusElements,
 
+      // The server's elements, unless the view changed while they were being built.
+      serverElements: function (data, view) {
+        if (!data) { return window.dash_clientside.no_update; }
+        const v = view || {};
+        const now = [v.focus === undefined ? null : v.focus, v.expanded || [],
+          v.selected === undefined ? null : v.selected];
+        return JSON.stringify(now) === JSON.stringify(data.view) ? data.elements
+          : window.dash_clientside.no_update;
+      },
+
       suggest: function (value, state) {
         const q = (value || '').trim().toLowerCase();
         if (!q || !state || !state.graph) { return []; }

@@ -58,6 +58,9 @@ def layout(**_query: Any) -> html.Div:
             # The snapshot the layout drew (``generated_at``): the first refresh, fetched at
             # the same moment, usually brings the same one and need not be drawn again.
             dcc.Store(id="ov-drawn", data=drawn),
+            # The server's elements with the view they were built for; drawn only if that is
+            # still the view (a refresh answered after a search must not undo it).
+            dcc.Store(id="ov-server-elements", data=None),
             # The prerendered graph was fitted by the initial layout: fit request 0 is done.
             dcc.Store(id="ov-fitted", data=0 if elements else None),
             # Where the whole graph was when a search focused one service (browser only).
@@ -167,7 +170,7 @@ def render(
 
 
 @dash.callback(
-    Output("ov-graph", "elements"),
+    Output("ov-server-elements", "data"),
     Output("ov-graph", "stylesheet"),
     Output("ov-details", "children"),
     Output("ov-info", "children"),
@@ -197,7 +200,25 @@ def update_graph(
     if (ctx.triggered_id == "state-key" and drawn is not None and not is_stale(state)
             and graph.get("generated_at") == drawn):
         return (no_update,) * 8 + (None,)  # the layout drew this very snapshot
-    return (*graph_outputs(state, view, highlight, fitted), None)
+    out = graph_outputs(state, view, highlight, fitted)
+    if out[0] is no_update:
+        return (*out, None)
+    return ({"view": view_key(view), "elements": out[0]}, *out[1:], None)
+
+
+def view_key(view: dict[str, Any] | None) -> list[Any]:
+    """What of a view decides the elements (assets/search.js compares the same)."""
+    v = view or initial_view()
+    return [v.get("focus"), list(v.get("expanded") or []), v.get("selected")]
+
+
+dash.clientside_callback(
+    ClientsideFunction("conway", "serverElements"),
+    Output("ov-graph", "elements", allow_duplicate=True),
+    Input("ov-server-elements", "data"),
+    State("ov-view", "data"),
+    prevent_initial_call=True,
+)
 
 
 def graph_outputs(
