@@ -25,6 +25,7 @@
   // Where the whole graph was when a search left it (elements are large: kept here, not in
   // a store that would be copied on every change).
   let wholeElements = null;
+  let wholeViewport = null;
   let lastTyped = '';
   // A search made before the first refresh brought the graph: answered when it does.
   let pending = null;
@@ -251,11 +252,16 @@
         }
         const current = Object.assign({selected: null, expanded: [], focus: null, fit: 0},
           view || {});
-        let back = backTo;
-        if (!current.focus) {
+        // Remember the whole view when leaving it. Decided from what is drawn, not from the
+        // view store: two searches in one moment both see the store without a focus.
+        const showingFocus = (elements || []).some(
+          e => typeof e.classes === 'string' && e.classes.split(' ').includes('focus'));
+        let back = window.dash_clientside.no_update;
+        if (!showingFocus || wholeElements === null) {
           const cy = findCy();
           wholeElements = elements || [];
-          back = cy ? {zoom: cy.zoom(), pan: cy.pan()} : {zoom: 1, pan: {x: 0, y: 0}};
+          wholeViewport = cy ? {zoom: cy.zoom(), pan: cy.pan()} : {zoom: 1, pan: {x: 0, y: 0}};
+          back = wholeViewport;
         }
         const fit = (current.fit || 0) + 1;
         const selected = 's:' + name;
@@ -270,14 +276,16 @@
       },
 
       back: function (_n, view, backTo) {
-        if (!backTo) { return noUpdate(4); }
+        const to = wholeViewport || backTo;
+        if (!to || wholeElements === null) { return noUpdate(4); }
         const current = Object.assign({}, view || {});
         current.focus = null;
         const whole = wholeElements;
         wholeElements = null;
+        wholeViewport = null;
         const ids = new Set((whole || []).filter(e => !e.data.source).map(e => e.data.id));
         whenDrawn(cy => cy.nodes().length === ids.size && cy.nodes().every(n => ids.has(n.id())),
-          cy => cy.viewport({zoom: backTo.zoom, pan: backTo.pan}));
+          cy => cy.viewport({zoom: to.zoom, pan: to.pan}));
         return [whole || window.dash_clientside.no_update, current, current.fit || 0, null];
       },
     },
