@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +162,16 @@ def _jaeger_id(text: str, size: int) -> bytes:
 
 
 def dependencies_to_spans(
-    deps: list[dict[str, Any]], now_ns: int, calls_per_edge: int = 1
+    deps: list[dict[str, Any]], now_ns: int, calls_per_edge: int = 1,
+    team_of: Callable[[str], str | None] | None = None,
 ) -> list[SpanRecord]:
     """Paired CLIENT/SERVER spans for each ``{parent, child, callCount}`` edge.
 
     Each call is its own trace: the CLIENT span (in ``parent``) is the root, the SERVER span (in
     ``child``) its child, both ending by ``now_ns``. ``callCount`` is not replayed (the large
     sample's 3 million calls would be needless work); ``calls_per_edge`` sets the volume.
+    ``team_of`` names a service's team, sent as the ``team`` resource attribute (a sample
+    with no owners then spreads over teams as a real organisation's would).
     """
     resources: dict[str, Attributes] = {}
 
@@ -176,6 +179,9 @@ def dependencies_to_spans(
         found = resources.get(service)
         if found is None:
             found = resources[service] = {"service.name": service}
+            team = team_of(service) if team_of is not None else None
+            if team is not None:
+                found["team"] = team
         return found
 
     spans: list[SpanRecord] = []

@@ -19,11 +19,13 @@ from dash.development.base_component import Component
 
 from dashboard import views
 from dashboard.client import CollectorClient, Source
+from dashboard.recent import RecentStates
 from dashboard.state import fetch_moment, initial_state, is_stale, next_state
 from dashboard.text import clock
 from dashboard.timetravel import bar_info, compare_links, past_banner
 
 SETTINGS_KEY = "CONWAY_SETTINGS"
+RECENT_KEY = "CONWAY_RECENT_STATES"
 CATALOG_KEY = "CONWAY_CATALOG"
 PAGES_DIR = Path(__file__).parent / "pages"
 
@@ -71,6 +73,13 @@ def settings() -> Settings:
     return value
 
 
+def recent_states() -> RecentStates:
+    """The states this process's refreshes made lately (see ``dashboard.recent``)."""
+    value = flask.current_app.config[RECENT_KEY]
+    assert isinstance(value, RecentStates)
+    return value
+
+
 def collector_client() -> Source:
     """The graph's source for one callback: the collector, or Prometheus."""
     s = settings()
@@ -99,12 +108,16 @@ def create_app(config: Settings) -> Dash:
         update_title="",
     )
     app.server.config[SETTINGS_KEY] = config
+    app.server.config[RECENT_KEY] = RecentStates()
     if config.source == "prometheus":
         from dashboard.promsource import CatalogOwnership
 
         # Loaded once per process (raises CatalogInvalid); reloaded when its files change.
         app.server.config[CATALOG_KEY] = CatalogOwnership(config.catalog)
     app.layout = shell(config)
+    # The first client imports httpcore and loads the CA bundle (over a second on a busy
+    # machine): pay that at start, not in a visitor's first refresh.
+    CollectorClient(config.collector_url).close()
     return app
 
 
@@ -129,6 +142,9 @@ def shell(config: Settings) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="state", data=initial_state(config.source_url, config.source_label)),
+            # The key of ``state`` in this process's recent states: what callbacks that only
+            # read the state take, instead of uploading it (see dashboard.recent).
+            dcc.Store(id="state-key", data=None),
             dcc.Store(id="highlight", data=None),
             # Time travel (dashboard/timetravel.py): the moment the overview shows (None: live).
             dcc.Store(id="tt", data=None),
@@ -172,6 +188,7 @@ def source_banner(config: Settings) -> html.Div:
 
 @dash.callback(
     Output("state", "data"),
+    Output("state-key", "data"),
     Output("tt-info", "data"),
     Input("refresh", "n_intervals"),
     Input("tt", "data"),
@@ -182,18 +199,19 @@ def refresh(_n: int | None, at: float | None, state: dict[str, Any] | None,
             path: str | None) -> Any:
     """Poll the collector once; keep the last good graph if it does not answer. On the
     overview showing a past moment (``tt``), fetch it once: the past does not move. Also
-    gives the time bar the little it needs of the state (``tt-info``)."""
+    gives the key of the new state among the recent ones (``state-key``, what callbacks that
+    only read it take) and the time bar the little it needs of it (``tt-info``)."""
     s = settings()
     at = at if isinstance(at, int | float) and (path or "/").rstrip("/") == "" else None
     if at is not None and ctx.triggered_id == "refresh" and state \
             and state.get("at") == at and state.get("reachable"):
-        return no_update, no_update
+        return no_update, no_update, no_update
     with collector_client() as client:
         fetched, shown, refusal = fetch_moment(client, s.window_s, at, state)
     new = next_state(state, fetched, s.source_url, time.time(), s.source_label, at=shown,
                      refused=(at, refusal) if at is not None and refusal is not None
                      else None)
-    return new, bar_info(new)
+    return new, recent_states().put(new), bar_info(new)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:
@@ -226,9 +244,12 @@ def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, 
     Output("collector-banner-slot", "children"),
     Output("page-banner-slot", "children"),
     Output("status-line", "children"),
-    Input("state", "data"),
+    Input("state-key", "data"),
 )
-def banners(state: dict[str, Any] | None) -> tuple[Any, Any, str]:
+def banners(key: str | None) -> tuple[Any, Any, Any]:
+    state = recent_states().get(key)
+    if state is None:
+        return no_update, no_update, no_update
     return render_banners(state, time.time())
 
 

@@ -25,6 +25,10 @@ from dashboard.text import display_text, fmt_ms, fmt_pct, fmt_rate
 Element = dict[str, Any]
 
 COLLAPSE_THRESHOLD = 150
+# Above this many drawn calls, edges are straight "haystack" lines without arrows: Cytoscape
+# draws them several times faster than bezier curves, and at the zoom that shows them all an
+# arrowhead is a pixel anyway (the details panel and the focus view give the direction).
+BULK_EDGES = 600
 # Above this many visible nodes, node labels carry the name only (numbers are in the panel).
 DETAILED_LABEL_LIMIT = 60
 
@@ -145,17 +149,8 @@ def build_elements(
     ]
     by_id = {str(n["id"]): n for n in nodes}
     if focus is not None and focus in by_id:
-        keep = {focus}
-        for e in edges:
-            if e["source"] == focus:
-                keep.add(str(e["target"]))
-            if e["target"] == focus:
-                keep.add(str(e["source"]))
-        nodes = [n for n in nodes if str(n["id"]) in keep]
-        edges = [e for e in edges if e["source"] in keep and e["target"] in keep]
-        collapse = False
-    else:
-        collapse = len(nodes) > collapse_threshold
+        return focus_elements(nodes, edges, focus, selected)
+    collapse = len(nodes) > collapse_threshold
     open_groups = set(expanded)
     orphan_count = sum(
         1 for n in graph.get("nodes", []) if n.get("kind") != "virtual" and not n.get("team")
@@ -209,6 +204,42 @@ def build_elements(
     apply_highlight(out_nodes, highlight)
     out_edges = _edges(edges, shown_as, detailed, selected, lit)
     return out_nodes + out_edges
+
+
+def focus_elements(
+    nodes: list[dict[str, Any]],
+    edges: list[dict[str, Any]],
+    focus: str,
+    selected: str | None,
+) -> list[Element]:
+    """A searched service with its callers and callees only, in their own small layout
+    (``positions.focus_layout``), outside any team box so the picture fits tightly.
+
+    ``dashboard/assets/search.js`` builds the same elements in the browser (the search
+    answers there at once); a refresh then rebuilds them here, so the two must agree.
+    """
+    callers = {str(e["source"]) for e in edges if e["target"] == focus}
+    callees = {str(e["target"]) for e in edges if e["source"] == focus}
+    detailed = len(callers | callees | {focus}) <= DETAILED_LABEL_LIMIT
+    place = P.focus_layout(focus, callers, callees, detailed=detailed)
+    kept = [n for n in nodes if str(n["id"]) in place]
+    kept.sort(key=lambda n: str(n["id"]))
+    out: list[Element] = []
+    shown_as: dict[str, str] = {}
+    for n in kept:
+        name = str(n["id"])
+        orphan = n.get("kind") != "virtual" and not n.get("team")
+        el = _service_node(n, name, "", "", orphan, edges, detailed, selected)
+        del el["data"]["parent"], el["data"]["group"]
+        if name == focus:
+            el["classes"] += " focus"
+        el["position"] = place[name]
+        out.append(el)
+        shown_as[name] = node_el_id(name)
+    # Only the focus's own calls: calls among its neighbours would cross the picture.
+    near = [e for e in edges if focus in (e["source"], e["target"])
+            and str(e["source"]) in place and str(e["target"]) in place]
+    return out + _edges(near, shown_as, detailed, selected, set())
 
 
 def _service_node(
@@ -334,6 +365,7 @@ def _edges(
                 cur["p95"] = p95
             cur["pairs"].append((str(e["source"]), str(e["target"])))
     max_rate = max((a["rate"] for a in agg.values()), default=0.0)
+    bulk = len(agg) > BULK_EDGES
     out: list[Element] = []
     for (src, dst), a in sorted(agg.items()):
         ratio = a["errors"] / a["rate"] if a["rate"] > 0 else 0.0
@@ -343,7 +375,7 @@ def _edges(
         else:
             s_name, t_name = src, dst
             el_id = "e:" + json.dumps([src, dst, "agg"])
-        classes = []
+        classes = ["bulk"] if bulk else []
         if a["mesh_only"]:
             classes.append("mesh-only")  # seen by the service mesh only, never traced
         if selected == el_id:
@@ -435,6 +467,7 @@ def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
                 "text-valign": "bottom",
                 "text-margin-y": 4,
                 "font-size": 12,
+                "min-zoomed-font-size": 5,
                 "color": "#212529",
                 "background-color": "data(color)",
                 "width": 40,
@@ -500,6 +533,7 @@ def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
                 "target-arrow-color": "data(color)",
                 "label": "data(label)",
                 "font-size": 9,
+                "min-zoomed-font-size": 6,
                 "color": "#495057",
                 "text-rotation": "autorotate",
                 "text-background-color": "#ffffff",
@@ -512,6 +546,8 @@ def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
         {"selector": "node.no-traces",
          "style": {"border-style": "double", "border-width": 6, "border-color": "#7048e8"}},
         {"selector": "edge.mesh-only", "style": {"line-style": "dotted"}},
+        {"selector": "edge.bulk", "style": {"curve-style": "haystack", "haystack-radius": 0,
+                                            "target-arrow-shape": "none"}},
         {"selector": ".faded", "style": {"opacity": 0.25}},
         {
             "selector": "node.impacted",

@@ -174,3 +174,33 @@ def box_center(pos: Positions, group: str) -> tuple[dict[str, float], float, flo
         return None
     w, h = box_size(box)
     return {"x": box["x"] + w / 2, "y": box["y"] + h / 2}, w, h
+
+
+# A search focus is drawn in its own small layout: the service in the middle, the services
+# calling it in columns to its left, those it calls to its right, each column in name order.
+# Cells are sized for the labels (a metrics line when few are shown, the name only when many),
+# so the fitted picture stays legible.
+FOCUS_CELL = {True: (260.0, 95.0), False: (170.0, 70.0)}  # detailed -> (dx, dy)
+FOCUS_MIN_ROWS = 8
+
+
+def focus_layout(focus: str, callers: Iterable[str], callees: Iterable[str], *,
+                 detailed: bool = True) -> dict[str, dict[str, float]]:
+    """Model positions of a focused service and its neighbours.
+
+    A service that both calls and is called by the focus sits with the callers. A long side
+    wraps into columns about as tall as the side is wide, so a hub's picture keeps the
+    canvas' shape. ``dashboard/assets/search.js`` draws the same layout in the browser: keep
+    the two in step.
+    """
+    dx, dy = FOCUS_CELL[detailed]
+    out = {focus: {"x": 0.0, "y": 0.0}}
+    left = sorted(set(callers) - {focus})
+    right = sorted(set(callees) - {focus} - set(left))
+    for side, names in ((-1.0, left), (1.0, right)):
+        rows = max(FOCUS_MIN_ROWS, math.ceil(math.sqrt(len(names) * dx / dy)))
+        for i, name in enumerate(names):
+            col, row = divmod(i, rows)
+            in_col = min(rows, len(names) - col * rows)
+            out[name] = {"x": side * dx * (col + 1), "y": (row - (in_col - 1) / 2) * dy}
+    return out

@@ -8,15 +8,16 @@ a fit request counter.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dash
 import dash_cytoscape as cyto
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import elements as E
 from dashboard import timetravel, views
-from dashboard.state import is_stale
+from dashboard.state import fetch_moment, is_stale, next_state
 from dashboard.text import clock, display_text
 
 dash.register_page(__name__, path="/", name="Overview", title="Conway · overview")
@@ -28,11 +29,45 @@ def initial_view() -> dict[str, Any]:
     return {"selected": None, "expanded": [], "focus": None, "fit": 0}
 
 
+def first_render(at: float | None = None) -> tuple[Any, ...] | None:
+    """The overview as a first refresh would draw it, or None if the source did not answer;
+    ``at``: the past moment of a ``?at=`` link (refused, outside the history: live).
+
+    Drawn into the page's layout, so the first picture needs no callback round trip after
+    the page's own: the refresh's state and ``update_graph`` follow with the same positions
+    (``positions.assign`` is deterministic) and only replace what changed.
+    """
+    from dashboard.app import collector_client, settings
+
+    s = settings()
+    with collector_client() as client:
+        fetched, shown, refusal = fetch_moment(client, s.window_s, at, None)
+    if fetched.error is not None:
+        return None
+    state = next_state(None, fetched, s.source_url, time.time(), s.source_label, at=shown,
+                       refused=(at, refusal) if at is not None and refusal is not None
+                       else None)
+    return (*render(state, initial_view(), None), state["graph"].get("generated_at"))
+
+
 def layout(at: str | None = None, **_query: Any) -> html.Div:
+    first = first_render(timetravel.parse_at(at))
+    elements, sheet, details, info, placeholder, wrap, drawn = first or (
+        [], E.stylesheet(), None, "", {"display": "flex"},
+        "graph-wrap", None)
     return html.Div(
         [
             dcc.Store(id="ov-view", data=initial_view()),
-            dcc.Store(id="ov-fitted", data=None),
+            # The snapshot the layout drew (``generated_at``): the first refresh, fetched at
+            # the same moment, usually brings the same one and need not be drawn again.
+            dcc.Store(id="ov-drawn", data=drawn),
+            # The server's elements with the view they were built for; drawn only if that is
+            # still the view (a refresh answered after a search must not undo it).
+            dcc.Store(id="ov-server-elements", data=None),
+            # The prerendered graph was fitted by the initial layout: fit request 0 is done.
+            dcc.Store(id="ov-fitted", data=0 if elements else None),
+            # Where the whole graph was when a search focused one service (browser only).
+            dcc.Store(id="ov-back-to", data=None),
             timetravel.controls(at),  # ?at= and the time bar (dashboard/timetravel.py)
             html.Div(
                 [
@@ -40,13 +75,18 @@ def layout(at: str | None = None, **_query: Any) -> html.Div:
                         id="ov-search",
                         type="text",
                         placeholder="find a service…",
-                        debounce=True,
+                        debounce=False,
+                        list="ov-suggest",
+                        autoComplete="off",
                         className="search",
                     ),
+                    html.Datalist(id="ov-suggest", children=[]),
+                    html.Button("Back to whole graph", id="ov-back", n_clicks=0,
+                                style={"display": "none"}),
                     html.Button("Fit to view", id="ov-fit", n_clicks=0),
                     html.Button("Show all", id="ov-clear", n_clicks=0),
                     html.Span(id="ov-search-msg", className="search-msg"),
-                    html.Span(id="ov-info", className="muted"),
+                    html.Span(info, id="ov-info", className="muted"),
                 ],
                 className="toolbar",
             ),
@@ -54,9 +94,9 @@ def layout(at: str | None = None, **_query: Any) -> html.Div:
                 [
                     cyto.Cytoscape(
                         id="ov-graph",
-                        elements=[],
+                        elements=elements,
                         layout=FIT_LAYOUT,
-                        stylesheet=E.stylesheet(),
+                        stylesheet=sheet,
                         autoRefreshLayout=False,
                         minZoom=0.02,
                         maxZoom=4,
@@ -64,14 +104,16 @@ def layout(at: str | None = None, **_query: Any) -> html.Div:
                         style={"width": "100%", "height": "68vh"},
                     ),
                     html.Div(
-                        "Waiting for the collector…", id="ov-placeholder", className="placeholder"
+                        "Waiting for the collector…", id="ov-placeholder",
+                        className="placeholder", style=placeholder,
                     ),
                 ],
                 id="ov-graph-wrap",
-                className="graph-wrap",
+                className=wrap,
             ),
             html.Div(
-                [html.Div(id="ov-details", className="card details-card"), views.legend()],
+                [html.Div(details, id="ov-details", className="card details-card"),
+                 views.legend()],
                 className="below-graph",
             ),
         ]
@@ -132,7 +174,7 @@ def render(
 
 
 @dash.callback(
-    Output("ov-graph", "elements"),
+    Output("ov-server-elements", "data"),
     Output("ov-graph", "stylesheet"),
     Output("ov-details", "children"),
     Output("ov-info", "children"),
@@ -140,17 +182,60 @@ def render(
     Output("ov-graph-wrap", "className"),
     Output("ov-graph", "layout"),
     Output("ov-fitted", "data"),
-    Input("state", "data"),
+    Output("ov-drawn", "data"),
+    Input("state-key", "data"),
     Input("ov-view", "data"),
     Input("highlight", "data"),
     State("ov-fitted", "data"),
+    State("ov-drawn", "data"),
 )
 def update_graph(
+    key: str | None,
+    view: dict[str, Any] | None,
+    highlight: dict[str, Any] | None,
+    fitted: int | None,
+    drawn: float | None,
+) -> tuple[Any, ...]:
+    # The state by its key, not uploaded: at 1,238 services it is a megabyte per request.
+    from dashboard.app import recent_states
+
+    state = recent_states().get(key)
+    graph = (state or {}).get("graph") or {}
+    if (ctx.triggered_id == "state-key" and drawn is not None and not is_stale(state)
+            and graph.get("generated_at") == drawn):
+        return (no_update,) * 8 + (None,)  # the layout drew this very snapshot
+    out = graph_outputs(state, view, highlight, fitted)
+    if out[0] is no_update:
+        return (*out, None)
+    return ({"view": view_key(view), "elements": out[0]}, *out[1:], None)
+
+
+def view_key(view: dict[str, Any] | None) -> list[Any]:
+    """What of a view decides the elements (assets/search.js compares the same)."""
+    v = view or initial_view()
+    return [v.get("focus"), list(v.get("expanded") or []), v.get("selected")]
+
+
+dash.clientside_callback(
+    ClientsideFunction("conway", "serverElements"),
+    Output("ov-graph", "elements", allow_duplicate=True),
+    Input("ov-server-elements", "data"),
+    State("ov-view", "data"),
+    prevent_initial_call=True,
+)
+
+
+def graph_outputs(
     state: dict[str, Any] | None,
     view: dict[str, Any] | None,
     highlight: dict[str, Any] | None,
     fitted: int | None,
 ) -> tuple[Any, ...]:
+    """What one refresh or view change draws: ``render``'s outputs, the layout (a fit only
+    when asked) and the fit request done."""
+    if not (state or {}).get("graph"):
+        # No graph yet (the first refresh is on its way): keep what the layout drew.
+        return (no_update,) * 8
     out = render(state, view, highlight)
     want = int((view or {}).get("fit", 0))
     # Fit once when the first elements arrive, then only when the user asked for it.
@@ -196,64 +281,68 @@ def tapped(
     return on_tap(view, node, edge, prop)
 
 
-def find_service(graph: dict[str, Any] | None, query: str) -> str | None:
-    """Exact name first, then the shortest name containing the query (case-insensitive)."""
-    q = query.strip().lower()
-    if not q or not graph:
-        return None
-    names = sorted(str(n.get("id")) for n in graph.get("nodes", []) if n.get("id") is not None)
-    for name in names:
-        if name.lower() == q:
-            return name
-    hits = [n for n in names if q in n.lower()]
-    return min(hits, key=lambda n: (len(n), n)) if hits else None
-
-
-def on_search(
-    view: dict[str, Any] | None, graph: dict[str, Any] | None, query: str | None
-) -> tuple[dict[str, Any], str]:
-    view = dict(view or initial_view())
-    if not query or not query.strip():
-        view["focus"] = None
-        view["fit"] = int(view.get("fit", 0)) + 1
-        return view, ""
-    found = find_service(graph, query)
-    if found is None:
-        return view, f"no service matches “{display_text(query.strip())}”"
-    view["focus"] = found
-    view["selected"] = E.node_el_id(found)
-    view["fit"] = int(view.get("fit", 0)) + 1
-    return view, ""
-
-
 @dash.callback(
     Output("ov-view", "data", allow_duplicate=True),
-    Output("ov-search-msg", "children"),
-    Input("ov-search", "value"),
+    Output("ov-search-msg", "children", allow_duplicate=True),
+    Output("ov-back-to", "data", allow_duplicate=True),
     Input("ov-fit", "n_clicks"),
     Input("ov-clear", "n_clicks"),
     State("ov-view", "data"),
-    State("state", "data"),
     prevent_initial_call=True,
 )
-def toolbar(
-    query: str | None,
-    _fit: int | None,
-    _clear: int | None,
-    view: dict[str, Any] | None,
-    state: dict[str, Any] | None,
-) -> tuple[Any, Any]:
+def toolbar(_fit: int | None, _clear: int | None, view: dict[str, Any] | None
+            ) -> tuple[Any, Any, Any]:
     trigger = ctx.triggered_id
     view = dict(view or initial_view())
     if trigger == "ov-fit":
         view["fit"] = int(view.get("fit", 0)) + 1
-        return view, no_update
-    if trigger == "ov-clear":
-        fresh = initial_view()
-        fresh["fit"] = int(view.get("fit", 0)) + 1
-        return fresh, ""
-    new_view, message = on_search(view, (state or {}).get("graph"), query)
-    return new_view, message
+        return view, no_update, no_update
+    fresh = initial_view()
+    fresh["fit"] = int(view.get("fit", 0)) + 1
+    return fresh, "", None
+
+
+# Search answers in the browser (dashboard/assets/search.js): the graph is already there, in
+# the state store, so suggestions and the focused view need no round trip. The new view goes
+# to ``ov-view`` too, so refreshes (built here, by the same layout) keep the focus.
+dash.clientside_callback(
+    ClientsideFunction("conway", "suggest"),
+    Output("ov-suggest", "children"),
+    Input("ov-search", "value"),
+    Input("state", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    ClientsideFunction("conway", "focus"),
+    Output("ov-graph", "elements", allow_duplicate=True),
+    Output("ov-view", "data", allow_duplicate=True),
+    Output("ov-fitted", "data", allow_duplicate=True),
+    Output("ov-back-to", "data"),
+    Output("ov-search-msg", "children", allow_duplicate=True),
+    Input("ov-search", "n_submit"),
+    Input("ov-search", "value"),
+    Input("state", "data"),  # a search made before the first refresh waits for it
+    State("ov-graph", "elements"),
+    State("ov-view", "data"),
+    State("ov-back-to", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    ClientsideFunction("conway", "back"),
+    Output("ov-graph", "elements", allow_duplicate=True),
+    Output("ov-view", "data", allow_duplicate=True),
+    Output("ov-fitted", "data", allow_duplicate=True),
+    Output("ov-back-to", "data", allow_duplicate=True),
+    Input("ov-back", "n_clicks"),
+    State("ov-view", "data"),
+    State("ov-back-to", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    "function (back) { return {display: back ? 'inline-block' : 'none'}; }",
+    Output("ov-back", "style"),
+    Input("ov-back-to", "data"),
+)
 
 
 @dash.callback(

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import dash
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, dcc, html
 from dash.development.base_component import Component
 
 from dashboard import figures, views
@@ -103,9 +103,8 @@ def _missing_versions(svc: dict[str, Any]) -> str:
     Output("svc-chart", "figure"),
     Input("refresh", "n_intervals"),
     Input("svc-name", "data"),
-    State("state", "data"),
 )
-def refresh_service(_n: int | None, name: str | None, state: dict[str, Any] | None) -> Any:
+def refresh_service(_n: int | None, name: str | None) -> Any:
     if not name:
         return views.error_box("No service named in the address."), dash.no_update
     try:

@@ -281,7 +281,8 @@ def test_prometheus_source_merges_two_collectors(stack: tuple[list[str], str]) -
                                    catalog=CATALOG, prometheus_scrape_interval_s=SCRAPE_S)
     app = app_module.create_app(settings)
     with app.server.app_context():
-        state = app_module.refresh(0, None)
+        state, key = app_module.refresh(0, None)
+        assert app_module.recent_states().get(key) is state  # what the banners then read
         assert state["reachable"] is True and state["collector"] == prom_url
         shown = {n["id"]: n for n in state["graph"]["nodes"]}
         assert shown["payment"]["health"] == "failing" and shown["payment"]["team"] == "payments"
@@ -290,7 +291,7 @@ def test_prometheus_source_merges_two_collectors(stack: tuple[list[str], str]) -
             app_module.source_banner(settings))
         from dashboard.pages import service as service_page
 
-        body, _figure = service_page.refresh_service(0, "payment", state)
+        body, _figure = service_page.refresh_service(0, "payment")
         assert "not available from the Prometheus source" in text(body)
 
 

@@ -1,0 +1,180 @@
+"""The overview's search in headless Chromium, against a real collector holding a graph large
+enough to be folded by team: suggestions while typing, the focused service laid out with its
+callers and callees around it and readable, the way back to the whole graph and its zoom.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from dash_procs import StartCollector, StartDashboard
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.keys import Keys
+from test_dash_browser import EVIL, until
+
+SERVICES = 200
+TARGET = "svc-0042"
+# Readable: a label drawn at least this many CSS pixels high at the fitted zoom.
+LEGIBLE_PX = 10.0
+
+CY_JS = """
+const root = document.getElementById('ov-graph');
+let cy = null;
+if (root) { for (const el of [root, ...root.querySelectorAll('*')]) {
+  if (el._cyreg && el._cyreg.cy) { cy = el._cyreg.cy; break; } } }
+if (!cy) { return null; }
+const bb = cy.elements().renderedBoundingBox();
+return {
+  zoom: cy.zoom(), pan: cy.pan(), width: cy.width(), height: cy.height(),
+  bb: {x1: bb.x1, y1: bb.y1, x2: bb.x2, y2: bb.y2},
+  nodes: cy.nodes().map(n => ({id: n.id(), x: n.position('x'), y: n.position('y'),
+    kind: n.data('kind'), classes: n.classes(), label: n.data('label') || '',
+    px: parseFloat(n.style('font-size')) * cy.zoom()})),
+};
+"""
+
+
+def deps() -> tuple[list[dict[str, Any]], dict[str, str | None]]:
+    names = [f"svc-{i:04d}" for i in range(SERVICES)]
+    out = [{"parent": n, "child": names[(i * 3 + step) % SERVICES], "callCount": 1}
+           for i, n in enumerate(names) for step in (1, 7)]
+    out.append({"parent": EVIL, "child": TARGET, "callCount": 1})
+    teams: dict[str, str | None] = {n: f"team-{i % 20:02d}" for i, n in enumerate(names)}
+    teams[EVIL] = None  # an orphan with a hostile name, among the target's callers
+    return out, teams
+
+
+def cy(browser: Any) -> dict[str, Any] | None:
+    state: dict[str, Any] | None = browser.driver.execute_script(CY_JS)
+    return state
+
+
+@pytest.fixture
+def folded_dashboard(start_collector: StartCollector, start_dashboard: StartDashboard,
+                     browser: Any) -> tuple[Any, list[dict[str, Any]]]:
+    from collector.replay import dependencies_to_spans, to_otlp_request
+
+    url = start_collector(catalog=None)
+    calls, teams = deps()
+    body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
+    httpx.post(url + "/v1/traces", content=body, timeout=60,
+               headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
+    dash_url = start_dashboard(url)
+    browser.driver.get(dash_url + "/")
+    until("the graph folded by team",
+          lambda: (s := cy(browser)) and len(s["nodes"]) == 21
+          and all(n["kind"] == "collapsed" for n in s["nodes"]))
+    return browser, calls
+
+
+def test_search_suggests_focuses_readably_and_goes_back(
+    folded_dashboard: tuple[Any, list[dict[str, Any]]],
+) -> None:
+    browser, calls = folded_dashboard
+    # A zoom of the user's own, to come back to.
+    browser.driver.execute_script(CY_JS.replace("if (!cy) { return null; }",
+                                                "cy.zoom(0.61); cy.pan({x: 40, y: 25});"))
+    before = cy(browser)
+    assert before is not None
+
+    box = browser.find_element("#ov-search")
+    box.send_keys("svc-004")
+    suggested = until(
+        "suggestions while typing",
+        lambda: [o.get_attribute("value")
+                 for o in browser.driver.find_elements("css selector", "#ov-suggest option")])
+    assert TARGET in suggested and all("svc-004" in s for s in suggested)
+    box.send_keys("2" + Keys.ENTER)
+
+    callers = {c["parent"] for c in calls if c["child"] == TARGET}
+    callees = {c["child"] for c in calls if c["parent"] == TARGET}
+    want = {f"s:{n}" for n in callers | callees | {TARGET}}
+    focused = until("the target and its neighbours alone",
+                    lambda: (s := cy(browser)) and {n["id"] for n in s["nodes"]} == want and s)
+    nodes = {n["id"]: n for n in focused["nodes"]}
+    centre = nodes[f"s:{TARGET}"]
+    assert "picked" in centre["classes"]
+    # Its own small layout: callers to its left, callees to its right, all close by.
+    for name in callers:
+        assert nodes[f"s:{name}"]["x"] < centre["x"], name
+    for name in callees - callers:
+        assert nodes[f"s:{name}"]["x"] > centre["x"], name
+    spread = max(abs(n["x"] - centre["x"]) + abs(n["y"] - centre["y"]) for n in nodes.values())
+    assert spread < 800
+    # Fitted on screen, every label legible at that zoom.
+    bb = focused["bb"]
+    assert bb["x1"] >= -1 and bb["y1"] >= -1
+    assert bb["x2"] <= focused["width"] + 1 and bb["y2"] <= focused["height"] + 1
+    assert min(n["px"] for n in nodes.values()) >= LEGIBLE_PX
+    until("the details panel", lambda: TARGET in browser.find_element("#ov-details").text)
+
+    # A refresh keeps the focus and its layout (the server builds the same view).
+    status = browser.find_element("#status-line").text
+    until("a refresh", lambda: browser.find_element("#status-line").text != status)
+    time.sleep(1.0)
+    again = cy(browser)
+    assert again is not None
+    assert {n["id"]: (n["x"], n["y"]) for n in again["nodes"]} == {
+        k: (n["x"], n["y"]) for k, n in nodes.items()}
+
+    browser.find_element("#ov-back").click()
+    whole = until("the whole graph again",
+                  lambda: (s := cy(browser)) and len(s["nodes"]) == 21 and s)
+    time.sleep(1.0)  # a late fit would move it: look again
+    whole = cy(browser)
+    assert whole is not None
+    assert whole["zoom"] == pytest.approx(before["zoom"])
+    assert whole["pan"]["x"] == pytest.approx(before["pan"]["x"])
+    assert whole["pan"]["y"] == pytest.approx(before["pan"]["y"])
+    until("the back button hidden", lambda: not browser.find_element("#ov-back").is_displayed())
+
+
+def test_search_with_a_hostile_name_draws_it_as_text(
+    folded_dashboard: tuple[Any, list[dict[str, Any]]],
+) -> None:
+    browser, _calls = folded_dashboard
+    box = browser.find_element("#ov-search")
+    box.send_keys("<img")
+    until("the hostile name suggested",
+          lambda: [o.get_attribute("value") for o in
+                   browser.driver.find_elements("css selector", "#ov-suggest option")] == [EVIL])
+    box.send_keys(Keys.ENTER)
+    focused = until("its neighbourhood",
+                    lambda: (s := cy(browser)) and f"s:{EVIL}" in {n["id"] for n in s["nodes"]}
+                    and len(s["nodes"]) == 2 and s)
+    label = next(n["label"] for n in focused["nodes"] if n["id"] == f"s:{EVIL}")
+    assert label.splitlines()[0] == EVIL
+    assert browser.driver.execute_script("return document.querySelectorAll('img').length") == 0
+    with pytest.raises(NoAlertPresentException):
+        browser.driver.switch_to.alert.text  # noqa: B018  (raises when no alert is open)
+
+
+def test_the_browser_draws_the_focus_as_the_server_does(
+    folded_dashboard: tuple[Any, list[dict[str, Any]]], start_collector: StartCollector,
+) -> None:
+    # The search answers in the browser (assets/search.js); every refresh after it is built
+    # by elements.focus_elements. Any difference would move or relabel nodes a second later.
+    from dashboard import elements as E
+    from dashboard.state import compact_graph
+
+    browser, _calls = folded_dashboard
+    url = start_collector(catalog=None)
+    calls, teams = deps()
+    from collector.replay import dependencies_to_spans, to_otlp_request
+
+    body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
+    httpx.post(url + "/v1/traces", content=body, timeout=60,
+               headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
+    graph = until("the graph", lambda: (g := compact_graph(httpx.get(
+        url + "/api/graph", timeout=10).json()))["nodes"] and g)
+    for name in (TARGET, EVIL, "svc-0000"):
+        sel = E.node_el_id(name)
+        python = E.build_elements(graph, {"groups": {}, "members": {}}, focus=name,
+                                  selected=sel)
+        browser_side = browser.driver.execute_script(
+            "return window.dash_clientside.conway.focusElements(arguments[0], arguments[1], "
+            "arguments[2]);", graph, name, sel)
+        assert browser_side == python, name
