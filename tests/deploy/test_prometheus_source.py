@@ -281,8 +281,9 @@ def test_prometheus_source_merges_two_collectors(stack: tuple[list[str], str]) -
                                    catalog=CATALOG, prometheus_scrape_interval_s=SCRAPE_S)
     app = app_module.create_app(settings)
     with app.server.app_context():
-        state, key = app_module.refresh(0, None)
+        state, key, bar = app_module.refresh(0, None, None, "/")  # live, on the overview
         assert app_module.recent_states().get(key) is state  # what the banners then read
+        assert bar["at"] is None  # the time bar's share of it: live
         assert state["reachable"] is True and state["collector"] == prom_url
         shown = {n["id"]: n for n in state["graph"]["nodes"]}
         assert shown["payment"]["health"] == "failing" and shown["payment"]["team"] == "payments"
