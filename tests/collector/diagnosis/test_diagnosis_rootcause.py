@@ -136,6 +136,31 @@ def test_metrics_second_a_scrape_down_service_with_no_spans_is_a_root_cause() ->
     assert "scrape fails" in cause.evidence["summary"]
 
 
+def test_a_service_whose_scrape_is_refused_and_that_served_nothing_lately_is_down() -> None:
+    # frontend's callers (users) send no spans: no refused calls show it going. A minute of
+    # traffic, then 5 s of nothing; the 20 s window still holds what it served.
+    from collector.diagnosis.consumer import TraceDiagnosis
+    from collector.diagnosis.rootcause import RootCauseFinder
+    from collector.model import Node, Snapshot
+
+    diag = TraceDiagnosis()
+    shop = Shop()
+    t = 1_000.0
+    for i in range(60 * 5):
+        diag.consume(shop.request(t + i / 5), now=t + i / 5)
+    now = t + 65.0
+    diag.flush(now)
+
+    def found(meta: dict[str, Any]) -> list[tuple[str, str]]:
+        snap = Snapshot(window_s=60.0, generated_at=now)
+        snap.nodes["frontend"] = Node("frontend", "service", team="web", meta=meta)
+        return [(c.service, c.kind) for c in RootCauseFinder(diag).find(snap).causes]
+
+    assert found({"up": True}) == []  # answering its scrape: merely no users lately
+    assert found({"up": False, "scrape_timed_out": True}) == []  # starved or hung, not gone
+    assert found({"up": False}) == [("frontend", "down")]
+
+
 def test_metrics_second_a_failing_service_needs_more_than_one_error() -> None:
     from collector.diagnosis.assessment import RootCause
     from collector.diagnosis.consumer import TraceDiagnosis
