@@ -7,6 +7,7 @@ No timed assertions: each step waits (bounded) for what a person would see."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -107,7 +108,9 @@ def test_at_shows_a_cleared_fault_at_its_time_and_survives_a_reload(
         health = {n["id"]: n["health"] for n in body["nodes"]}
         return float(body["generated_at"]) if health.get("payment") == "failing" else None
 
-    t_fault = int(until("payment failing in the collector's graph", failing_now))
+    # Rounded up: a fault seen within the collector's first window would round down to before
+    # its history.
+    t_fault = math.ceil(until("payment failing in the collector's graph", failing_now))
 
     def healthy_now() -> bool:
         send(shop, 5)
