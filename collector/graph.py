@@ -465,11 +465,13 @@ class TrafficAppender:
     def __init__(
         self, graph: TrafficGraph, up_of: Callable[[], dict[str, bool | None]] | None = None,
         timed_out_of: Callable[[], set[str]] | None = None,
+        refused_of: Callable[[], set[str]] | None = None,
         served_rps_of: Callable[[str, float, float], float | None] | None = None,
     ) -> None:
         self.graph = graph
         self.up_of = up_of
         self.timed_out_of = timed_out_of
+        self.refused_of = refused_of
         # The request rate a service's own /metrics counted (scraped), beside the traced one.
         self.served_rps_of = served_rps_of
 
@@ -482,6 +484,7 @@ class TrafficAppender:
         up = self.up_of() if self.up_of is not None and not past else {}
         timed_out = self.timed_out_of() if self.timed_out_of is not None and not past \
             else set()
+        refused = self.refused_of() if self.refused_of is not None and not past else set()
         snap.meta["limits"] = g.limits()
         views = g.edge_views(now, window)
         names = sorted(set(g.kinds) | set(up))
@@ -503,6 +506,8 @@ class TrafficAppender:
                     "up": up.get(name),
                     # The failed scrape timed out (starved or hung, not gone): see scraper.
                     "scrape_timed_out": name in timed_out,
+                    # Answered before, refused now: nothing listens there any more.
+                    "scrape_refused": name in refused,
                     "calls": s.calls,
                     "errors": s.errors,
                     "versions": [v.version for v in g.versions_of(name)
@@ -664,12 +669,17 @@ def install(service: CollectorService, config: CollectorConfig) -> TrafficGraph:
         scraper = service.parts.get("scraper")
         return scraper.timed_out_services() if scraper is not None else set()
 
+    def refused_of() -> set[str]:
+        scraper = service.parts.get("scraper")
+        return scraper.refused_services() if scraper is not None else set()
+
     def served_rps_of(name: str, start: float, end: float) -> float | None:
         scraper = service.parts.get("scraper")
         use = scraper.cpu_use(name, start, end) if scraper is not None else None
         return use.requests if use is not None else None
 
-    service.appenders.append(TrafficAppender(graph, up_of, timed_out_of, served_rps_of))
+    service.appenders.append(TrafficAppender(graph, up_of, timed_out_of,
+                                             served_rps_of=served_rps_of, refused_of=refused_of))
 
     async def ticker() -> None:
         while True:

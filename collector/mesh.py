@@ -544,8 +544,8 @@ def join(snap: Snapshot, view: MeshView, traced: set[str], info: dict[str, Any])
                 id=name, kind="virtual" if name == UNKNOWN else "service",
                 rate_rps=fig["rate_rps"], error_ratio=fig["error_ratio"],
                 p50_ms=fig["p50_ms"], p95_ms=fig["p95_ms"], p99_ms=fig["p99_ms"],
-                meta={"up": None, "scrape_timed_out": False, "calls": fig["calls"],
-                      "errors": fig["errors"], "versions": []})
+                meta={"up": None, "scrape_timed_out": False, "scrape_refused": False,
+                      "calls": fig["calls"], "errors": fig["errors"], "versions": []})
         else:
             for q in ("p50_ms", "p95_ms", "p99_ms"):
                 if getattr(node, q) is None and fig[q] is not None:

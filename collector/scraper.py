@@ -17,6 +17,7 @@ the target's host:port. `ScraperCollector` puts each target's scrapes, failures 
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,11 @@ class Target:
     # The last scrape failed by timing out: the process may be starved or hung, not gone
     # (``up`` is still False, as Prometheus has it; diagnosis does not read it as "down").
     timed_out: bool = False
+    # The last scrape's connection was refused: nothing listens there. ``was_up``: some
+    # scrape before succeeded. Both together are a process gone (diagnosis reads it so),
+    # where a target never yet up is only one still starting.
+    refused: bool = False
+    was_up: bool = False
     last_scrape: float | None = None
     last_error: str | None = None
     scrapes: int = 0
@@ -84,6 +90,20 @@ class Parsed(NamedTuple):
     service: str | None
     cpu_seconds: float | None = None
     cpu_wait_seconds: float | None = None
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed connect was refused (ECONNREFUSED somewhere in its causes), as
+    against unreachable, reset or timed out."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or getattr(cur, "errno", None) == \
+                errno.ECONNREFUSED:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def topology_targets(path: Path, host_template: str = "127.0.0.1") -> dict[str, str]:
@@ -176,6 +196,15 @@ class Scraper:
             out[t.service] = t.up if prev is None else (prev or bool(t.up))
         return out
 
+    def refused_services(self) -> set[str]:
+        """Services that answered a scrape before and whose every target's last scrape was
+        refused (nothing listens there any more)."""
+        out: dict[str, bool] = {}
+        for t in self._targets.values():
+            out[t.service] = out.get(t.service, True) and t.up is False and t.refused \
+                and t.was_up
+        return {s for s, v in out.items() if v}
+
     def timed_out_services(self) -> set[str]:
         """Services whose every target's last scrape failed by timing out."""
         out: dict[str, bool] = {}
@@ -219,7 +248,7 @@ class Scraper:
     async def _scrape(self, client: httpx.AsyncClient, t: Target) -> None:
         error: str | None = None
         parsed: Parsed | None = None
-        timed_out = False
+        timed_out = refused = False
         try:
             r = await client.get(t.url, headers={"Accept": "text/plain"})
             if r.status_code != 200:
@@ -231,17 +260,19 @@ class Scraper:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             timed_out = isinstance(exc, httpx.TimeoutException)
+            refused = isinstance(exc, httpx.ConnectError) and _refused(exc)
         except ValueError as exc:
             error = f"unparseable metrics: {exc}"
         t.scrapes += 1
         t.last_scrape = self._now()
         t.timed_out = timed_out
+        t.refused = refused
         if parsed is None:
             t.up = False
             t.failures += 1
             t.last_error = (error or "unknown error")[:MAX_ERROR_CHARS]
             return
-        t.up = True
+        t.up = t.was_up = True
         t.last_error = None
         t.requests_total, t.errors_total, service = parsed[:3]
         if service and not t.named:

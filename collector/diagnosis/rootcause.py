@@ -19,7 +19,8 @@ fresh collector learns a steady noisy service as normal rather than freezing it 
 - ``down``: calls into it fail with no server span (refused, timeout) and either the scrape
   says ``up`` is False, or it served nothing in the window, or its errors rose and nearly all
   of them (``down_share``) are such unanswered calls; or, when its callers send no spans (users,
-  a load balancer), its scrape is refused and nothing reached it in the last few seconds.
+  a load balancer), its scrape, answered before, is refused and nothing reached it in the last
+  few seconds.
 
 A fault that began seconds ago is diluted in a 20 s window: at 20 requests/s, 3 % more errors
 than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow. So a service
@@ -144,10 +145,11 @@ class RootCauseFinder:
                 if base.requests > 0:
                     served_before.add(name)
                 continue
-            if self._gone(name, node, now, t0):
-                # Its scrape is refused and it served nothing in the last seconds, while the
-                # detection window still holds what it served before: gone. Callers that send
-                # no spans (users, a load balancer) leave no refused calls to see it by.
+            if self._gone(name, node, win, now, t0):
+                # Its scrape, answered before, is refused and it served nothing in the last
+                # seconds, while the detection window still holds what it served before:
+                # gone. Callers that send no spans (users, a load balancer) leave no refused
+                # calls to see it by.
                 quiet.append(name)
                 served_before.add(name)
                 continue
@@ -184,10 +186,13 @@ class RootCauseFinder:
         self.held = held
         return Found(found, [c.service for c in found if c.service in established], t0, slow_ms)
 
-    def _gone(self, name: str, node: Node | None, now: float, t0: float) -> bool:
-        """The scrape was refused (not timed out) and nothing reached it lately."""
+    def _gone(self, name: str, node: Node | None, win: Cell, now: float, t0: float) -> bool:
+        """It answered requests in the window and its scrape before, its scrape is refused now
+        (not timed out, not failing otherwise) and nothing reached it lately. A process still
+        starting (never scraped up) or one serving slowly is not gone."""
         if node is None or node.kind != "service" or node.meta.get("up") is not False \
-                or node.meta.get("scrape_timed_out") \
+                or not node.meta.get("scrape_refused") \
+                or win.requests - win.client_only <= 0 \
                 or not 0 < self.cfg.recent_window_s < now - t0:
             return False
         start = now - self.diag.assembler.recent_lag_s - 3 * self.cfg.recent_window_s

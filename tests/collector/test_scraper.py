@@ -72,6 +72,27 @@ def test_a_scrape_that_times_out_is_told_apart_from_a_refused_one() -> None:
         silent.close()
 
 
+def test_a_refused_scrape_after_an_answered_one_is_a_process_gone() -> None:
+    # Refused after answering: gone. Refused and never answered: still starting, not gone.
+    registry = CollectorRegistry()
+    Counter("http_server_requests", "requests", ["status"], registry=registry).labels("200").inc()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    went = f"http://127.0.0.1:{port}/metrics"
+    never = f"http://127.0.0.1:{free_port()}/metrics"
+    scraper = Scraper([went, never], clock=lambda: 1.0)
+    asyncio.run(scraper.scrape_once())
+    assert scraper.refused_services() == set()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+    asyncio.run(scraper.scrape_once())
+    gone, starting = scraper.targets()
+    assert gone.up is False and gone.refused and gone.was_up
+    assert starting.up is False and starting.refused and not starting.was_up
+    assert scraper.refused_services() == {gone.service}
+
+
 def test_topology_names_targets(tmp_path: Path, metrics_server: str) -> None:
     port = int(metrics_server.split(":")[2].split("/")[0])
     topo = tmp_path / "topology.yaml"

@@ -158,7 +158,10 @@ def test_a_service_whose_scrape_is_refused_and_that_served_nothing_lately_is_dow
 
     assert found({"up": True}) == []  # answering its scrape: merely no users lately
     assert found({"up": False, "scrape_timed_out": True}) == []  # starved or hung, not gone
-    assert found({"up": False}) == [("frontend", "down")]
+    # A scrape failing otherwise (a reset, a bad page) or refused by a process that never
+    # answered one (still starting) is not a process gone.
+    assert found({"up": False}) == []
+    assert found({"up": False, "scrape_refused": True}) == [("frontend", "down")]
 
 
 def test_metrics_second_a_failing_service_needs_more_than_one_error() -> None:
