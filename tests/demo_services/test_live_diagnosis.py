@@ -97,13 +97,17 @@ def test_a_cpu_hog_is_one_shared_host_incident(demo: tuple[str, Shop]) -> None:
     url, shop = demo
     before = {i["id"] for i in incidents(url)}
     time.sleep(25)  # the payment fault leaves the detection window; baselines grow
-    assert shop.fault("ad", cpu_hog=2).status_code == 200
+    # Four burner threads (the most the shop takes) on this 2-core host. Two, as the campaign
+    # injects, slow the shop's processes only by what the scheduler's preference for waking
+    # tasks leaves them: on some runs under the shared-host rule's x2 for over a minute (a
+    # CI run saw no incident in 60 s; the campaign counts that sensitivity). What this test
+    # checks is the grouping: a slowed host is one incident, not one per service.
+    assert shop.fault("ad", cpu_hog=4).status_code == 200
     try:
         def shared(listed: list[dict[str, Any]]) -> bool:
             return any(i["root_cause"]["kind"] == "shared-host" for i in listed)
 
-        # A hog in one process takes at most about a core (the GIL): on a busy 2-core host
-        # the slowdown it adds can take a while to stand out (seconds are the campaign's).
+        # Seconds are the campaign's to measure; this waits long enough not to flake.
         took, _ = wait_for("shared-host incident", shared, url, wait_s=HOG_WAIT_S)
         time.sleep(10)  # give any per-service incident time to open too
         opened = [i for i in incidents(url) if i["id"] not in before]
