@@ -174,8 +174,6 @@ class SharedHosts:
         # service -> (its rise, the rise it needed to stand out) in the last ``group``: why a
         # candidate was kept in its host's slowdown, in numbers.
         self._compared: dict[str, tuple[float, float]] = {}
-        # service -> (its fastest tenth's rise, the rise that would have named it), in ms.
-        self._floors: dict[str, tuple[float, float]] = {}
 
     def group(self, snap: Snapshot, causes: list[RootCause], t0: float,
               recent_starts: tuple[float, ...], baseline_s: float) -> list[RootCause]:
@@ -185,7 +183,7 @@ class SharedHosts:
         by_host = self.hosts.services_on()
         now = snap.generated_at
         held = self.held = {}
-        self._compared, self._floors = {}, {}
+        self._compared = {}
         starved = self._starved_services(snap, causes, now, t0, min(recent_starts, default=t0),
                                          baseline_s)
         # Starved, with no host to share the slowdown with: nobody's incident either.
@@ -225,9 +223,7 @@ class SharedHosts:
                         self._host_factor(rises[host], True)) >= self.cfg.busy_factor \
                         or (_timing_out(c) and not self._stands_out(c, own, rises[host])):
                     shared.setdefault(host, []).append(c)
-            elif not self._stands_out(c, own, rises[host], starved=self._aftermath(host, now)) \
-                    and not self._floor_stands_out(c, by_host[host], now, t0, recent_starts,
-                                                   baseline_s):
+            elif not self._stands_out(c, own, rises[host], starved=self._aftermath(host, now)):
                 shared.setdefault(host, []).append(c)
             else:
                 standouts.add(host)
@@ -345,54 +341,19 @@ class SharedHosts:
         ``floor_share`` as much. Requests queued behind a starved process spread out instead:
         some get through at once, the rest wait in line (for exponential waits the fastest
         tenth is near a sixth of the median), and a tail alone moves neither."""
-        rose = self._quantile_rises(service, start, now, t0, baseline_s)
-        if rose is None:
-            return False
-        p10, p50 = rose
-        return p50 >= FLOOR_MIN_MS and p10 >= self.cfg.floor_share * p50
-
-    def _quantile_rises(self, service: str, start: float, now: float, t0: float,
-                        baseline_s: float) -> tuple[float, float] | None:
-        """How many ms its own time's fastest tenth and median rose since ``start`` over
-        its baseline's (None: too few visits in either)."""
         w = self.windows
         cell = w.recent(service, start, now) if start > now - 2 * w.bucket_s \
             else w.aggregate(service, start, now)
         base = w.baseline(service, t0 - w.bucket_s, baseline_s)
         if cell.self_hist.samples < self.cfg.min_samples \
                 or base.self_hist.samples < self.cfg.min_samples:
-            return None
+            return False
         q = [h.quantile(p) for h in (cell.self_hist, base.self_hist) for p in (0.1, 0.5)]
         if any(v is None for v in q):
-            return None
+            return False
         p10, p50, b10, b50 = (float(v or 0.0) for v in q)
-        return p10 - b10, p50 - b50
-
-    def _floor_stands_out(self, c: RootCause, services: list[str], now: float, t0: float,
-                          recent_starts: tuple[float, ...], baseline_s: float) -> bool:
-        """A latency candidate whose fastest requests got slower far more than its
-        neighbours' fastest did: a sleep, a lock or a slow untraced call of its own lifts
-        every request, however busy the host. On a busy host a latency fault also slows the
-        other processes (callers' requests pile up on a shared CPU; a busy caller's own
-        delay in reading an answer counts in its callees' time), so its rise *ratio* need
-        not outdo theirs; but queueing spreads requests out and leaves the fastest nearly as
-        fast. Its fastest tenth's rise must be at least ``FLOOR_MIN_MS`` and ``standout``
-        times the upper quartile of the other services' fastest tenth's rises (ms), over
-        the same seconds."""
-        if c.kind != LATENCY or c.virtual:
-            return False
-        start = min(recent_starts, default=t0) if c.evidence.get("window") == "recent" else t0
-        mine = self._quantile_rises(c.service, start, now, t0, baseline_s)
-        if mine is None or mine[0] < FLOOR_MIN_MS:
-            return False
-        others = sorted(max(0.0, r[0]) for s in services if s != c.service
-                        for r in (self._quantile_rises(s, start, now, t0, baseline_s),)
-                        if r is not None)
-        if len(others) < self.cfg.min_services - 1:
-            return False
-        ref = others[(3 * len(others)) // 4]
-        self._floors[c.service] = (mine[0], self.cfg.standout * ref)
-        return mine[0] >= self.cfg.standout * ref
+        rise = p50 - b50
+        return rise >= FLOOR_MIN_MS and p10 - b10 >= self.cfg.floor_share * rise
 
     def _cpu_figures(self, services: list[str], now: float, t0: float,
                      recent_start: float) -> dict[str, tuple[Any, Any]]:
@@ -492,11 +453,7 @@ class SharedHosts:
         if service not in self._compared:
             return ""
         mine, needed = self._compared[service]
-        out = f" (its own time x{mine:.1f}; standing out needs x{needed:.1f}"
-        if service in self._floors:
-            floor, floor_needed = self._floors[service]
-            out += f"; its fastest requests +{floor:.0f} ms, needs +{floor_needed:.0f} ms"
-        return out + ")"
+        return f" (its own time x{mine:.1f}; standing out needs x{needed:.1f})"
 
     def _shared_cause(self, snap: Snapshot, host: str, members: list[RootCause],
                       rises: dict[str, Rise], aftermath: bool = False,
