@@ -199,17 +199,16 @@ class Scraper:
     def refused_services(self) -> set[str]:
         """Services that answered a scrape before and whose every target's last scrape was
         refused (nothing listens there any more)."""
-        out: dict[str, bool] = {}
-        for t in self._targets.values():
-            out[t.service] = out.get(t.service, True) and t.up is False and t.refused \
-                and t.was_up
-        return {s for s, v in out.items() if v}
+        return self._every_target(lambda t: t.up is False and t.refused and t.was_up)
 
     def timed_out_services(self) -> set[str]:
         """Services whose every target's last scrape failed by timing out."""
+        return self._every_target(lambda t: t.up is False and t.timed_out)
+
+    def _every_target(self, holds: Callable[[Target], bool]) -> set[str]:
         out: dict[str, bool] = {}
         for t in self._targets.values():
-            out[t.service] = out.get(t.service, True) and t.up is False and t.timed_out
+            out[t.service] = out.get(t.service, True) and holds(t)
         return {s for s, v in out.items() if v}
 
     def cpu_use(self, service: str, start: float, end: float) -> CpuUse | None:
