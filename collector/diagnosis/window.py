@@ -105,6 +105,10 @@ class Cell:
     absorbed: int = 0  # errors of its dependencies it absorbed (fallback, retry)
     origins_absorbed: int = 0  # of its own origins, how many a caller absorbed
     self_hist: Hist = field(default_factory=Hist)
+    # Self time without the callers' CLIENT-side part (``Visit.net_ns``): the time spent
+    # inside the service's own spans. A starved caller lifts every callee's self time, not
+    # this; the common-cause step compares neighbours on it.
+    own_hist: Hist = field(default_factory=Hist)
     incl_hist: Hist = field(default_factory=Hist)
     victim_of: dict[str, int] = field(default_factory=dict)
     # Requests of this service that had a slow visit of another service below them (slower
@@ -131,6 +135,7 @@ class Cell:
         self.absorbed += o.absorbed
         self.origins_absorbed += o.origins_absorbed
         self.self_hist.merge(o.self_hist)
+        self.own_hist.merge(o.own_hist)
         self.incl_hist.merge(o.incl_hist)
         for k, n in o.victim_of.items():
             self.victim_of[k] = self.victim_of.get(k, 0) + n
@@ -242,6 +247,14 @@ class ServiceWindows:
             b = 0 if self_ms <= HIST_MIN_MS else min(top, int(_log(self_ms / HIST_MIN_MS)
                                                               / _LOG_STEP) + 1)
             hist = cell.self_hist
+            hist.bins[b] = hist.bins.get(b, 0) + w
+            hist.count += w
+            hist.samples += 1
+            if v.net_ns:
+                ms = (v.self_ns - v.net_ns) / 1e6
+                b = 0 if ms <= HIST_MIN_MS else min(top, int(_log(ms / HIST_MIN_MS)
+                                                             / _LOG_STEP) + 1)
+            hist = cell.own_hist
             hist.bins[b] = hist.bins.get(b, 0) + w
             hist.count += w
             hist.samples += 1
