@@ -554,9 +554,9 @@ def _timing_out(c: RootCause) -> bool:
 
 
 def _evidence_rise(c: RootCause) -> float | None:
-    """Self-time p95 after over before, from a candidate's evidence (None: not given)."""
-    before = c.evidence.get("before", {}).get("self_p95_ms")
-    after = c.evidence.get("after", {}).get("self_p95_ms")
+    """Own-time p95 after over before, from a candidate's evidence (None: not given)."""
+    before = c.evidence.get("before", {}).get("own_p95_ms")
+    after = c.evidence.get("after", {}).get("own_p95_ms")
     if isinstance(before, int | float) and isinstance(after, int | float) and before > 0:
         return float(after) / float(before)
     return None

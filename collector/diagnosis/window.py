@@ -187,7 +187,7 @@ class ServiceWindows:
         self._max_fine = int(FINE_RETENTION_S // FINE_BUCKET_S) + 1
         self._services: set[str] = set()
         self.dropped_services = 0
-        # Self time (ms) above which a visit of a service counts as slow for the requests
+        # Own time (ms) above which a visit of a service counts as slow for the requests
         # above it (``Cell.slowed_by``); set by each evaluation from the service's baseline.
         self.slow_ms: dict[str, float] = {}
 
@@ -258,6 +258,7 @@ class ServiceWindows:
             hist.bins[b] = hist.bins.get(b, 0) + w
             hist.count += w
             hist.samples += 1
+            own_ms = (v.self_ns - v.net_ns) / 1e6
             ms = v.incl_ns / 1e6
             b = 0 if ms <= HIST_MIN_MS else min(top, int(_log(ms / HIST_MIN_MS) / _LOG_STEP) + 1)
             hist = cell.incl_hist
@@ -270,7 +271,7 @@ class ServiceWindows:
                     cell.slow_traces.sort(reverse=True)
                     del cell.slow_traces[MAX_SAMPLES:]
             slow = slow_ms.get(v.service)
-            if slow is not None and self_ms > slow and v.parent >= 0:
+            if slow is not None and own_ms > slow and v.parent >= 0:
                 self._slowed(bucket, visits, v, facts.trace_id, w, main)
         for o in facts.origins:
             cell = self._cell(bucket, o.service, main)
