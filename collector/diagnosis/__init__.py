@@ -154,7 +154,7 @@ class Diagnosis:
         named = {c.service for c in paged}
         named.update(s for c in paged if c.kind == SHARED_HOST
                      for s in c.evidence.get("services", ()) if isinstance(s, str))
-        held = {**self.finder.held, **self.hosts.held}
+        held = {**self.finder.held, **self.hosts.held, **self.blast.held}
         return tuple(HeldBack(name, cand.kind, why, str(cand.evidence.get("summary", "")))
                      for name, (cand, why) in sorted(held.items()) if name not in named)
 

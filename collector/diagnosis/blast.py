@@ -8,7 +8,11 @@ impact says how many of its requests in the detection window that explains, out 
 failed (or were slow), with example trace ids. So the callers of a failing payment service
 are listed in the same evaluation that names payment, even on a collector seconds old.
 
-Only a service with no such traces falls back on a rise: its inclusive p95 rose (latency
+A latency candidate found in the same tick with another candidate below its requests (its
+slow visits, or its error origins) is that one's effect when its own time rose by less than
+``effect_share`` of the other's: a caller's requests pile up while a callee is slow, and on a
+busy host its own time rises with them. It is listed as impacted and held back (``held``),
+not paged. Only a service with no such traces falls back on a rise: its inclusive p95 rose (latency
 root causes), or, with no traces at all, the graph's health says it is degraded. The walk
 goes from the root cause up the graph's edges (callers of callers, a bounded loop) and on
 only through impacted callers: a caller that fell back around an optional dependency
@@ -44,19 +48,26 @@ class BlastConfig:
     # Requests with the root cause's origin below them that make a service impacted: one
     # could be a coincidence of two faults in one request; two in the window are not.
     min_explained: int = 2
+    # A latency candidate with another candidate below its requests is that one's effect
+    # unless its own time rose by at least this share of what the other's did.
+    effect_share: float = 0.5
     latency: LatencyRise = field(default_factory=lambda: LatencyRise(
         min_samples=5, factor=1.5, min_abs_ms=20.0, no_baseline_ms=1000.0))
     max_impacted: int = MAX_IMPACTED
 
 
 class BlastRadius:
-    """The blast-radius step of an evaluation: reads the windows, changes nothing."""
+    """The blast-radius step of an evaluation: reads the windows; its one state is what the
+    last ``apply`` held back."""
 
     def __init__(self, diag: TraceDiagnosis, rootcause: RootCauseConfig | None = None,
                  config: BlastConfig | None = None) -> None:
         self.diag = diag
         self.rc = rootcause or RootCauseConfig()
         self.cfg = config or BlastConfig()
+        # The candidates the last ``apply`` took as another's effect, service -> (candidate,
+        # why): see ``Assessment.held_back``.
+        self.held: dict[str, tuple[RootCause, str]] = {}
 
     def apply(self, snap: Snapshot, causes: Sequence[RootCause],
               t0: float) -> list[RootCause]:
@@ -64,6 +75,8 @@ class BlastRadius:
         callers: dict[str, list[str]] = {}
         for src, dst in snap.edges:
             callers.setdefault(dst, []).append(src)
+        self.held = {}
+        causes = self._without_effects(snap, causes, t0)
         cause_names = {c.service for c in causes}
         out = []
         for cause in causes:
@@ -74,6 +87,41 @@ class BlastRadius:
                        if i.service not in cause_names and not _is_virtual(snap, i.service)]
             out.append(replace(cause, impacted=tuple(impacts[: self.cfg.max_impacted])))
         return out
+
+    def _without_effects(self, snap: Snapshot, causes: Sequence[RootCause],
+                         t0: float) -> list[RootCause]:
+        """``causes`` without the latency candidates that are another candidate's effect: at
+        least ``min_explained`` of their requests in the window had that candidate's slow
+        visit (or error origin) below them, and their own time rose by less than
+        ``effect_share`` of what that candidate's did. A caller's requests pile up while a
+        callee is slow, and on a busy host its own time rises with them: it is impacted,
+        listed in that incident, not a second page."""
+        windows = self.diag.windows
+        now = snap.generated_at
+        effects: dict[str, tuple[RootCause, str]] = {}
+        for c in causes:
+            if c.kind != LATENCY:
+                continue
+            win = windows.aggregate(c.service, t0, now)
+            for other in causes:
+                if other.service == c.service or other.kind == SHARED_HOST:
+                    continue
+                below = win.slowed_by if other.kind == LATENCY else win.victim_of
+                n = below.get(other.service, 0)
+                if n < self.cfg.min_explained:
+                    continue
+                mine, theirs = _own_rise_ms(c), _own_rise_ms(other)
+                if other.kind == LATENCY and (mine is None or theirs is None
+                                              or mine >= self.cfg.effect_share * theirs):
+                    continue
+                how = "slow visits" if other.kind == LATENCY else "error origins"
+                rose = f", its own time up {mine:.0f} ms against {theirs:.0f} ms there" \
+                    if other.kind == LATENCY else ""
+                effects[c.service] = (c, f"an effect of {other.service}: {n} of its requests "
+                                         f"had {other.service}'s {how} below them{rose}")
+                break
+        self.held = effects
+        return [c for c in causes if c.service not in effects]
 
     def _walk(self, snap: Snapshot, cause: RootCause, callers: dict[str, list[str]],
               t0: float) -> list[Impact]:
@@ -155,6 +203,15 @@ class BlastRadius:
         return Impact(name, team, BY_TRACES, win.requests, errors, failed, samples,
                       f"{name}: {failed} of {win.requests} requests failed with {root}'s "
                       f"error below them ({failed / errors:.0%} of its {errors} failures)")
+
+
+def _own_rise_ms(c: RootCause) -> float | None:
+    """How far a candidate's own-time p95 rose, in ms, from its evidence (None: not given)."""
+    before = c.evidence.get("before", {}).get("own_p95_ms")
+    after = c.evidence.get("after", {}).get("own_p95_ms")
+    if isinstance(before, int | float) and isinstance(after, int | float):
+        return float(after) - float(before)
+    return None
 
 
 def _is_virtual(snap: Snapshot, name: str) -> bool:

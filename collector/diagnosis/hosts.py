@@ -5,13 +5,16 @@ the SDKs and resource detectors set them (``host.name``, else ``k8s.node.name``)
 ``MAX_SERVICES`` (further services are counted in ``dropped``).
 
 ``SharedHosts.group`` runs on each evaluation after the root-cause step. For every host with
-at least ``min_services`` services seen, it measures how much the self time of *all* of them
+at least ``min_services`` services seen, it measures how much the own time of *all* of them
 rose at the same moment (the host's factor: the median over its services of window over
 baseline, for the p95 over the detection window and for the median over the last few
-seconds, each service's larger rise over the two recent windows). A latency candidate on
-that host (a database's, on its callers' host) stands out when its own rise is at least
-``standout`` times the larger of the host's and the upper quartile of its neighbours' rises
-(on a starved host, times the largest): a genuine fault at one service, named as usual.
+seconds, each service's larger rise over the two recent windows). Own time is a visit's self
+time without the part its caller's CLIENT span adds (``Cell.own_hist``): a caller starved of
+CPU reads every answer late, which lifts all its callees' self time alike and would hide a
+real fault at one of them. A latency candidate on that host (a database's, on its callers'
+host) stands out when its own rise is at least ``standout`` times the larger of the host's and
+the upper quartile of its neighbours' rises (on a starved host, times the largest): a genuine
+fault at one service, named as usual.
 The others rose with their neighbours; they are not root causes of their own:
 
 - when ``min_shared`` or more of them rose together on ``min_ticks`` ticks running (a page
@@ -83,7 +86,7 @@ HOST_KEYS = ("host.name", "k8s.node.name")
 SHARED_MEMORY_S = 60.0
 MAX_SERVICES = 2_000
 NEIGHBOUR_MIN_CPU = 0.2  # CPU s/s a noisy neighbour's use rose by at least
-FLOOR_MIN_MS = 20.0  # the median self-time rise that can be a floor under every request
+FLOOR_MIN_MS = 20.0  # the median own-time rise that can be a floor under every request
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 # service, start, end -> its CPU use over that period (collector.scraper.Scraper.cpu_use)
@@ -144,7 +147,7 @@ class HostConfig:
 
 @dataclass(frozen=True, slots=True)
 class Rise:
-    """One service's self-time rise: window over baseline, for the p95 over the detection
+    """One service's own-time rise: window over baseline, for the p95 over the detection
     window and for the median over the recent seconds (None: too few samples)."""
 
     p95: float | None
@@ -336,7 +339,7 @@ class SharedHosts:
     def _floor_rose(self, service: str, start: float, now: float, t0: float,
                     baseline_s: float) -> bool:
         """Whether nearly every request got slower by about the same amount (a sleep, a lock,
-        a slow call not traced): since ``start`` its median self time rose at least
+        a slow call not traced): since ``start`` its median own time rose at least
         ``FLOOR_MIN_MS`` over its baseline's, and its fastest tenth rose at least
         ``floor_share`` as much. Requests queued behind a starved process spread out instead:
         some get through at once, the rest wait in line (for exponential waits the fastest
@@ -345,10 +348,10 @@ class SharedHosts:
         cell = w.recent(service, start, now) if start > now - 2 * w.bucket_s \
             else w.aggregate(service, start, now)
         base = w.baseline(service, t0 - w.bucket_s, baseline_s)
-        if cell.self_hist.samples < self.cfg.min_samples \
-                or base.self_hist.samples < self.cfg.min_samples:
+        if cell.own_hist.samples < self.cfg.min_samples \
+                or base.own_hist.samples < self.cfg.min_samples:
             return False
-        q = [h.quantile(p) for h in (cell.self_hist, base.self_hist) for p in (0.1, 0.5)]
+        q = [h.quantile(p) for h in (cell.own_hist, base.own_hist) for p in (0.1, 0.5)]
         if any(v is None for v in q):
             return False
         p10, p50, b10, b50 = (float(v or 0.0) for v in q)
@@ -401,10 +404,10 @@ class SharedHosts:
         return Rise(self._ratio(win, base, 0.95), max(recent) if recent else None)
 
     def _ratio(self, win: Cell, base: Cell, q: float) -> float | None:
-        if win.self_hist.samples < self.cfg.min_samples \
-                or base.self_hist.samples < self.cfg.min_samples:
+        if win.own_hist.samples < self.cfg.min_samples \
+                or base.own_hist.samples < self.cfg.min_samples:
             return None
-        p_w, p_b = win.self_hist.quantile(q), base.self_hist.quantile(q)
+        p_w, p_b = win.own_hist.quantile(q), base.own_hist.quantile(q)
         if p_w is None or p_b is None:
             return None
         return p_w / max(p_b, 1e-3)
@@ -551,9 +554,9 @@ def _timing_out(c: RootCause) -> bool:
 
 
 def _evidence_rise(c: RootCause) -> float | None:
-    """Self-time p95 after over before, from a candidate's evidence (None: not given)."""
-    before = c.evidence.get("before", {}).get("self_p95_ms")
-    after = c.evidence.get("after", {}).get("self_p95_ms")
+    """Own-time p95 after over before, from a candidate's evidence (None: not given)."""
+    before = c.evidence.get("before", {}).get("own_p95_ms")
+    after = c.evidence.get("after", {}).get("own_p95_ms")
     if isinstance(before, int | float) and isinstance(after, int | float) and before > 0:
         return float(after) / float(before)
     return None

@@ -11,8 +11,11 @@ fresh collector learns a steady noisy service as normal rather than freezing it 
   (``compare.RatioRise``). Callers that only passed an error on are victims, not origins; a
   caller that absorbed an optional dependency's failure is neither. A steady error rate that
   did not change is not a rise.
-- ``latency``: its *self* time p95 rose (``compare.LatencyRise``). Inclusive time every caller
-  inherits is not self time, so callers are not candidates. Against a short history (the
+- ``latency``: its *own* time p95 rose (``compare.LatencyRise``): its self time without the
+  part its callers' CLIENT spans add (``Cell.own_hist``; a database's is its callers' CLIENT
+  span). Inclusive time every caller inherits is not self time, so callers are not
+  candidates; nor are the callees of a caller starved of CPU, whose late reading of every
+  answer lifts all their self times alike. Against a short history (the
   service seen for less than ``short_history_s``, 30 s, before the window: a collector or a
   demo just started, its processes warming up on a busy host) only a rise of ``short_factor``
   (x10) counts.
@@ -27,7 +30,7 @@ than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow.
 with no candidate over the detection window is judged again over the most recent buckets (the
 last ``recent_window_s`` seconds of finished traces, then three times that, in the 1 s buckets
 the windows keep for the last few seconds): the same error and down tests,
-and for latency the *median* self time instead of the p95, which must also be above the
+and for latency the *median* own time instead of the p95, which must also be above the
 baseline's p95 (most requests slower than nearly all before: a busy host's noise moves the
 median into the usual tail, not past it). A fault that slows most requests moves the median
 at once; a few slow requests (a GC pause) move a short window's p95 but not
@@ -100,7 +103,7 @@ class Found:
     causes: list[RootCause]
     to_mark: list[str]
     window_start: float
-    # Per service, the self time (ms) a visit must exceed to count as slow for the requests
+    # Per service, the own time (ms) a visit must exceed to count as slow for the requests
     # above it (``ServiceWindows.slow_ms``): the latency rule's threshold on its baseline.
     slow_ms: dict[str, float]
 
@@ -137,8 +140,8 @@ class RootCauseFinder:
             win = windows.aggregate(name, t0, now)
             base = windows.baseline(name, b1, self.cfg.baseline_s)
             node = snap.nodes.get(name)
-            if base.self_hist.samples >= lat.short_baseline_samples:
-                p95 = base.self_hist.quantile(0.95) or 0.0
+            if base.own_hist.samples >= lat.short_baseline_samples:
+                p95 = base.own_hist.quantile(0.95) or 0.0
                 slow_ms[name] = max(lat.factor * p95, p95 + lat.min_abs_ms)
             if win.requests == 0:
                 quiet.append(name)
@@ -304,12 +307,12 @@ class RootCauseFinder:
         if base.buckets * self.diag.windows.bucket_s < cfg.short_history_s:
             rule = replace(rule, factor=max(rule.factor, rule.short_factor))
         stat = "median" if recent else "p95"
-        lat = rule.rise(win.self_hist, base.self_hist)
+        lat = rule.rise(win.own_hist, base.own_hist)
         if lat is not None and recent and lat[1] is not None:
             # A few seconds' median judged fast: most requests must be slower than nearly
             # all of the baseline's (its p95), not merely moved into its usual tail, as a
             # busy host's noise does. Subtler rises are left to the detection window's p95.
-            tail = base.self_hist.quantile(cfg.latency.quantile)
+            tail = base.own_hist.quantile(cfg.latency.quantile)
             if tail is not None and lat[0] < tail:
                 lat = None
         if lat is not None:
@@ -319,14 +322,14 @@ class RootCauseFinder:
                            f"callers inherit it")
                 conf = 0.5
             else:
-                summary = (f"{name}: its own (self) time {stat} is {p95_w:.0f} ms, up from "
+                summary = (f"{name}: its own time {stat} is {p95_w:.0f} ms, up from "
                            f"{p95_b:.0f} ms; callers inherit it")
                 k = p95_w / max(p95_b, 1e-3)
                 conf = (0.5 + 0.25 * min(1.0, (k - cfg.latency.factor) / 5.0)
-                        + 0.24 * min(1.0, win.self_hist.samples / 100.0))
+                        + 0.24 * min(1.0, win.own_hist.samples / 100.0))
             if win.timeouts:
                 summary += f"; {win.timeouts} calls timed out waiting for it"
-            lat_counts = dict(counts, excess=round(win.self_hist.count * 0.05, 1),
+            lat_counts = dict(counts, excess=round(win.own_hist.count * 0.05, 1),
                               timeouts=win.timeouts)
             out.append(_cand(name, LATENCY, virtual, conf, summary,
                              [t for _, t in win.slow_traces], lat_counts, before, after))
@@ -415,10 +418,11 @@ def _upstream_of(snap: Snapshot, targets: set[str]) -> set[str]:
 
 
 def _period(c: Cell) -> dict[str, Any]:
-    p95 = c.self_hist.quantile(0.95)
+    p95, own = c.self_hist.quantile(0.95), c.own_hist.quantile(0.95)
     return {"requests": c.requests, "origin_errors": c.origins,
             "origin_error_ratio": round(c.origin_ratio, 4),
-            "self_p95_ms": round(p95, 1) if p95 is not None else None}
+            "self_p95_ms": round(p95, 1) if p95 is not None else None,
+            "own_p95_ms": round(own, 1) if own is not None else None}
 
 
 def _cand(name: str, kind: str, virtual: bool, conf: float, summary: str,

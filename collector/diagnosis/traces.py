@@ -42,8 +42,10 @@ ending after its parent) starts a continuation, as after ``max_open_s``.
   fallback, a retry). A span whose parent was lost is adopted by the span enclosing it.
 - a *visit* is one service handling one request: its exclusive (self) time is the sum of its
   spans' durations minus the union of their children's intervals. A CLIENT span's own time
-  (network, queueing) goes to the callee; a CLIENT span with no SERVER child is a visit of the
-  callee by itself (a database, an external API, or a service that never answered).
+  (network, queueing) goes to the callee, and is also kept apart (``Visit.net_ns``): a caller
+  starved of CPU reads its answers late, which lifts that part of every callee's time alike;
+  a CLIENT span with no SERVER child is a visit of the callee by itself (a database, an
+  external API, or a service that never answered).
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ class Visit:
     client_only: bool = False  # seen only from the caller's CLIENT span
     caller: str | None = None
     parent: int = -1  # index of the caller's visit in ``TraceFacts.visits`` (-1: none)
+    # Of ``self_ns``, the caller's CLIENT span's own time (network, queueing, and the caller
+    # reading the answer late): ``self_ns - net_ns`` is the time inside this service's spans.
+    net_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -445,9 +450,10 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
                 visits[idx].self_ns += excl
             continue
         if kind == _SERVER or kind == _CONSUMER or parent is None or parent.service != s.service:
-            visits.append(Visit(s.service, error, excl + net.pop(sid, 0) if net else excl,
-                                dur, False, parent.service if parent else None,
-                                visit_of.get(pid, -1) if pid is not None else -1))
+            n = net.pop(sid, 0) if net else 0
+            visits.append(Visit(s.service, error, excl + n, dur, False,
+                                parent.service if parent else None,
+                                visit_of.get(pid, -1) if pid is not None else -1, n))
             visit_of[sid] = len(visits) - 1
         else:  # same service as its parent: joins the parent's visit when it has one
             joined = visit_of.get(parent.span_id)

@@ -105,6 +105,10 @@ class Cell:
     absorbed: int = 0  # errors of its dependencies it absorbed (fallback, retry)
     origins_absorbed: int = 0  # of its own origins, how many a caller absorbed
     self_hist: Hist = field(default_factory=Hist)
+    # Self time without the callers' CLIENT-side part (``Visit.net_ns``): the time spent
+    # inside the service's own spans. A starved caller lifts every callee's self time, not
+    # this; the common-cause step compares neighbours on it.
+    own_hist: Hist = field(default_factory=Hist)
     incl_hist: Hist = field(default_factory=Hist)
     victim_of: dict[str, int] = field(default_factory=dict)
     # Requests of this service that had a slow visit of another service below them (slower
@@ -131,6 +135,7 @@ class Cell:
         self.absorbed += o.absorbed
         self.origins_absorbed += o.origins_absorbed
         self.self_hist.merge(o.self_hist)
+        self.own_hist.merge(o.own_hist)
         self.incl_hist.merge(o.incl_hist)
         for k, n in o.victim_of.items():
             self.victim_of[k] = self.victim_of.get(k, 0) + n
@@ -182,7 +187,7 @@ class ServiceWindows:
         self._max_fine = int(FINE_RETENTION_S // FINE_BUCKET_S) + 1
         self._services: set[str] = set()
         self.dropped_services = 0
-        # Self time (ms) above which a visit of a service counts as slow for the requests
+        # Own time (ms) above which a visit of a service counts as slow for the requests
         # above it (``Cell.slowed_by``); set by each evaluation from the service's baseline.
         self.slow_ms: dict[str, float] = {}
 
@@ -245,6 +250,15 @@ class ServiceWindows:
             hist.bins[b] = hist.bins.get(b, 0) + w
             hist.count += w
             hist.samples += 1
+            if v.net_ns:
+                ms = (v.self_ns - v.net_ns) / 1e6
+                b = 0 if ms <= HIST_MIN_MS else min(top, int(_log(ms / HIST_MIN_MS)
+                                                             / _LOG_STEP) + 1)
+            hist = cell.own_hist
+            hist.bins[b] = hist.bins.get(b, 0) + w
+            hist.count += w
+            hist.samples += 1
+            own_ms = (v.self_ns - v.net_ns) / 1e6
             ms = v.incl_ns / 1e6
             b = 0 if ms <= HIST_MIN_MS else min(top, int(_log(ms / HIST_MIN_MS) / _LOG_STEP) + 1)
             hist = cell.incl_hist
@@ -257,7 +271,7 @@ class ServiceWindows:
                     cell.slow_traces.sort(reverse=True)
                     del cell.slow_traces[MAX_SAMPLES:]
             slow = slow_ms.get(v.service)
-            if slow is not None and self_ms > slow and v.parent >= 0:
+            if slow is not None and own_ms > slow and v.parent >= 0:
                 self._slowed(bucket, visits, v, facts.trace_id, w, main)
         for o in facts.origins:
             cell = self._cell(bucket, o.service, main)

@@ -3,8 +3,9 @@
 A request enters ``frontend`` (a root SERVER span, as the graph's ``user`` calls it); each
 service makes a CLIENT span per dependency, the callee a SERVER span inside it. Faults: an
 error rate (the SERVER span fails), added latency (self time), ``down`` (the CLIENT span fails
-after a refused connection and no SERVER span exists). A failed required dependency fails the
-caller; an optional one is absorbed (fallback). Background noise fails a service at a rate.
+after a refused connection and no SERVER span exists), answers read late (a starved caller).
+A failed required dependency fails the caller; an optional one is absorbed (fallback).
+Background noise fails a service at a rate.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class Fault:
     down: bool = False
     timeout: bool = False  # with down: the caller waits, then times out
     queue: bool = False  # latency_ms is the mean of a spread (requests waiting in line)
+    # The service reads each answer this much late (a starved caller): its CLIENT spans' own
+    # time, after the callee's SERVER span ended; spread out like latency_ms with ``queue``.
+    reads_late_ms: float = 0.0
 
 
 PORTS = {"frontend": 8101, "ad": 8102, "product-catalog": 8103, "recommendation": 8104,
@@ -120,7 +124,10 @@ class Shop:
                 end, err = t + dur, True
             else:
                 child_end, err = self._visit(dep.callee, tid, cid, t + NS // 5, spans)
-                end = child_end + NS // 5
+                late = fault.reads_late_ms
+                if fault.queue and late:
+                    late = self.rng.expovariate(1.0 / late)
+                end = child_end + NS // 5 + int(late * NS)
                 attrs = {"peer.service": dep.callee} if self.peer_service else {
                     "server.address": "127.0.0.1", "server.port": PORTS[dep.callee]}
                 self._span(spans, tid, cid, sid, service, SpanKind.CLIENT, t, end, err, attrs)

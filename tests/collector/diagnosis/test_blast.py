@@ -462,3 +462,47 @@ def test_two_slowed_requests_are_enough_trace_evidence_for_a_latency_cause() -> 
     (out,) = blast(diag, snapshot(LATENCY_EDGES), cause("quote", LATENCY))
     ship = impacts([out], "quote")["shipping"]
     assert (ship.how, ship.affected, ship.explained, len(ship.trace_ids)) == (BY_TRACES, 2, 2, 2)
+
+
+# -- a candidate that is another's effect ------------------------------------------------------
+
+
+def slow_cause(service: str, before_ms: float, after_ms: float) -> RootCause:
+    """A latency candidate whose own-time p95 rose from ``before_ms`` to ``after_ms``."""
+    return RootCause(service, LATENCY, None, False, 0.9,
+                     {"summary": f"{service} slow", "before": {"own_p95_ms": before_ms},
+                      "after": {"own_p95_ms": after_ms}})
+
+
+def test_a_caller_slowed_less_than_its_slow_callee_is_impacted_not_paged() -> None:
+    # Measured under the burner campaign: while a callee slept 400 ms, frontend's requests
+    # piled up and its own time rose from 22 to 90-180 ms: paged as a second fault.
+    diag = slow_diag(slow=3, fast=7)
+    radius = BlastRadius(diag)
+    out = radius.apply(snapshot(LATENCY_EDGES),
+                       [slow_cause("quote", 5, 200), slow_cause("shipping", 5, 65)], T0)
+    assert [c.service for c in out] == ["quote"]
+    assert list(impacts(out, "quote")) == ["shipping", "checkout"]
+    (held, why) = radius.held["shipping"]
+    assert held.service == "shipping"
+    assert why == ("an effect of quote: 3 of its requests had quote's slow visits below them, "
+                   "its own time up 60 ms against 195 ms there")
+
+
+def test_a_caller_whose_own_time_rose_as_much_as_its_callees_is_a_fault_of_its_own() -> None:
+    diag = slow_diag(slow=3, fast=7)
+    radius = BlastRadius(diag)
+    out = radius.apply(snapshot(LATENCY_EDGES),
+                       [slow_cause("quote", 5, 200), slow_cause("shipping", 5, 200)], T0)
+    assert [c.service for c in out] == ["quote", "shipping"]
+    assert radius.held == {}
+
+
+def test_a_slow_service_with_no_slow_visit_below_its_requests_is_not_an_effect() -> None:
+    # Two slow services, neither below the other's requests: two faults.
+    diag = slow_diag(slow=0, fast=10)
+    radius = BlastRadius(diag)
+    out = radius.apply(snapshot(LATENCY_EDGES),
+                       [slow_cause("quote", 5, 200), slow_cause("shipping", 5, 65)], T0)
+    assert [c.service for c in out] == ["quote", "shipping"]
+    assert radius.held == {}

@@ -125,9 +125,27 @@ def test_self_time_excludes_children_and_counts_parallel_calls_once() -> None:
         span(1, 4, 2, "b", SpanKind.SERVER, 12, 58),
         span(1, 5, 3, "c", SpanKind.SERVER, 21, 69),
     ]
-    self_ms = {v.service: v.self_ns / MS for v in analyze(spans).visits}
+    visits = analyze(spans).visits
+    self_ms = {v.service: v.self_ns / MS for v in visits}
     # a: 100 - union(10..70) = 40; b: 46 + 4 ms of network on its client span; c: 48 + 2.
     assert self_ms == {"a": 40.0, "b": 50.0, "c": 50.0}
+    # The caller's side is kept apart too: the time inside each service's own spans.
+    own_ms = {v.service: (v.self_ns - v.net_ns) / MS for v in visits}
+    assert own_ms == {"a": 40.0, "b": 46.0, "c": 48.0}
+
+
+def test_own_time_in_the_windows_leaves_out_the_callers_side() -> None:
+    from collector.diagnosis.window import ServiceWindows
+
+    windows = ServiceWindows()
+    for i in range(20):  # the caller reads b's 5 ms answers 200 ms late
+        spans = [span(i + 1, 1, 0, "a", SpanKind.SERVER, 0, 300),
+                 span(i + 1, 2, 1, "a", SpanKind.CLIENT, 10, 260, attrs={"peer.service": "b"}),
+                 span(i + 1, 3, 2, "b", SpanKind.SERVER, 20, 25)]
+        windows.record(analyze(spans), 1_000.5)
+    b = windows.aggregate("b", 1_000.0, 1_001.0)
+    assert b.self_hist.quantile(0.5) > 200 > 10 > (b.own_hist.quantile(0.5) or 0) > 3
+    assert b.own_hist.samples == b.self_hist.samples == 20
 
 
 def test_peer_name_order_matches_the_graph() -> None:
