@@ -45,7 +45,9 @@ detection window (and ``min_wait_rise`` s/s more) or longer than it ran, its CPU
 did not grow ``own_work_rise`` times (its own work did not grow: others took the CPU), and
 its requests spread out as a queue does rather than all slowing alike (a sleep or a lock
 adds the same time to every request, so its fastest tenth rises with its median; in a queue
-some requests still get through at once, and a tail moves neither).
+some requests still get through at once, and a tail moves neither) — unless another service
+on its host is the noisy neighbour right now: a process kept off the CPU for long stretches
+delays every request in flight alike, which reads as a floor.
 A busy process's requests queue behind each other while it waits, so starvation multiplies
 its own time far more than its neighbours': a 400 ms sleep at a quiet service keeps it
 runnable a few percent of the time and stays its own fault, while the busiest process on a
@@ -53,7 +55,8 @@ loaded host is starved. A starved candidate never stands out: it joins its host'
 slowdown (one ``shared-host`` incident when enough of the host slowed, else nobody's
 incident), and so do failures that are nearly all calls timing out, at a starved service
 or one whose caller's CPU wait just rose (a starved caller's timers fire before it reads the
-answer; a caller starved all along would hide a callee that hangs). The shared-host evidence
+answer; a caller starved all along would hide a callee that hangs, unless a noisy neighbour
+is on its host). The shared-host evidence
 gives each slowed service's CPU wait, and the process whose CPU use rose most (a noisy
 neighbour, when it is one of the host's services).
 
@@ -187,8 +190,10 @@ class SharedHosts:
         now = snap.generated_at
         held = self.held = {}
         self._compared = {}
-        starved = self._starved_services(snap, causes, now, t0, min(recent_starts, default=t0),
-                                         baseline_s)
+        recent_start = min(recent_starts, default=t0)
+        hogs = self._noisy_hosts(by_host, now, t0, recent_start)
+        starved = self._starved_services(snap, causes, now, t0, recent_start, baseline_s,
+                                         hogs)
         # Starved, with no host to share the slowdown with: nobody's incident either.
         for c in causes:
             if c.service in starved and self._host(snap, c) is None:
@@ -197,11 +202,11 @@ class SharedHosts:
         latency = [(c, h) for c in causes
                    if c.kind == LATENCY or _unanswered(c) or c.service in starved
                    for h in (self._host(snap, c),) if h is not None]
-        if not latency:
+        if not latency and not hogs:
             self._streak = {}
             return causes
         rises: dict[str, dict[str, Rise]] = {}
-        for _, host in latency:
+        for host in [h for _, h in latency] + sorted(hogs):
             if host not in rises and len(by_host.get(host, ())) >= self.cfg.min_services:
                 rises[host] = {s: self._rise(s, now, t0, recent_starts, baseline_s)
                                for s in by_host[host]}
@@ -209,9 +214,15 @@ class SharedHosts:
                     self._last_busy[host] = now
         shared: dict[str, list[RootCause]] = {}
         standouts: set[str] = set()  # hosts with a latency fault of their own
+        # The noisy neighbour's own candidates: part of its host's incident when the others
+        # slowed with it, else its own fault (its work grew: a hot loop in a new build).
+        hog_causes: dict[str, list[RootCause]] = {}
         for c, host in latency:
             if c.service in starved:
                 shared.setdefault(host, []).append(c)
+                continue
+            if hogs.get(host, {}).get("service") == c.service:
+                hog_causes.setdefault(host, []).append(c)
                 continue
             if host not in rises:
                 continue
@@ -230,11 +241,18 @@ class SharedHosts:
                 shared.setdefault(host, []).append(c)
             else:
                 standouts.add(host)
+        for host in hogs:
+            # A service took the host's CPU: whether the others slowed is judged below, with
+            # or without a candidate of their own (own time hides a starved callee's slowness
+            # from the root-cause step: its caller reads the answer late).
+            shared.setdefault(host, [])
         streaks: dict[str, int] = {}
-        grouped = {c.service for cs in shared.values() for c in cs}
+        grouped = {c.service for cs in [*shared.values(), *hog_causes.values()] for c in cs}
         out = [c for c in causes if c.service not in grouped]
         for host, members in sorted(shared.items()):
+            hog_own = hog_causes.get(host, [])
             if host not in rises:
+                out.extend(hog_own)
                 # Starved, on a host too small to judge: nobody's incident.
                 for c in members:
                     held[c.service] = (c, f"starved of CPU on host {host}, with too few services "
@@ -244,6 +262,7 @@ class SharedHosts:
                 # One service's own slowness piles requests up on every process of its host
                 # (callers wait, concurrency rises): the neighbours' rise is its effect,
                 # paged with it, not a second incident.
+                out.extend(hog_own)
                 for c in members:
                     held[c.service] = (c, f"slowed with host {host} while another service there "
                                        f"has a latency fault of its own (its effect)")
@@ -252,13 +271,15 @@ class SharedHosts:
             base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
             cpu = self._cpu_figures(by_host[host], now, base_end,
                                     min(recent_starts, default=t0))
-            cause = self._shared_cause(snap, host, members, rises[host], cpu=cpu)
+            cause = self._shared_cause(snap, host, members, rises[host], cpu=cpu,
+                                       now=now, t0=t0, recent_starts=recent_starts,
+                                       baseline_s=baseline_s)
             if cause is not None:
                 # A page load or a process starting slows a host for a second or two: a
                 # shared-host incident needs the slowdown on min_ticks ticks running.
                 streaks[host] = self._streak.get(host, 0) + 1
                 if streaks[host] < self.cfg.min_ticks:
-                    for c in members:
+                    for c in members + hog_own:
                         held[c.service] = (c, f"part of a shared slowdown of host {host}, "
                                            f"{streaks[host]} of {self.cfg.min_ticks} ticks "
                                            f"running so far")
@@ -268,10 +289,12 @@ class SharedHosts:
                 self._last_shared[host] = now
             elif self._aftermath(host, now):
                 cause = self._shared_cause(snap, host, members, rises[host], aftermath=True,
-                                           cpu=cpu)
+                                           cpu=cpu, now=now, t0=t0,
+                                           recent_starts=recent_starts, baseline_s=baseline_s)
             if cause is not None:
-                out.append(cause)
+                out.append(cause)  # the noisy neighbour is named in it: not paged apart
             else:
+                out.extend(hog_own)
                 for c in members:
                     held[c.service] = (
                         c, f"rose with its neighbours on host {host}"
@@ -283,7 +306,8 @@ class SharedHosts:
         return out
 
     def _starved_services(self, snap: Snapshot, causes: list[RootCause], now: float,
-                          t0: float, recent_start: float, baseline_s: float) -> set[str]:
+                          t0: float, recent_start: float, baseline_s: float,
+                          hogs: dict[str, dict[str, Any]]) -> set[str]:
         """The candidates starved of CPU (see the module doc), and the ones whose unanswered
         calls time out at a starved caller."""
         if self.cpu_of is None:
@@ -297,25 +321,59 @@ class SharedHosts:
                                           rising)
             return memo[key]
 
+        def hog_on(service: str) -> str | None:
+            """The noisy neighbour on ``service``'s host right now, if one took the CPU."""
+            host = self.hosts.host_of.get(service)
+            return hogs[host]["service"] if host in hogs else None
+
         out: set[str] = set()
         for c in causes:
             recent = c.evidence.get("window") == "recent"
             if c.kind == LATENCY:
                 # The floor is judged on the last few seconds whichever window named it: a
                 # sleep that began there lifts every request since, while the detection
-                # window still holds the seconds before it.
-                if starved(c.service, recent) and not self._floor_rose(
-                        c.service, recent_start, now, t0, baseline_s):
+                # window still holds the seconds before it. While another service on its
+                # host burns the CPU it lost, a starved process is that one's victim even
+                # when every request slowed alike: kept off the CPU for long stretches, it
+                # delays every request in flight by about the same (measured: frontend's
+                # fastest tenth 3 -> 90 ms, its median 5 -> 126 ms, runnable 1.06 s/s of
+                # which 0.80 waiting, beside a four-thread hog at ad).
+                if starved(c.service, recent) and (
+                        hog_on(c.service) not in (None, c.service)
+                        or not self._floor_rose(c.service, recent_start, now, t0,
+                                                baseline_s)):
                     out.add(c.service)
             elif c.kind == ERRORS and _timing_out(c) and _mostly_unanswered(c) \
                     and not c.virtual:
                 # Calls timing out on it: it, or a caller whose wait just rose, is starved
                 # (a starved caller's timers fire before it reads the answer). Not a caller
-                # starved all along: that would hide a callee that hangs on a busy host.
+                # starved all along: that would hide a callee that hangs on a busy host,
+                # unless a service on the host is burning the CPU right now (the hog may be
+                # this service itself: its callers' timers are what fire).
                 callers = {src for src, dst in snap.edges if dst == c.service}
                 if starved(c.service, recent) \
-                        or any(starved(s, recent, rising=True) for s in callers):
+                        or any(starved(s, recent, rising=hog_on(s) is None)
+                               for s in callers):
                     out.add(c.service)
+        return out
+
+    def _noisy_hosts(self, by_host: dict[str, list[str]], now: float, t0: float,
+                     recent_start: float) -> dict[str, dict[str, Any]]:
+        """host -> its noisy neighbour (see ``_noisy_neighbour``), for the hosts where the
+        scrape shows one of their services taking the CPU. During a shared-host episode the
+        CPU baseline stays where the episode began, so a long hog is not learnt as normal."""
+        if self.cpu_of is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for host, services in by_host.items():
+            if len(services) < self.cfg.min_services:
+                continue
+            in_episode = now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S
+            base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
+            busiest = _noisy_neighbour(self._cpu_figures(services, now, base_end,
+                                                         recent_start))
+            if busiest is not None:
+                out[host] = busiest
         return out
 
     def _starved(self, service: str, now: float, t0: float, start: float,
@@ -394,20 +452,20 @@ class SharedHosts:
         return callers.pop() if len(callers) == 1 else None
 
     def _rise(self, service: str, now: float, t0: float, recent_starts: tuple[float, ...],
-              baseline_s: float) -> Rise:
+              baseline_s: float, own: bool = True) -> Rise:
         w = self.windows
         base = w.baseline(service, t0 - w.bucket_s, baseline_s)
         win = w.aggregate(service, t0, now)
         recent = [r for start in recent_starts
-                  for r in (self._ratio(w.recent(service, start, now), base, 0.5),)
+                  for r in (self._ratio(w.recent(service, start, now), base, 0.5, own),)
                   if r is not None]
-        return Rise(self._ratio(win, base, 0.95), max(recent) if recent else None)
+        return Rise(self._ratio(win, base, 0.95, own), max(recent) if recent else None)
 
-    def _ratio(self, win: Cell, base: Cell, q: float) -> float | None:
-        if win.own_hist.samples < self.cfg.min_samples \
-                or base.own_hist.samples < self.cfg.min_samples:
+    def _ratio(self, win: Cell, base: Cell, q: float, own: bool = True) -> float | None:
+        h_w, h_b = (win.own_hist, base.own_hist) if own else (win.self_hist, base.self_hist)
+        if h_w.samples < self.cfg.min_samples or h_b.samples < self.cfg.min_samples:
             return None
-        p_w, p_b = win.own_hist.quantile(q), base.own_hist.quantile(q)
+        p_w, p_b = h_w.quantile(q), h_b.quantile(q)
         if p_w is None or p_b is None:
             return None
         return p_w / max(p_b, 1e-3)
@@ -459,29 +517,40 @@ class SharedHosts:
         return f" (its own time x{mine:.1f}; standing out needs x{needed:.1f})"
 
     def _shared_cause(self, snap: Snapshot, host: str, members: list[RootCause],
-                      rises: dict[str, Rise], aftermath: bool = False,
+                      rises: dict[str, Rise], *, now: float, t0: float,
+                      recent_starts: tuple[float, ...], baseline_s: float,
+                      aftermath: bool = False,
                       cpu: dict[str, tuple[Any, Any]] | None = None) -> RootCause | None:
         names = sorted(c.service for c in members)
+        cpu = cpu or {}
+        busiest = _noisy_neighbour(cpu)
+        if busiest is not None:
+            # One of the host's services took the CPU: how far the others slowed is judged
+            # on their self time, which holds their callers' late reading of the answers (a
+            # starved caller reads late; own time leaves that out, so only the busiest
+            # process, queueing its own requests, would seem to slow). The slowed services
+            # need not be candidates of their own.
+            rises = {s: self._rise(s, now, t0, recent_starts, baseline_s, own=False)
+                     for s in rises}
+        slowed = sorted({s for s, r in rises.items()
+                         if max(r.p95 or 0.0, r.recent or 0.0) >= 2.0} | set(names),
+                        key=lambda s: (-max(rises[s].p95 or 0.0, rises[s].recent or 0.0)
+                                       if s in rises else 0.0, s))
+        judged = slowed if busiest is not None else names
         # Self time excludes callees, so one slow service does not raise its callers' own
         # time; still, at least two of them must have no call between them.
         unlinked = any((a, b) not in snap.edges and (b, a) not in snap.edges
-                       for i, a in enumerate(names) for b in names[i + 1:])
+                       for i, a in enumerate(judged) for b in judged[i + 1:])
         factor = max(self._host_factor(rises, False), self._host_factor(rises, True))
-        if not aftermath and (len(names) < self.cfg.min_shared or factor < self.cfg.host_factor
-                              or not unlinked):
+        if not aftermath and (len(judged) < self.cfg.min_shared
+                              or factor < self.cfg.host_factor or not unlinked):
             return None
-        cpu = cpu or {}
-        busiest = _noisy_neighbour(cpu)
         if not aftermath and busiest is None and len(cpu) >= self.cfg.min_services:
             # The scrape shows the CPU use of the host's services and none of them took more:
             # the load came from outside them (a browser, a burner, a backup) or is the
             # services' own traffic on a full host. Nobody's page, as a page load is: their
             # latency verdicts stay grouped and dropped.
             return None
-        slowed = sorted({s for s, r in rises.items()
-                         if max(r.p95 or 0.0, r.recent or 0.0) >= 2.0} | set(names),
-                        key=lambda s: (-max(rises[s].p95 or 0.0, rises[s].recent or 0.0)
-                                       if s in rises else 0.0, s))
         owner = self.owner_of(host) if self.owner_of else None
         team = owner.get("team") if owner else None
         shown = ", ".join(slowed[:8]) + (f" and {len(slowed) - 8} more" if len(slowed) > 8
@@ -498,7 +567,8 @@ class SharedHosts:
                         f"per second, up from {busiest['cpu_per_s_before']:.2f}")
         confidence = round(min(0.95, 0.5 + 0.05 * len(slowed)), 3)
         evidence = {"summary": summary, "services": slowed, "host": host,
-                    "trace_ids": [t for c in members for t in c.evidence["trace_ids"]][:5],
+                    "trace_ids": ([t for c in members for t in c.evidence["trace_ids"]]
+                                  or self._slow_traces(slowed, t0, now))[:5],
                     "counts": {"services": len(rises), "slowed": len(slowed),
                                "host_factor": round(factor, 2), "excess": 0},
                     "before": {s: {"cpu_wait_per_s": _r(cpu[s][1].wait)}
@@ -511,6 +581,16 @@ class SharedHosts:
             evidence["busiest"] = busiest
         return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
                          confidence, evidence, host=host)
+
+
+    def _slow_traces(self, services: list[str], t0: float, now: float) -> list[str]:
+        """Example traces of the slowest visits of ``services`` since ``t0``, one each."""
+        out: list[str] = []
+        for s in services:
+            slow = self.windows.aggregate(s, t0, now).slow_traces
+            if slow and slow[0][1].hex() not in out:
+                out.append(slow[0][1].hex())
+        return out
 
 
 def _noisy_neighbour(cpu: dict[str, tuple[Any, Any]]) -> dict[str, Any] | None:

@@ -102,6 +102,24 @@ def test_every_request_slowed_alike_on_a_starved_process_is_its_own_fault() -> N
     assert ("frontend", "latency") in named(causes)
 
 
+def test_every_request_slowed_alike_while_a_neighbour_burns_the_cpu_is_not_its_fault() -> None:
+    # Measured live (four hog threads in ad): frontend, kept off the CPU for long stretches,
+    # delayed every request in flight alike (fastest tenth 3 -> 90 ms, median 5 -> 126 ms),
+    # which reads as a sleep of its own. With a neighbour taking the CPU it lost, it is that
+    # neighbour's victim. The same traces without email's hog name frontend (the test above).
+    causes = diagnose({"frontend": Fault(latency_ms=300)}, {"frontend": BUSY_FRONTEND},
+                      {"frontend": STARVED_FRONTEND, "email": (1.0, 0.05, 1.0)})
+    assert not any(c["service"] == "frontend" for c in causes), causes
+
+
+def test_the_noisy_neighbour_slowing_nobody_else_is_its_own_fault() -> None:
+    # frontend burns three times the CPU per request and is slow, but nobody else slowed:
+    # no shared slowdown to fold it into, so it is paged as its own latency fault.
+    causes = diagnose({"frontend": Fault(latency_ms=300, queue=True)},
+                      {"frontend": BUSY_FRONTEND}, {"frontend": (1.2, 0.3, 5.0)})
+    assert named(causes) == {("frontend", "latency")}, causes
+
+
 def test_a_process_waiting_longer_than_it_runs_is_starved_even_if_it_always_did() -> None:
     # Under a burner that has run for minutes, the wait is no higher than before, but the
     # process waits for a CPU twice as long as it runs: it is starved all along.
