@@ -180,6 +180,10 @@ class Scraper:
                 raise ValueError(f"scrape target {url!r} is not an http(s) URL")
             if url not in self._targets:
                 self._targets[url] = Target(url, parts.netloc, named=False)
+        # service -> its targets: the diagnosis asks for each service's CPU use every tick.
+        self._by_service: dict[str, list[Target]] = {}
+        for t in self._targets.values():
+            self._by_service.setdefault(t.service, []).append(t)
 
     def targets(self) -> list[Target]:
         return list(self._targets.values())
@@ -217,9 +221,7 @@ class Scraper:
         when no target exports the CPU families or fewer than ``MIN_CPU_SPAN_S`` lie between.
         A counter that fell (a restart, a thread ending) starts the period afresh there."""
         rates: list[CpuUse] = []
-        for t in self._targets.values():
-            if t.service != service:
-                continue
+        for t in self._by_service.get(service, ()):
             samples = [s for s in t.cpu if start <= s[0] <= end]
             for i in range(len(samples) - 1, 0, -1):
                 if any(b < a for a, b in zip(samples[i - 1][1:], samples[i][1:], strict=True)):
@@ -274,8 +276,10 @@ class Scraper:
         t.up = t.was_up = True
         t.last_error = None
         t.requests_total, t.errors_total, service = parsed[:3]
-        if service and not t.named:
+        if service and not t.named and service != t.service:
+            self._by_service[t.service].remove(t)
             t.service = service
+            self._by_service.setdefault(service, []).append(t)
         if parsed.cpu_seconds is not None and parsed.cpu_wait_seconds is not None:
             t.cpu.append((t.last_scrape, parsed.cpu_seconds, parsed.cpu_wait_seconds,
                           parsed.requests or 0.0))

@@ -425,7 +425,7 @@ class SharedHosts:
         traces within a second (measured: frontend paged 3.5 s before a two-thread hog at
         quote, 0.37 CPU s/s, was seen)."""
         cpu = self._cpu_figures(services, now, base_end, recent_start)
-        if _noisy_neighbour(cpu) is None:
+        if cpu and _noisy_neighbour(cpu) is None:
             short = self._cpu_figures(services, now, base_end, now - NEIGHBOUR_SHORT_S)
             if _noisy_neighbour(short) is not None:
                 return short
