@@ -194,7 +194,13 @@ class SharedHosts:
         held = self.held = {}
         self._compared = {}
         recent_start = min(recent_starts, default=t0)
-        hogs = self._noisy_hosts(by_host, now, t0, recent_start)
+        # The CPU figures of every host big enough to judge, once per tick, and the hosts
+        # where one service took the CPU (a noisy neighbour).
+        host_cpu = {host: self._host_cpu(host, services, now, t0, recent_start)
+                    for host, services in by_host.items()
+                    if self.cpu_of is not None and len(services) >= self.cfg.min_services}
+        hogs = {host: busiest for host, cpu in host_cpu.items()
+                for busiest in (_noisy_neighbour(cpu),) if busiest is not None}
         starved = self._starved_services(snap, causes, now, t0, recent_start, baseline_s,
                                          hogs)
         # Starved, with no host to share the slowdown with: nobody's incident either.
@@ -271,8 +277,7 @@ class SharedHosts:
                                        f"has a latency fault of its own (its effect)")
                 continue
             in_episode = now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S
-            base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
-            cpu = self._host_cpu(by_host[host], now, base_end, recent_start)
+            cpu = host_cpu.get(host, {})
             cause = self._shared_cause(snap, host, members, rises[host], cpu=cpu,
                                        now=now, t0=t0, recent_starts=recent_starts,
                                        baseline_s=baseline_s)
@@ -359,24 +364,6 @@ class SharedHosts:
                     out.add(c.service)
         return out
 
-    def _noisy_hosts(self, by_host: dict[str, list[str]], now: float, t0: float,
-                     recent_start: float) -> dict[str, dict[str, Any]]:
-        """host -> its noisy neighbour (see ``_noisy_neighbour``), for the hosts where the
-        scrape shows one of their services taking the CPU. During a shared-host episode the
-        CPU baseline stays where the episode began, so a long hog is not learnt as normal."""
-        if self.cpu_of is None:
-            return {}
-        out: dict[str, dict[str, Any]] = {}
-        for host, services in by_host.items():
-            if len(services) < self.cfg.min_services:
-                continue
-            in_episode = now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S
-            base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
-            busiest = _noisy_neighbour(self._host_cpu(services, now, base_end, recent_start))
-            if busiest is not None:
-                out[host] = busiest
-        return out
-
     def _starved(self, service: str, now: float, t0: float, start: float,
                  rising: bool = False) -> bool:
         cfg = self.cfg
@@ -417,13 +404,17 @@ class SharedHosts:
         rise = p50 - b50
         return rise >= FLOOR_MIN_MS and p10 - b10 >= self.cfg.floor_share * rise
 
-    def _host_cpu(self, services: list[str], now: float, base_end: float,
+    def _host_cpu(self, host: str, services: list[str], now: float, t0: float,
                   recent_start: float) -> dict[str, tuple[Any, Any]]:
-        """The CPU figures of a host's services over the recent seconds the root-cause step
+        """The CPU figures of a host's services (see ``_cpu_figures``; during a shared-host
+        episode the baseline stays where the episode began, so a long hog is not learnt as
+        normal) over the recent seconds the root-cause step
         judged, or, when only they show a noisy neighbour, over the last few scrapes: a hog
         seconds old is diluted in the longer average, while its victims' latency shows in the
         traces within a second (measured: frontend paged 3.5 s before a two-thread hog at
         quote, 0.37 CPU s/s, was seen)."""
+        in_episode = now - self._last_shared.get(host, -math.inf) <= SHARED_MEMORY_S
+        base_end = self._cpu_base_end.get(host, t0) if in_episode else t0
         cpu = self._cpu_figures(services, now, base_end, recent_start)
         if cpu and _noisy_neighbour(cpu) is None:
             short = self._cpu_figures(services, now, base_end, now - NEIGHBOUR_SHORT_S)
@@ -597,7 +588,6 @@ class SharedHosts:
             evidence["busiest"] = busiest
         return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
                          confidence, evidence, host=host)
-
 
     def _slow_traces(self, services: list[str], t0: float, now: float) -> list[str]:
         """Example traces of the slowest visits of ``services`` since ``t0``, one each."""
