@@ -304,8 +304,15 @@ def time_travel_step(driver: webdriver.Chrome) -> float | str:
     ms until the past moment is shown; then "Live" again for the next visit."""
     if not driver.find_elements(By.ID, TIME_CONTROL_ID):
         return "n/a (no time control)"
-    ms = step_back_ms(driver)
-    live_ms(driver)
+    try:
+        ms = step_back_ms(driver)
+        live_ms(driver)
+    except TimeoutException:
+        bar = driver.execute_script(
+            "const b = document.getElementById('tt-bar'), m = document.getElementById("
+            "'tt-marker'); return [b && b.className, m && m.textContent, location.href];")
+        print(f"        time step timed out: bar {bar}", flush=True)
+        return f"timed out (> {TIMEOUT_S:.0f} s)"
     return ms
 
 

@@ -263,9 +263,12 @@ def history_range(now: float, started_at: float, retention_s: float,
                   window_s: float) -> HistoryRange:
     horizon = now - retention_s
     start = max(started_at, horizon)
-    # Younger than the retention: an early window is partial, as the live graph's is at
-    # start-up (rates divide by the time observed). Else the whole window must be retained.
-    earliest = started_at if started_at >= horizon + window_s else horizon + window_s
+    # Younger than the retention, nothing was dropped yet: any moment since observation
+    # began can be shown (an early window is partial, as the live graph's is at start-up;
+    # rates divide by the time observed). Older: the whole window must still be retained.
+    # (Until 2026-12-05 a young collector asked for a window as long as the retention had
+    # only ``now``: the first had to be at least a window younger than the horizon.)
+    earliest = started_at if started_at >= horizon else horizon + window_s
     return HistoryRange(start, now, min(earliest, now), window_s)
 
 

@@ -19,7 +19,7 @@ from diagnosis_sim import Clock, Fault, Shop, serve
 
 from collector import wiring
 from collector.config import CollectorConfig, DiagnosisConfig
-from collector.history import MAX_CHANGES, HealthLog, parse_at
+from collector.history import MAX_CHANGES, HealthLog, history_range, parse_at
 from collector.service import CollectorService
 
 T0 = 1_700_000_000.0  # a multiple of 10: see `_aligned`
@@ -142,6 +142,19 @@ def test_the_history_range_bounds_at(shop_run: Any) -> None:
     out = _get(url, "/api/graph", at=T0 - 100).json()
     assert out["history"]["from"] == T0 and out["history"]["to"] == run.t_now
     assert "between" in out["error"]
+
+
+def test_a_young_collector_shows_any_moment_since_it_began_whatever_the_window() -> None:
+    # Nothing has been dropped yet: a window as long as the retention (the dashboard's
+    # --window-s 900) may look back to the start, as a shorter one may.
+    for window in (60.0, 900.0):
+        rng = history_range(now=T0 + 70, started_at=T0, retention_s=900.0, window_s=window)
+        assert (rng.start, rng.earliest_at, rng.end) == (T0, T0, T0 + 70)
+    # Older than the retention: the window must still be wholly retained.
+    old = history_range(now=T0 + 1000, started_at=T0, retention_s=900.0, window_s=60.0)
+    assert (old.start, old.earliest_at) == (T0 + 100, T0 + 160)
+    whole = history_range(now=T0 + 1000, started_at=T0, retention_s=900.0, window_s=900.0)
+    assert whole.earliest_at == T0 + 1000
 
 
 def test_a_short_window_in_the_10s_buckets_is_widened_and_says_so(shop_run: Any) -> None:
