@@ -20,7 +20,14 @@ from dash.development.base_component import Component
 from dashboard import views
 from dashboard.client import CollectorClient, Source
 from dashboard.recent import RecentStates
-from dashboard.state import fetch_moment, initial_state, is_stale, next_state
+from dashboard.state import (
+    browser_state,
+    fetch_moment,
+    initial_state,
+    is_stale,
+    next_state,
+    wire_graph,
+)
 from dashboard.text import clock
 from dashboard.timetravel import bar_info, compare_links, past_banner
 
@@ -142,6 +149,9 @@ def shell(config: Settings) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="state", data=initial_state(config.source_url, config.source_label)),
+            # The graph the overview draws from (state.wire_graph), sent by the refresh on the
+            # overview when a new one came; the state store holds everything else.
+            dcc.Store(id="graph", data=None),
             # The key of ``state`` in this process's recent states: what callbacks that only
             # read the state take, instead of uploading it (see dashboard.recent).
             dcc.Store(id="state-key", data=None),
@@ -190,28 +200,40 @@ def source_banner(config: Settings) -> html.Div:
     Output("state", "data"),
     Output("state-key", "data"),
     Output("tt-info", "data"),
+    Output("graph", "data"),
     Input("refresh", "n_intervals"),
     Input("tt", "data"),
     State("state", "data"),
+    State("state-key", "data"),
     State("_pages_location", "pathname"),
 )
 def refresh(_n: int | None, at: float | None, state: dict[str, Any] | None,
-            path: str | None) -> Any:
+            key: str | None, path: str | None) -> Any:
     """Poll the collector once; keep the last good graph if it does not answer. On the
     overview showing a past moment (``tt``), fetch it once: the past does not move. Also
     gives the key of the new state among the recent ones (``state-key``, what callbacks that
-    only read it take) and the time bar the little it needs of it (``tt-info``)."""
+    only read it take), the time bar the little it needs of it (``tt-info``) and, on the
+    overview, a new graph for the browser to draw (``graph``).
+
+    The browser's state holds all but the graph (``browser_state``): the graph goes down
+    once as the graph store and is kept here, under the state's key, for the next refresh."""
     s = settings()
-    at = at if isinstance(at, int | float) and (path or "/").rstrip("/") == "" else None
+    overview = (path or "/").rstrip("/") == ""
+    at = at if isinstance(at, int | float) and overview else None
     if at is not None and ctx.triggered_id == "refresh" and state \
             and state.get("at") == at and state.get("reachable"):
-        return no_update, no_update, no_update
+        return no_update, no_update, no_update, no_update
+    prev = dict(state) if state else None
+    if prev is not None:
+        prev["graph"] = (recent_states().get(key) or {}).get("graph")
     with collector_client() as client:
-        fetched, shown, refusal = fetch_moment(client, s.window_s, at, state)
-    new = next_state(state, fetched, s.source_url, time.time(), s.source_label, at=shown,
+        fetched, shown, refusal = fetch_moment(client, s.window_s, at, prev)
+    new = next_state(prev, fetched, s.source_url, time.time(), s.source_label, at=shown,
                      refused=(at, refusal) if at is not None and refusal is not None
                      else None)
-    return new, recent_states().put(new), bar_info(new)
+    fresh = new.get("graph") is not None and new["graph"] is not (prev or {}).get("graph")
+    return (browser_state(new), recent_states().put(new), bar_info(new),
+            wire_graph(new["graph"]) if fresh and overview else no_update)
 
 
 def render_banners(state: dict[str, Any] | None, now: float) -> tuple[Any, Any, str]:

@@ -86,10 +86,17 @@ def edge_color(error_ratio: object) -> str:
     return EDGE_OK
 
 
-def edge_width(rate: float, max_rate: float) -> float:
-    if max_rate <= 0:
-        return 1.5
-    return round(1.5 + 6.5 * math.log1p(max(rate, 0.0)) / math.log1p(max_rate), 2)
+# An edge's width follows its call rate on a fixed scale, 1.5 px idle to 8 px at
+# WIDTH_FULL_RPS and above, in half-pixel steps: it changes only when that call's own rate
+# moves a step. (Scaled to the largest rate drawn, every edge changed width whenever that one
+# did -- on a refresh, or on opening a team, which splits the largest aggregate -- and
+# Cytoscape restyled them all: most of a second at 5,000 services.)
+WIDTH_FULL_RPS = 1000.0
+
+
+def edge_width(rate: float) -> float:
+    share = min(1.0, math.log1p(max(rate, 0.0)) / math.log1p(WIDTH_FULL_RPS))
+    return math.floor((1.5 + 6.5 * share) * 2 + 0.5) / 2
 
 
 def virtual_kind(node_id: str, edges: list[dict[str, Any]]) -> str:
@@ -364,7 +371,6 @@ def _edges(
             if isinstance(p95, int | float) and (cur["p95"] is None or p95 > cur["p95"]):
                 cur["p95"] = p95
             cur["pairs"].append((str(e["source"]), str(e["target"])))
-    max_rate = max((a["rate"] for a in agg.values()), default=0.0)
     bulk = len(agg) > BULK_EDGES
     out: list[Element] = []
     for (src, dst), a in sorted(agg.items()):
@@ -393,7 +399,7 @@ def _edges(
                     "source": src,
                     "target": dst,
                     "label": _metrics_line(stats) if detailed else "",
-                    "width": edge_width(a["rate"], max_rate),
+                    "width": edge_width(a["rate"]),
                     "color": edge_color(ratio),
                     "calls": len(a["pairs"]),
                 },
@@ -401,6 +407,30 @@ def _edges(
             }
         )
     return out
+
+
+def on_tap(
+    view: dict[str, Any] | None, node: dict[str, Any] | None, edge: dict[str, Any] | None,
+    trigger: str | None,
+) -> dict[str, Any]:
+    """The overview's view after a tap: select what was tapped; a folded team box opens, an
+    opened one folds. ``assets/graph.js`` ``onTap`` does the same in the browser."""
+    view = dict(view or {"selected": None, "expanded": [], "focus": None, "fit": 0})
+    data = node if trigger == "tapNodeData" else edge
+    if not data:
+        return view
+    kind = data.get("kind")
+    el_id = str(data.get("id"))
+    expanded = list(view.get("expanded") or [])
+    if kind == "collapsed":
+        group = str(data.get("group"))
+        if group not in expanded:
+            expanded.append(group)
+        view["expanded"] = expanded
+    elif kind == "group" and str(data.get("group")) in expanded:
+        view["expanded"] = [g for g in expanded if g != data.get("group")]
+    view["selected"] = el_id
+    return view
 
 
 def apply_highlight(elements: list[Element], highlight: Mapping[str, Any] | None) -> None:
@@ -630,7 +660,6 @@ def build_teammap_elements(teammap: Mapping[str, Any] | None) -> list[Element]:
         for e in teammap.get("edges", [])
         if str(e.get("source")) in known and str(e.get("target")) in known
     ]
-    max_rate = max((float(e.get("rate_rps") or 0.0) for e in edges), default=0.0)
     for e in sorted(edges, key=lambda e: (str(e["source"]), str(e["target"]))):
         health = str(e.get("health", "unknown"))
         out.append(
@@ -640,7 +669,7 @@ def build_teammap_elements(teammap: Mapping[str, Any] | None) -> list[Element]:
                     "source": "t:" + str(e["source"]),
                     "target": "t:" + str(e["target"]),
                     "label": _metrics_line(e),
-                    "width": edge_width(float(e.get("rate_rps") or 0.0), max_rate),
+                    "width": edge_width(float(e.get("rate_rps") or 0.0)),
                     "color": health_color(health) if health != "healthy" else EDGE_OK,
                 },
             }

@@ -59,11 +59,9 @@ def layout(at: str | None = None, **_query: Any) -> html.Div:
         [
             dcc.Store(id="ov-view", data=initial_view()),
             # The snapshot the layout drew (``generated_at``): the first refresh, fetched at
-            # the same moment, usually brings the same one and need not be drawn again.
+            # the same moment, usually brings the same one and need not be drawn again; an
+            # older graph store (from before this visit) is not drawn over it.
             dcc.Store(id="ov-drawn", data=drawn),
-            # The server's elements with the view they were built for; drawn only if that is
-            # still the view (a refresh answered after a search must not undo it).
-            dcc.Store(id="ov-server-elements", data=None),
             # The prerendered graph was fitted by the initial layout: fit request 0 is done.
             dcc.Store(id="ov-fitted", data=0 if elements else None),
             # Where the whole graph was when a search focused one service (browser only).
@@ -124,8 +122,12 @@ def render(
     state: dict[str, Any] | None,
     view: dict[str, Any] | None,
     highlight: dict[str, Any] | None,
+    *,
+    elements: bool = True,
 ) -> tuple[list[E.Element], list[dict[str, Any]], Any, str, dict[str, str], str]:
-    """Elements, stylesheet, details panel, info line, placeholder style, wrapper class."""
+    """Elements, stylesheet, details panel, info line, placeholder style, wrapper class.
+    ``elements=False``: all but the elements (``[]``), which the browser builds itself from
+    the graph store after the first picture (``assets/graph.js``, the same elements)."""
     view = view or initial_view()
     graph = (state or {}).get("graph")
     # The blast-radius highlight lasts while its incident is open.
@@ -140,7 +142,7 @@ def render(
     if highlight and graph:
         # A root cause inside a folded team would be invisible: open its team.
         expanded += E.groups_of(graph, [str(highlight.get("root"))])
-    elements = E.build_elements(
+    els = E.build_elements(
         graph,
         (state or {}).get("positions") or {"groups": {}, "members": {}},
         expanded=expanded,
@@ -148,7 +150,7 @@ def render(
         selected=view.get("selected"),
         highlight=highlight,
         team_names=(state or {}).get("team_names") or {},
-    )
+    ) if elements else []
     nodes = len((graph or {}).get("nodes", []))
     edges = len((graph or {}).get("edges", []))
     info = f"{nodes} nodes · {edges} calls"
@@ -164,7 +166,7 @@ def render(
         placeholder = {"display": "none"}
     wrap_class = "graph-wrap stale" if stale else "graph-wrap"
     return (
-        elements,
+        els,
         E.stylesheet(stale=stale),
         views.details_panel(graph, view.get("selected"), (state or {}).get("team_names") or {}),
         info,
@@ -174,7 +176,6 @@ def render(
 
 
 @dash.callback(
-    Output("ov-server-elements", "data"),
     Output("ov-graph", "stylesheet"),
     Output("ov-details", "children"),
     Output("ov-info", "children"),
@@ -182,46 +183,41 @@ def render(
     Output("ov-graph-wrap", "className"),
     Output("ov-graph", "layout"),
     Output("ov-fitted", "data"),
-    Output("ov-drawn", "data"),
     Input("state-key", "data"),
     Input("ov-view", "data"),
     Input("highlight", "data"),
     State("ov-fitted", "data"),
-    State("ov-drawn", "data"),
+    State("ov-graph-wrap", "className"),
 )
 def update_graph(
     key: str | None,
     view: dict[str, Any] | None,
     highlight: dict[str, Any] | None,
     fitted: int | None,
-    drawn: float | None,
+    wrap: str | None,
 ) -> tuple[Any, ...]:
+    """Everything around the graph's elements (which the browser draws: ``draw`` below)."""
     # The state by its key, not uploaded: at 1,238 services it is a megabyte per request.
     from dashboard.app import recent_states
 
-    state = recent_states().get(key)
-    graph = (state or {}).get("graph") or {}
-    if (ctx.triggered_id == "state-key" and drawn is not None and not is_stale(state)
-            and graph.get("generated_at") == drawn):
-        return (no_update,) * 8 + (None,)  # the layout drew this very snapshot
-    out = graph_outputs(state, view, highlight, fitted)
-    if out[0] is no_update:
-        return (*out, None)
-    return ({"view": view_key(view), "elements": out[0]}, *out[1:], None)
+    out = graph_outputs(recent_states().get(key), view, highlight, fitted)
+    if out[4] == wrap:
+        # A new stylesheet makes Cytoscape restyle every element (about a second at 5,000
+        # services): sent only when it changes, with the wrapper's class (stale or not).
+        return (no_update, *out[1:])
+    return out
 
 
-def view_key(view: dict[str, Any] | None) -> list[Any]:
-    """What of a view decides the elements (assets/search.js compares the same)."""
-    v = view or initial_view()
-    return [v.get("focus"), list(v.get("expanded") or []), v.get("selected")]
-
-
+# Every refresh, tap and highlight is drawn in the browser from the graph store
+# (assets/graph.js buildElements, the same elements as elements.build_elements).
 dash.clientside_callback(
-    ClientsideFunction("conway", "serverElements"),
-    Output("ov-graph", "elements", allow_duplicate=True),
-    Input("ov-server-elements", "data"),
-    State("ov-view", "data"),
-    prevent_initial_call=True,
+    ClientsideFunction("conway", "draw"),
+    Output("ov-graph", "elements"),
+    Input("graph", "data"),
+    Input("state", "data"),
+    Input("ov-view", "data"),
+    Input("highlight", "data"),
+    State("ov-drawn", "data"),
 )
 
 
@@ -231,54 +227,29 @@ def graph_outputs(
     highlight: dict[str, Any] | None,
     fitted: int | None,
 ) -> tuple[Any, ...]:
-    """What one refresh or view change draws: ``render``'s outputs, the layout (a fit only
-    when asked) and the fit request done."""
+    """What one refresh or view change changes around the elements: ``render``'s outputs but
+    the elements, the layout (a fit only when asked) and the fit request done."""
     if not (state or {}).get("graph"):
         # No graph yet (the first refresh is on its way): keep what the layout drew.
-        return (no_update,) * 8
-    out = render(state, view, highlight)
+        return (no_update,) * 7
+    out = render(state, view, highlight, elements=False)[1:]
     want = int((view or {}).get("fit", 0))
-    # Fit once when the first elements arrive, then only when the user asked for it.
-    if out[0] and (fitted is None or fitted != want):
+    # Fit once when the first graph arrives, then only when the user asked for it.
+    if fitted is None or fitted != want:
         return (*out, {**FIT_LAYOUT, "fitRequest": want}, want)
     return (*out, no_update, no_update)
 
 
-def on_tap(
-    view: dict[str, Any] | None, node: dict[str, Any] | None, edge: dict[str, Any] | None,
-    trigger: str | None,
-) -> dict[str, Any]:
-    """Select what was tapped; a folded team box opens, an opened one folds."""
-    view = dict(view or initial_view())
-    data = node if trigger == "tapNodeData" else edge
-    if not data:
-        return view
-    kind = data.get("kind")
-    el_id = str(data.get("id"))
-    expanded = list(view.get("expanded") or [])
-    if kind == "collapsed":
-        group = str(data.get("group"))
-        if group not in expanded:
-            expanded.append(group)
-        view["expanded"] = expanded
-    elif kind == "group" and str(data.get("group")) in expanded:
-        view["expanded"] = [g for g in expanded if g != data.get("group")]
-    view["selected"] = el_id
-    return view
-
-
-@dash.callback(
+# A tap answers in the browser (assets/graph.js onTap, the same as ``elements.on_tap``):
+# opening a folded team is drawn at once.
+dash.clientside_callback(
+    ClientsideFunction("conway", "tap"),
     Output("ov-view", "data", allow_duplicate=True),
     Input("ov-graph", "tapNodeData"),
     Input("ov-graph", "tapEdgeData"),
     State("ov-view", "data"),
     prevent_initial_call=True,
 )
-def tapped(
-    node: dict[str, Any] | None, edge: dict[str, Any] | None, view: dict[str, Any] | None
-) -> dict[str, Any]:
-    prop = ctx.triggered[0]["prop_id"].split(".")[-1] if ctx.triggered else None
-    return on_tap(view, node, edge, prop)
 
 
 @dash.callback(
@@ -303,13 +274,13 @@ def toolbar(_fit: int | None, _clear: int | None, view: dict[str, Any] | None
 
 
 # Search answers in the browser (dashboard/assets/search.js): the graph is already there, in
-# the state store, so suggestions and the focused view need no round trip. The new view goes
-# to ``ov-view`` too, so refreshes (built here, by the same layout) keep the focus.
+# the graph store, so suggestions and the focused view need no round trip. The new view goes
+# to ``ov-view`` too, so refreshes keep the focus.
 dash.clientside_callback(
     ClientsideFunction("conway", "suggest"),
     Output("ov-suggest", "children"),
     Input("ov-search", "value"),
-    Input("state", "data"),
+    Input("graph", "data"),
     prevent_initial_call=True,
 )
 dash.clientside_callback(
@@ -321,7 +292,7 @@ dash.clientside_callback(
     Output("ov-search-msg", "children", allow_duplicate=True),
     Input("ov-search", "n_submit"),
     Input("ov-search", "value"),
-    Input("state", "data"),  # a search made before the first refresh waits for it
+    Input("graph", "data"),  # a search made before the first refresh waits for it
     State("ov-graph", "elements"),
     State("ov-view", "data"),
     State("ov-back-to", "data"),

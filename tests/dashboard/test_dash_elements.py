@@ -48,6 +48,19 @@ def test_node_colour_follows_health_and_edges_follow_rate_and_errors() -> None:
     assert busy["width"] > quiet["width"]
 
 
+def test_an_edge_width_depends_on_its_own_rate_only() -> None:
+    # A busier call elsewhere (or opening a team, which splits the largest aggregate) must not
+    # change every other edge: Cytoscape restyles each edge whose data changed.
+    g = demo_graph()
+    before = {k: v["data"]["width"] for k, v in _by_id(_build(g)).items() if "width" in v["data"]}
+    g["edges"].append({"source": "payment", "target": "currency", "rate_rps": 5000.0,
+                       "error_ratio": 0.0})
+    after = {k: v["data"]["width"] for k, v in _by_id(_build(g)).items() if "width" in v["data"]}
+    assert all(after[k] == w for k, w in before.items())
+    assert after[E.edge_el_id("payment", "currency")] == 8.0
+    assert [E.edge_width(r) for r in (0.0, 1.0, 10.0, 100.0, 1e6)] == [1.5, 2.0, 4.0, 6.0, 8.0]
+
+
 def test_labels_carry_rate_errors_and_p95() -> None:
     els = _by_id(_build(demo_graph(rate=12.5)))
     label = els["s:cart"]["data"]["label"]

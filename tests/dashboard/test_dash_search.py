@@ -186,3 +186,83 @@ def test_the_browser_draws_the_focus_as_the_server_does(
             "return window.dash_clientside.conway.focusElements(arguments[0], arguments[1], "
             "arguments[2]);", graph, name, sel)
         assert browser_side == python, name
+
+
+def _small_graph() -> dict[str, Any]:
+    """Under the fold limit, with what a label or class depends on: virtual nodes (a database
+    and the user), an orphan, a service seen by the mesh only, an untraced call, errors."""
+    def node(name: str, **kw: Any) -> dict[str, Any]:
+        return {"id": name, "kind": "service", "team": "shop", "health": "healthy",
+                "rate_rps": 2.5, "error_ratio": 0.0, "p95_ms": 12.0, **kw}
+    nodes = [node("frontend"), node("cart", health="failing", error_ratio=0.2, p95_ms=None),
+             node(EVIL, team=None, health="degraded"), node("ghost", no_traces=True),
+             node("redis", kind="virtual", team=None), node("user", kind="virtual", team=None),
+             node("ads", team="growth", rate_rps=150.0, p95_ms=3.25)]
+    def edge(src: str, dst: str, **kw: Any) -> dict[str, Any]:
+        return {"source": src, "target": dst, "health": "healthy", "rate_rps": 1.0,
+                "error_ratio": 0.0, "p95_ms": 4.0, **kw}
+    edges = [edge("user", "frontend", rate_rps=7.0), edge("frontend", "cart", error_ratio=0.03),
+             edge("cart", "redis", connection_type="database"), edge(EVIL, "cart"),
+             edge("frontend", "ghost", traced=False), edge("frontend", "ads", p95_ms=None)]
+    return {"window_s": 60.0, "generated_at": 1.0, "nodes": nodes, "edges": edges}
+
+
+def test_the_browser_draws_every_view_as_the_server_does(
+    folded_dashboard: tuple[Any, list[dict[str, Any]]], start_collector: StartCollector,
+) -> None:
+    # After the page's first picture (elements.build_elements, on the server) every refresh,
+    # tap and highlight is drawn in the browser from the graph store (assets/graph.js): any
+    # difference would move, recolour or relabel the graph a second after it loads.
+    from collector.replay import dependencies_to_spans, to_otlp_request
+    from dashboard import elements as E
+    from dashboard import positions as P
+    from dashboard.state import compact_graph, wire_graph
+
+    browser, _calls = folded_dashboard
+    url = start_collector(catalog=None)
+    calls, teams = deps()
+    body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
+    httpx.post(url + "/v1/traces", content=body, timeout=60,
+               headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
+    big = until("the graph", lambda: (g := compact_graph(httpx.get(
+        url + "/api/graph", timeout=10).json()))["nodes"] and g)
+    names = {"team-03": "Payments ‮evil", "shop": "The Shop"}
+    views: list[dict[str, Any]] = [
+        {},
+        {"expanded": ["team:team-03", "(no team)"], "selected": "g:team:team-05"},
+        {"expanded": ["team:team-07"], "highlight": {"root": TARGET,
+                                                     "impacted": ["svc-0041", EVIL]}},
+        {"selected": E.edge_el_id("svc-0001", "svc-0004"), "expanded": ["team:team-01"]},
+        {"focus": TARGET, "selected": "s:" + TARGET},
+    ]
+    small_views: list[dict[str, Any]] = [
+        {}, {"selected": "s:cart", "highlight": {"root": "cart", "impacted": ["frontend"]}},
+        {"focus": "frontend"}]
+    checked = 0
+    for graph, cases in ((big, views), (_small_graph(), small_views)):
+        pos = P.assign(None, graph["nodes"])
+        for opts in cases:
+            python = E.build_elements(graph, pos, expanded=opts.get("expanded", []),
+                                      focus=opts.get("focus"), selected=opts.get("selected"),
+                                      highlight=opts.get("highlight"), team_names=names)
+            browser_side = browser.driver.execute_script(
+                "return window.conwayGraph.buildElements(arguments[0], arguments[1], "
+                "arguments[2]);", wire_graph(graph), pos,
+                {"expanded": opts.get("expanded", []), "focus": opts.get("focus"),
+                 "selected": opts.get("selected"), "highlight": opts.get("highlight"),
+                 "teamNames": names})
+            assert browser_side == python, opts
+            checked += len(python)
+    assert checked > 300  # elements compared
+    taps = [({"id": "s:cart", "kind": "service"}, "tapNodeData"),
+            ({"id": "g:team:x", "kind": "collapsed", "group": "team:x"}, "tapNodeData"),
+            ({"id": "g:team:x", "kind": "group", "group": "team:x"}, "tapNodeData"),
+            ({"id": 'e:["a", "b"]'}, "tapEdgeData")]
+    view: dict[str, Any] = {"selected": None, "expanded": [], "focus": None, "fit": 2}
+    for data, trigger in taps:
+        python_view = E.on_tap(view, data if trigger == "tapNodeData" else None,
+                             data if trigger == "tapEdgeData" else None, trigger)
+        js_view = browser.driver.execute_script(
+            "return window.conwayGraph.onTap(arguments[0], arguments[1]);", view, data)
+        assert js_view == python_view, data
+        view = python_view

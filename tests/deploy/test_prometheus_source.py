@@ -281,8 +281,11 @@ def test_prometheus_source_merges_two_collectors(stack: tuple[list[str], str]) -
                                    catalog=CATALOG, prometheus_scrape_interval_s=SCRAPE_S)
     app = app_module.create_app(settings)
     with app.server.app_context():
-        state, key, bar = app_module.refresh(0, None, None, "/")  # live, on the overview
-        assert app_module.recent_states().get(key) is state  # what the banners then read
+        # live, on the overview
+        browser_state, key, bar, wire = app_module.refresh(0, None, None, None, "/")
+        state = app_module.recent_states().get(key)  # what the banners then read
+        assert state is not None and "graph" not in browser_state  # that goes as `wire`
+        assert {n[0] for n in wire["nodes"]} == {n["id"] for n in state["graph"]["nodes"]}
         assert bar["at"] is None  # the time bar's share of it: live
         assert state["reachable"] is True and state["collector"] == prom_url
         shown = {n["id"]: n for n in state["graph"]["nodes"]}
