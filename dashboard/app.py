@@ -21,6 +21,7 @@ from dashboard import views
 from dashboard.client import CollectorClient, Source
 from dashboard.recent import RecentStates
 from dashboard.state import (
+    SharedFetches,
     browser_state,
     fetch_moment,
     initial_state,
@@ -34,6 +35,7 @@ from dashboard.timetravel import bar_info, compare_links, past_banner
 SETTINGS_KEY = "CONWAY_SETTINGS"
 RECENT_KEY = "CONWAY_RECENT_STATES"
 CATALOG_KEY = "CONWAY_CATALOG"
+FETCHES_KEY = "CONWAY_SHARED_FETCHES"
 PAGES_DIR = Path(__file__).parent / "pages"
 
 
@@ -87,6 +89,13 @@ def recent_states() -> RecentStates:
     return value
 
 
+def shared_fetches() -> SharedFetches:
+    """Reads of the same moment made at the same time (a page and its first refresh): once."""
+    value = flask.current_app.config[FETCHES_KEY]
+    assert isinstance(value, SharedFetches)
+    return value
+
+
 def collector_client() -> Source:
     """The graph's source for one callback: the collector, or Prometheus."""
     s = settings()
@@ -116,6 +125,7 @@ def create_app(config: Settings) -> Dash:
     )
     app.server.config[SETTINGS_KEY] = config
     app.server.config[RECENT_KEY] = RecentStates()
+    app.server.config[FETCHES_KEY] = SharedFetches()
     if config.source == "prometheus":
         from dashboard.promsource import CatalogOwnership
 
@@ -227,7 +237,7 @@ def refresh(_n: int | None, at: float | None, state: dict[str, Any] | None,
     if prev is not None:
         prev["graph"] = (recent_states().get(key) or {}).get("graph")
     with collector_client() as client:
-        fetched, shown, refusal = fetch_moment(client, s.window_s, at, prev)
+        fetched, shown, refusal = fetch_moment(client, s.window_s, at, prev, shared_fetches())
     new = next_state(prev, fetched, s.source_url, time.time(), s.source_label, at=shown,
                      refused=(at, refusal) if at is not None and refusal is not None
                      else None)

@@ -220,24 +220,34 @@ def focus_elements(
     selected: str | None,
 ) -> list[Element]:
     """A searched service with its callers and callees only, in their own small layout
-    (``positions.focus_layout``), outside any team box so the picture fits tightly.
+    (``positions.focus_layout``), not drawn in team boxes so the picture fits tightly.
 
-    ``dashboard/assets/search.js`` builds the same elements in the browser (the search
-    answers there at once); a refresh then rebuilds them here, so the two must agree.
+    Each service keeps its box as an invisible ``ghost`` parent: Cytoscape removes a compound
+    node's children with it, so a box that vanished on the way from the whole graph to the
+    focus (or back) would take its services along. ``dashboard/assets/graph.js`` builds the
+    same elements in the browser (the search answers there at once).
     """
     callers = {str(e["source"]) for e in edges if e["target"] == focus}
     callees = {str(e["target"]) for e in edges if e["source"] == focus}
     detailed = len(callers | callees | {focus}) <= DETAILED_LABEL_LIMIT
     place = P.focus_layout(focus, callers, callees, detailed=detailed)
+    orphan_count = sum(1 for n in nodes if n.get("kind") != "virtual" and not n.get("team"))
     kept = [n for n in nodes if str(n["id"]) in place]
     kept.sort(key=lambda n: str(n["id"]))
+    ghosts: dict[str, Element] = {}
     out: list[Element] = []
     shown_as: dict[str, str] = {}
     for n in kept:
         name = str(n["id"])
-        orphan = n.get("kind") != "virtual" and not n.get("team")
-        el = _service_node(n, name, "", "", orphan, edges, detailed, selected)
-        del el["data"]["parent"], el["data"]["group"]
+        group = P.group_of(n, orphan_count)
+        gid = group_el_id(group)
+        el = _service_node(n, name, group, gid, group.startswith(P.ORPHAN_GROUP), edges,
+                           detailed, selected)
+        if group == P.EXTERNAL_GROUP:
+            el["data"].pop("parent", None)
+        elif gid not in ghosts:
+            ghosts[gid] = {"data": {"id": gid, "group": group, "kind": "ghost", "label": ""},
+                           "classes": "ghost", "selectable": False}
         if name == focus:
             el["classes"] += " focus"
         el["position"] = place[name]
@@ -246,7 +256,8 @@ def focus_elements(
     # Only the focus's own calls: calls among its neighbours would cross the picture.
     near = [e for e in edges if focus in (e["source"], e["target"])
             and str(e["source"]) in place and str(e["target"]) in place]
-    return out + _edges(near, shown_as, detailed, selected, set())
+    return [ghosts[g] for g in sorted(ghosts)] + out + _edges(near, shown_as, detailed,
+                                                             selected, set())
 
 
 def _service_node(
@@ -553,6 +564,9 @@ def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
             },
         },
         {"selector": "node.collapsed.orphan", "style": {"border-style": "dashed"}},
+        # A searched service's box, kept but not drawn (elements.focus_elements says why).
+        {"selector": "node.ghost", "style": {"background-opacity": 0, "border-width": 0,
+                                             "label": "", "padding": 0, "events": "no"}},
         {
             "selector": "edge",
             "style": {

@@ -7,6 +7,9 @@ and the stable node positions. ``fetch`` does the I/O; ``next_state`` is pure.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,14 @@ class Fetched:
     notes: list[str] = field(default_factory=list)
     # The range the time control may show (``from``, ``to``, ``earliest_at``), when known.
     history: dict[str, Any] | None = None
+    _compact: dict[str, Any] | None = field(default=None, repr=False)
+
+    def compact(self) -> dict[str, Any]:
+        """``compact_graph`` of the graph, made once (a shared fetch serves several states;
+        the states treat it as read-only)."""
+        if self._compact is None:
+            self._compact = compact_graph(self.graph or {})
+        return self._compact
 
 
 def initial_state(collector_url: str, source: str = "Collector") -> State:
@@ -95,21 +106,74 @@ def fetch(client: Source, window_s: float, at: float | None = None) -> Fetched:
     return out
 
 
+# A visitor's page and its first refresh ask for the same moment within milliseconds (the
+# layout draws the first picture, the refresh fills the stores): each would fetch, parse and
+# compact the whole graph (~0.3 s at 5,000 services) while the browser needs the other core.
+SHARE_S = 0.5
+
+
+@dataclass
+class _Shared:
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Fetched | None = None
+
+
+class SharedFetches:
+    """Reads of the same source, window and moment started within ``share_s`` of each other
+    are one read: a caller arriving while it runs waits for it, one arriving just after gets
+    its result. Bounded: entries older than ``share_s`` are dropped as new ones come."""
+
+    def __init__(self, share_s: float = SHARE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.share_s = share_s
+        self.clock = clock
+        self.shared = 0  # reads answered by another's fetch (counted, for tests and logs)
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, float, float | None], _Shared] = {}
+
+    def fetch(self, client: Source, window_s: float, at: float | None = None) -> Fetched:
+        key = (str(getattr(client, "base_url", id(client))), float(window_s), at)
+        now = self.clock()
+        with self._lock:
+            for k in [k for k, e in self._entries.items() if now - e.started > self.share_s]:
+                del self._entries[k]
+            entry = self._entries.get(key)
+            mine = entry is None
+            if entry is None:
+                entry = self._entries[key] = _Shared(now)
+        if mine:
+            try:
+                entry.result = fetch(client, window_s, at)
+            finally:
+                entry.done.set()
+            return entry.result
+        entry.done.wait()
+        if entry.result is None:  # its fetch raised: read for ourselves
+            return fetch(client, window_s, at)
+        with self._lock:
+            self.shared += 1
+        return entry.result
+
+
 def fetch_moment(client: Source, window_s: float, at: float | None,
-                 prev: State | None) -> tuple[Fetched, float | None, str | None]:
+                 prev: State | None, shared: SharedFetches | None = None
+                 ) -> tuple[Fetched, float | None, str | None]:
     """One refresh's reads for the moment ``at`` (None: live): (what was fetched, the moment
     it shows, why ``at`` was refused). A moment the source refuses (outside its history: an
-    old link) is not asked again; the live graph is shown with the refusal, for the bar."""
+    old link) is not asked again; the live graph is shown with the refusal, for the bar.
+    ``shared``: reads of the same moment at the same time are made once."""
+    read = shared.fetch if shared is not None else fetch
     refused = (prev or {}).get("at_refused") or {}
     refusal: str | None = None
     if at is not None and refused.get("at") != at:
-        fetched = fetch(client, window_s, at=at)
+        fetched = read(client, window_s, at)
         if fetched.error is None or fetched.unreachable:
             return fetched, at, None
         refusal = fetched.error
     elif at is not None:
         refusal = str(refused.get("error") or "")
-    return fetch(client, window_s), None, refusal
+    return read(client, window_s, None), None, refusal
 
 
 def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: float,
@@ -132,7 +196,7 @@ def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: fl
     state["reachable"] = True
     state["error"] = None
     state["down_since"] = None
-    graph = compact_graph(fetched.graph or {})
+    graph = fetched.compact()
     state["graph"] = graph
     state["fetched_at"] = now
     moved = state.get("at") != at

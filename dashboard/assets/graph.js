@@ -211,7 +211,8 @@
     return out;
   }
 
-  // elements.py focus_elements: a searched service with its callers and callees only.
+  // elements.py focus_elements: a searched service with its callers and callees only, each
+  // in its box kept as an invisible "ghost" parent (see there why). ``graph`` is decoded.
   function focusElements(graph, focus, selected) {
     const nodes = (graph.nodes || []).filter(n => n.id !== undefined && n.id !== null);
     const edges = (graph.edges || []).filter(e => e.source !== undefined && e.target !== undefined);
@@ -225,14 +226,20 @@
     const place = focusLayout(focus, callers, callees, detailed);
     const kept = nodes.filter(n => Object.prototype.hasOwnProperty.call(place, String(n.id)))
       .sort((a, b) => byText(String(a.id), String(b.id)));
+    const ghosts = new Map();
     const out = [];
     const shownAs = new Map();
     for (const n of kept) {
       const name = String(n.id);
-      const orphan = n.kind !== 'virtual' && !n.team;
-      const el = serviceNode(n, name, '', '', orphan, edges, detailed, selected);
-      delete el.data.parent;
-      delete el.data.group;
+      const group = n.group, gid = 'g:' + group;
+      const el = serviceNode(n, name, group, gid, group.startsWith(ORPHAN_GROUP), edges,
+        detailed, selected);
+      if (group === EXTERNAL_GROUP) {
+        delete el.data.parent;
+      } else if (!ghosts.has(gid)) {
+        ghosts.set(gid, {data: {id: gid, group: group, kind: 'ghost', label: ''},
+          classes: 'ghost', selectable: false});
+      }
       if (name === focus) { el.classes += ' focus'; }
       el.position = place[name];
       out.push(el);
@@ -240,7 +247,8 @@
     }
     const near = edges.filter(e => (e.source === focus || e.target === focus)
       && shownAs.has(String(e.source)) && shownAs.has(String(e.target)));
-    return out.concat(edgeElements(near, shownAs, detailed, selected, new Set()));
+    return [...ghosts.keys()].sort(byText).map(g => ghosts.get(g)).concat(out,
+      edgeElements(near, shownAs, detailed, selected, new Set()));
   }
 
   function groupRank(group) {

@@ -12,10 +12,6 @@
   const SUGGESTIONS = 12;
   const G = () => window.conwayGraph;
 
-  // Where the whole graph was when a search left it (elements are large: kept here, not in
-  // a store that would be copied on every change).
-  let wholeElements = null;
-  let wholeViewport = null;
   let lastTyped = '';
   // A search made before the first refresh brought the graph: answered when it does.
   let pending = null;
@@ -60,9 +56,6 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     conway: {
-      // The focus view for a graph (also read by the tests, against elements.focus_elements).
-      focusElements: (...a) => G().focusElements(...a),
-
       // The whole overview for the graph store, the layout state (positions, team names,
       // open incidents), the view and the highlight: every refresh, tap and highlight is
       // drawn here. ``drawn`` is the snapshot the page's layout drew on the server: an older
@@ -105,14 +98,16 @@
           type: 'Option', namespace: 'dash_html_components', props: {value: name}}));
       },
 
-      focus: function (_submit, value, wire, elements, view, backTo) {
+      // Enter (or a picked suggestion) focuses a service: the new view goes to ov-view, and
+      // ``draw`` (the one writer of the elements) draws it; fitted here once it is drawn.
+      focus: function (_submit, value, wire, view, backTo) {
         const triggered = (window.dash_clientside.callback_context.triggered || [])
           .map(t => t.prop_id);
         const submitted = triggered.includes('ov-search.n_submit');
         const graph = G().decode(wire);
         if (!submitted && !triggered.includes('ov-search.value')) {
           // A refresh: only a search waiting for the graph has anything to do.
-          if (pending === null || !graph) { return noUpdate(5); }
+          if (pending === null || !graph) { return noUpdate(4); }
         }
         const typed = value || '';
         const previous = lastTyped;
@@ -120,7 +115,7 @@
         let q = typed.trim();
         if (!graph) {
           if (submitted) { pending = q; }
-          return noUpdate(5);
+          return noUpdate(4);
         }
         if (pending !== null && !submitted && !triggered.includes('ov-search.value')) {
           q = pending;
@@ -128,51 +123,45 @@
           // Typing adds a character at a time; a whole name at once is a suggestion picked.
           const picked = Math.abs(q.length - previous.trim().length) > 1
             && G().nodeNames(graph).includes(q);
-          if (!picked) { return noUpdate(5); }
+          if (!picked) { return noUpdate(4); }
         }
         pending = null;
-        if (!q) { return noUpdate(5); }
+        if (!q) { return noUpdate(4); }
         const name = findService(graph, q);
         if (name === null) {
-          return [...noUpdate(4), 'no service matches “' + G().displayText(q) + '”'];
+          return [...noUpdate(3), 'no service matches “' + G().displayText(q) + '”'];
         }
         const current = Object.assign({selected: null, expanded: [], focus: null, fit: 0},
           view || {});
-        // Remember the whole view when leaving it. Decided from what is drawn, not from the
-        // view store: two searches in one moment both see the store without a focus.
-        const showingFocus = (elements || []).some(
-          e => typeof e.classes === 'string' && e.classes.split(' ').includes('focus'));
+        // Leaving the whole graph: remember where it was (``ov-back-to`` is cleared on the
+        // way back, by "Back" or "Show all").
         let back = window.dash_clientside.no_update;
-        if (!showingFocus || wholeElements === null) {
+        if (!backTo) {
           const cy = findCy();
-          wholeElements = elements || [];
-          wholeViewport = cy ? {zoom: cy.zoom(), pan: cy.pan()} : {zoom: 1, pan: {x: 0, y: 0}};
-          back = wholeViewport;
+          back = cy ? {zoom: cy.zoom(), pan: cy.pan()} : {zoom: 1, pan: {x: 0, y: 0}};
         }
         const fit = (current.fit || 0) + 1;
         const selected = 's:' + name;
         const next = Object.assign({}, current, {focus: name, selected: selected, fit: fit});
-        const els = G().focusElements(graph, name, selected);
-        const ids = new Set(els.filter(e => !e.data.source).map(e => e.data.id));
-        // Fitted here, once exactly these nodes are drawn (not by a layout prop, which can
+        const want = new Set(G().focusElements(graph, name, selected)
+          .filter(e => !e.data.source && e.data.kind !== 'ghost').map(e => e.data.id));
+        // Fitted here, once exactly these services are drawn (not by a layout prop, which can
         // run before the elements change). ov-fitted = fit: the server will not fit again.
-        whenDrawn(cy => cy.nodes().length === ids.size && cy.nodes().every(n => ids.has(n.id())),
-          cy => cy.fit(cy.elements(), FIT.padding));
-        return [els, next, fit, back, ''];
+        whenDrawn(cy => {
+          const shown = cy.nodes().filter(n => !n.hasClass('ghost'));
+          return shown.length === want.size && shown.every(n => want.has(n.id()));
+        }, cy => cy.fit(cy.elements(), FIT.padding));
+        return [next, fit, back, ''];
       },
 
+      // Back to the whole graph, at the zoom and pan it had when the search left it.
       back: function (_n, view, backTo) {
-        const to = wholeViewport || backTo;
-        if (!to || wholeElements === null) { return noUpdate(4); }
+        if (!backTo) { return noUpdate(3); }
         const current = Object.assign({}, view || {});
         current.focus = null;
-        const whole = wholeElements;
-        wholeElements = null;
-        wholeViewport = null;
-        const ids = new Set((whole || []).filter(e => !e.data.source).map(e => e.data.id));
-        whenDrawn(cy => cy.nodes().length === ids.size && cy.nodes().every(n => ids.has(n.id())),
-          cy => cy.viewport({zoom: to.zoom, pan: to.pan}));
-        return [whole || window.dash_clientside.no_update, current, current.fit || 0, null];
+        whenDrawn(cy => cy.nodes('.focus, .ghost').length === 0 && cy.nodes().length > 0,
+          cy => cy.viewport({zoom: backTo.zoom, pan: backTo.pan}));
+        return [current, current.fit || 0, null];
       },
     },
   });

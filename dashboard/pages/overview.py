@@ -37,11 +37,11 @@ def first_render(at: float | None = None) -> tuple[Any, ...] | None:
     the page's own: the refresh's state and ``update_graph`` follow with the same positions
     (``positions.assign`` is deterministic) and only replace what changed.
     """
-    from dashboard.app import collector_client, settings
+    from dashboard.app import collector_client, settings, shared_fetches
 
     s = settings()
     with collector_client() as client:
-        fetched, shown, refusal = fetch_moment(client, s.window_s, at, None)
+        fetched, shown, refusal = fetch_moment(client, s.window_s, at, None, shared_fetches())
     if fetched.error is not None:
         return None
     state = next_state(None, fetched, s.source_url, time.time(), s.source_label, at=shown,
@@ -285,7 +285,6 @@ dash.clientside_callback(
 )
 dash.clientside_callback(
     ClientsideFunction("conway", "focus"),
-    Output("ov-graph", "elements", allow_duplicate=True),
     Output("ov-view", "data", allow_duplicate=True),
     Output("ov-fitted", "data", allow_duplicate=True),
     Output("ov-back-to", "data"),
@@ -293,14 +292,12 @@ dash.clientside_callback(
     Input("ov-search", "n_submit"),
     Input("ov-search", "value"),
     Input("graph", "data"),  # a search made before the first refresh waits for it
-    State("ov-graph", "elements"),
     State("ov-view", "data"),
     State("ov-back-to", "data"),
     prevent_initial_call=True,
 )
 dash.clientside_callback(
     ClientsideFunction("conway", "back"),
-    Output("ov-graph", "elements", allow_duplicate=True),
     Output("ov-view", "data", allow_duplicate=True),
     Output("ov-fitted", "data", allow_duplicate=True),
     Output("ov-back-to", "data", allow_duplicate=True),

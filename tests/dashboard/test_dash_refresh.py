@@ -66,3 +66,45 @@ def test_the_graph_goes_down_once_and_the_state_without_it(
         assert full4 is not None and full4["graph"] is app_module.recent_states().get(key3)[
             "graph"]
     shop.close()
+
+
+def test_a_page_and_its_first_refresh_read_the_collector_once(
+        start_collector: StartCollector) -> None:
+    # The overview's layout and the first refresh ask for the same moment at the same time:
+    # one read of the real collector serves both; later, or for another moment, it reads anew.
+    import threading
+
+    from dashboard.client import CollectorClient
+    from dashboard.state import SharedFetches
+
+    url = start_collector()
+    shop = Shop(url)
+    shop.request()
+    shop.flush()
+    shop.close()
+
+    class Counting(CollectorClient):
+        graphs = 0
+
+        def graph(self, window_s: float, at: float | None = None) -> dict[str, Any]:
+            Counting.graphs += 1
+            time.sleep(0.2)  # a large graph takes a while: the second caller arrives meanwhile
+            return super().graph(window_s, at=at)
+
+    clock = [100.0]
+    shared = SharedFetches(share_s=0.5, clock=lambda: clock[0])
+    got: list[Any] = []
+    with Counting(url) as client:
+        threads = [threading.Thread(target=lambda: got.append(shared.fetch(client, 60.0)))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert Counting.graphs == 1 and shared.shared == 1
+        assert got[0] is got[1] and got[0].error is None and got[0].graph["nodes"]
+        assert got[0].compact() is got[1].compact()
+        clock[0] += 0.6  # past the sharing window: read again
+        assert shared.fetch(client, 60.0) is not got[0] and Counting.graphs == 2
+        shared.fetch(client, 30.0)  # another window is another read
+        assert Counting.graphs == 3 and shared.shared == 1
