@@ -142,8 +142,10 @@
     };
   }
 
-  // elements.py _edges: calls between what each service is drawn as, aggregated.
-  function edgeElements(edges, shownAs, detailed, selected, lit) {
+  // elements.py _edges: calls between what each service is drawn as, aggregated, and how many
+  // calls between folded team boxes were left out.
+  const FOLDED_EDGE_LIMIT = 300;
+  function edgeElements(edges, shownAs, detailed, selected, lit, folded) {
     const agg = new Map();
     for (const e of edges) {
       const src = shownAs.get(String(e.source)), dst = shownAs.get(String(e.target));
@@ -166,8 +168,7 @@
         cur.pairs.push([String(e.source), String(e.target)]);
       }
     }
-    const bulk = agg.size > BULK_EDGES;
-    const out = [];
+    let drawn = [];
     for (const key of [...agg.keys()].sort(byText)) {
       const a = agg.get(key);
       const ratio = a.rate > 0 ? a.errors / a.rate : 0;
@@ -179,6 +180,24 @@
         sName = a.src; tName = a.dst;
         id = 'e:[' + pyJson(a.src) + ', ' + pyJson(a.dst) + ', "agg"]';
       }
+      drawn.push({a: a, ratio: ratio, id: id, sName: sName, tName: tName});
+    }
+    let hidden = 0;
+    const between = drawn.filter(d => folded.has(d.a.src) && folded.has(d.a.dst));
+    if (between.length > FOLDED_EDGE_LIMIT) {
+      const kept = d => d.ratio >= 0.01 || d.id === selected
+        || (lit.size > 0 && lit.has(d.sName) && lit.has(d.tName));
+      const must = between.filter(kept);
+      const rest = between.filter(d => !kept(d))
+        .sort((x, y) => (y.a.rate - x.a.rate) || byText(x.id, y.id));
+      const dropped = new Set(rest.slice(Math.max(0, FOLDED_EDGE_LIMIT - must.length))
+        .map(d => d.id));
+      hidden = dropped.size;
+      drawn = drawn.filter(d => !dropped.has(d.id));
+    }
+    const bulk = drawn.length > BULK_EDGES;
+    const out = [];
+    for (const {a, ratio, id, sName, tName} of drawn) {
       const classes = bulk ? ['bulk'] : [];
       if (a.meshOnly) { classes.push('mesh-only'); }
       if (selected === id) { classes.push('picked'); }
@@ -191,7 +210,7 @@
         classes: classes.join(' '),
       });
     }
-    return out;
+    return [out, hidden];
   }
 
   function focusLayout(focus, callers, callees, detailed) {
@@ -248,7 +267,7 @@
     const near = edges.filter(e => (e.source === focus || e.target === focus)
       && shownAs.has(String(e.source)) && shownAs.has(String(e.target)));
     return [...ghosts.keys()].sort(byText).map(g => ghosts.get(g)).concat(out,
-      edgeElements(near, shownAs, detailed, selected, new Set()));
+      edgeElements(near, shownAs, detailed, selected, new Set(), new Set())[0]);
   }
 
   function groupRank(group) {
@@ -308,10 +327,10 @@
     }
   }
 
-  // elements.py build_elements, for a graph store (wire form).
-  function buildElements(wire, pos, opts) {
+  // elements.py build_view, for a graph store (wire form): [elements, calls not drawn].
+  function buildView(wire, pos, opts) {
     const graph = decode(wire);
-    if (!graph) { return []; }
+    if (!graph) { return [[], 0]; }
     const o = opts || {};
     pos = pos || {groups: {}, members: {}};
     const nodes = graph.nodes.filter(n => n.id !== undefined && n.id !== null);
@@ -319,7 +338,7 @@
     const selected = o.selected === undefined ? null : o.selected;
     if (o.focus !== undefined && o.focus !== null
         && nodes.some(n => String(n.id) === o.focus)) {
-      return focusElements(graph, o.focus, selected);
+      return [focusElements(graph, o.focus, selected), 0];
     }
     const collapse = nodes.length > COLLAPSE_THRESHOLD;
     const open = new Set(o.expanded || []);
@@ -372,8 +391,11 @@
       }
     }
     applyHighlight(outNodes, highlight);
-    return outNodes.concat(edgeElements(edges, shownAs, detailed, selected, lit));
+    const folded = new Set(outNodes.filter(n => n.data.kind === 'collapsed').map(n => n.data.id));
+    const [outEdges, hidden] = edgeElements(edges, shownAs, detailed, selected, lit, folded);
+    return [outNodes.concat(outEdges), hidden];
   }
+  function buildElements(wire, pos, opts) { return buildView(wire, pos, opts)[0]; }
 
   // elements.py on_tap: select what was tapped; a folded team opens, an opened one folds.
   function onTap(view, data) {
@@ -409,9 +431,16 @@
       teamNames: (state && state.team_names) || {}};
   }
 
+  // overview.py hidden_note: what the folded view leaves out, said under the graph.
+  function hiddenNote(hidden) {
+    return hidden > 0 ? hidden.toLocaleString('en-US') + ' quieter calls between folded '
+      + 'teams not drawn (open a team to see its calls)' : '';
+  }
+
   window.conwayGraph = {
     decode: decode, nodeNames: nodeNames, displayText: displayText, byText: byText,
-    focusElements: focusElements, buildElements: buildElements, onTap: onTap,
+    focusElements: focusElements, buildElements: buildElements, buildView: buildView,
+    onTap: onTap, hiddenNote: hiddenNote,
     viewOptions: viewOptions,
   };
 })();

@@ -62,21 +62,22 @@
       // store (from before this visit) is not drawn over it, and the same one is not drawn
       // again.
       draw: function (wire, state, view, highlight, drawn) {
-        if (!wire || !wire.nodes || !state) { return window.dash_clientside.no_update; }
+        if (!wire || !wire.nodes || !state) { return noUpdate(2); }
         if (num(drawn) && num(wire.generated_at) && wire.generated_at < drawn) {
-          return window.dash_clientside.no_update;
+          return noUpdate(2);
         }
         const opts = G().viewOptions(wire, state, view, highlight);
         const key = JSON.stringify([wire.generated_at, opts, state.at === undefined ? null
           : state.at, Object.keys((state.positions || {}).groups || {}).length]);
         const first = drawnKey === null;
-        if (key === drawnKey) { return window.dash_clientside.no_update; }
+        if (key === drawnKey) { return noUpdate(2); }
         drawnKey = key;
         if (first && num(drawn) && wire.generated_at === drawn && !opts.focus
             && !opts.selected && !opts.highlight && !opts.expanded.length) {
-          return window.dash_clientside.no_update; // the layout drew this very picture
+          return noUpdate(2); // the layout drew this very picture
         }
-        return G().buildElements(wire, state.positions, opts);
+        const [elements, hidden] = G().buildView(wire, state.positions, opts);
+        return [elements, G().hiddenNote(hidden)];
       },
 
       // A tap selects; on a folded team it opens it, on an opened one folds it.

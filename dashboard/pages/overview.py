@@ -52,9 +52,9 @@ def first_render(at: float | None = None) -> tuple[Any, ...] | None:
 
 def layout(at: str | None = None, **_query: Any) -> html.Div:
     first = first_render(timetravel.parse_at(at))
-    elements, sheet, details, info, placeholder, wrap, drawn = first or (
+    elements, sheet, details, info, placeholder, wrap, note, drawn = first or (
         [], E.stylesheet(), None, "", {"display": "flex"},
-        "graph-wrap", None)
+        "graph-wrap", "", None)
     return html.Div(
         [
             dcc.Store(id="ov-view", data=initial_view()),
@@ -85,6 +85,7 @@ def layout(at: str | None = None, **_query: Any) -> html.Div:
                     html.Button("Show all", id="ov-clear", n_clicks=0),
                     html.Span(id="ov-search-msg", className="search-msg"),
                     html.Span(info, id="ov-info", className="muted"),
+                    html.Span(note, id="ov-hidden", className="muted"),
                 ],
                 className="toolbar",
             ),
@@ -124,10 +125,11 @@ def render(
     highlight: dict[str, Any] | None,
     *,
     elements: bool = True,
-) -> tuple[list[E.Element], list[dict[str, Any]], Any, str, dict[str, str], str]:
-    """Elements, stylesheet, details panel, info line, placeholder style, wrapper class.
-    ``elements=False``: all but the elements (``[]``), which the browser builds itself from
-    the graph store after the first picture (``assets/graph.js``, the same elements)."""
+) -> tuple[list[E.Element], list[dict[str, Any]], Any, str, dict[str, str], str, str]:
+    """Elements, stylesheet, details panel, info line, placeholder style, wrapper class, and
+    what the folded view leaves out (``hidden_note``). ``elements=False``: all but the
+    elements (``[]``) and that note, which the browser makes itself from the graph store
+    after the first picture (``assets/graph.js``, the same elements)."""
     view = view or initial_view()
     graph = (state or {}).get("graph")
     # The blast-radius highlight lasts while its incident is open.
@@ -142,7 +144,7 @@ def render(
     if highlight and graph:
         # A root cause inside a folded team would be invisible: open its team.
         expanded += E.groups_of(graph, [str(highlight.get("root"))])
-    els = E.build_elements(
+    els, hidden = E.build_view(
         graph,
         (state or {}).get("positions") or {"groups": {}, "members": {}},
         expanded=expanded,
@@ -150,7 +152,7 @@ def render(
         selected=view.get("selected"),
         highlight=highlight,
         team_names=(state or {}).get("team_names") or {},
-    ) if elements else []
+    ) if elements else ([], 0)
     nodes = len((graph or {}).get("nodes", []))
     edges = len((graph or {}).get("edges", []))
     info = f"{nodes} nodes · {edges} calls"
@@ -172,7 +174,15 @@ def render(
         info,
         placeholder,
         wrap_class,
+        hidden_note(hidden),
     )
+
+
+def hidden_note(hidden: int) -> str:
+    """What the folded view leaves out (``elements.FOLDED_EDGE_LIMIT``); graph.js says the
+    same after each redraw."""
+    return (f"{hidden:,} quieter calls between folded teams not drawn (open a team to see its "
+            "calls)" if hidden > 0 else "")
 
 
 @dash.callback(
@@ -213,6 +223,7 @@ def update_graph(
 dash.clientside_callback(
     ClientsideFunction("conway", "draw"),
     Output("ov-graph", "elements"),
+    Output("ov-hidden", "children"),
     Input("graph", "data"),
     Input("state", "data"),
     Input("ov-view", "data"),
@@ -232,7 +243,7 @@ def graph_outputs(
     if not (state or {}).get("graph"):
         # No graph yet (the first refresh is on its way): keep what the layout drew.
         return (no_update,) * 7
-    out = render(state, view, highlight, elements=False)[1:]
+    out = render(state, view, highlight, elements=False)[1:6]
     want = int((view or {}).get("fit", 0))
     # Fit once when the first graph arrives, then only when the user asked for it.
     if fitted is None or fitted != want:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 DEMO_TEAMS = {
@@ -79,4 +80,16 @@ def big_graph(services: int, teams: int = 0) -> dict[str, Any]:
     names = [f"svc-{i:04d}" for i in range(services)]
     nodes = [node(n, f"team-{i % teams}" if teams else None) for i, n in enumerate(names)]
     edges = [edge(names[i], names[(i + 1) % services]) for i in range(services)]
+    return {"window_s": 60, "generated_at": 1000.0, "nodes": nodes, "edges": edges}
+
+
+def tangled_graph(services: int = 1000, teams: int = 50) -> dict[str, Any]:
+    """Each service calls three others (seeded), at rates that differ (the busiest calls go
+    from low-numbered services); ``svc-0999`` -> ``svc-0500`` fails every call."""
+    rng = random.Random(5)
+    names = [f"svc-{i:04d}" for i in range(services)]
+    nodes = [node(n, f"team-{i % teams:02d}") for i, n in enumerate(names)]
+    edges = [edge(n, rng.choice(names), rate=round(100.0 / (1 + i), 4))
+             for i, n in enumerate(names) for _ in range(3)]
+    edges.append(edge(names[-1], names[services // 2], rate=0.5, err=1.0))
     return {"window_s": 60, "generated_at": 1000.0, "nodes": nodes, "edges": edges}

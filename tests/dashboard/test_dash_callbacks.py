@@ -44,7 +44,7 @@ def test_pages_are_registered_with_deep_links(dash_app: Dash) -> None:
 def test_overview_render_keeps_positions_and_marks_stale(dash_app: Dash) -> None:
     ov = page(dash_app, "overview")
     state = _state(demo_graph(rate=1.0))
-    els1, sheet1, _details, info, placeholder, wrap = ov.render(state, None, None)
+    els1, sheet1, _details, info, placeholder, wrap, _note = ov.render(state, None, None)
     assert placeholder == {"display": "none"} and wrap == "graph-wrap"
     assert "15 nodes" in info
     state2 = next_state(state, Fetched(graph=demo_graph(rate=80.0)), "http://c", NOW + 2)
@@ -53,7 +53,7 @@ def test_overview_render_keeps_positions_and_marks_stale(dash_app: Dash) -> None
     pos2 = {e["data"]["id"]: e.get("position") for e in els2}
     assert pos1 == pos2
     down = next_state(state2, Fetched(error="refused", unreachable=True), "http://c", NOW + 4)
-    els3, sheet3, _d, info3, _p, wrap3 = ov.render(down, None, None)
+    els3, sheet3, _d, info3, _p, wrap3, _n = ov.render(down, None, None)
     assert wrap3 == "graph-wrap stale" and "stale since" in info3
     assert els3 == els2  # the last graph stays on screen
     assert len(sheet3) == len(sheet1) + 1
@@ -61,7 +61,7 @@ def test_overview_render_keeps_positions_and_marks_stale(dash_app: Dash) -> None
 
 def test_overview_waits_for_the_collector_before_first_graph(dash_app: Dash) -> None:
     ov = page(dash_app, "overview")
-    els, _s, _d, _i, placeholder, _w = ov.render(None, None, None)
+    els, _s, _d, _i, placeholder, _w, _n = ov.render(None, None, None)
     assert els == [] and placeholder == {"display": "flex"}
 
 
@@ -99,7 +99,7 @@ def test_a_focused_view_survives_refreshes_in_its_own_layout(dash_app: Dash) -> 
     ov = page(dash_app, "overview")
     g = big_graph(1238)
     view = {**ov.initial_view(), "focus": "svc-0042", "selected": "s:svc-0042"}
-    els, _s, _d, info, _p, _w = ov.render(_state(g), view, None)
+    els, _s, _d, info, _p, _w, _n = ov.render(_state(g), view, None)
     nodes = {e["data"]["name"]: e for e in els if e["data"].get("name")}
     assert set(nodes) == {"svc-0041", "svc-0042", "svc-0043"}
     assert nodes["svc-0041"]["position"]["x"] < nodes["svc-0042"]["position"]["x"] \
@@ -110,7 +110,7 @@ def test_a_focused_view_survives_refreshes_in_its_own_layout(dash_app: Dash) -> 
 
 def test_large_graph_renders_folded(dash_app: Dash) -> None:
     ov = page(dash_app, "overview")
-    els, _s, _d, info, _p, _w = ov.render(_state(big_graph(1238)), None, None)
+    els, _s, _d, info, _p, _w, note = ov.render(_state(big_graph(1238)), None, None)
     assert "teams folded" in info
     assert len([e for e in els if "source" not in e["data"]]) <= 32
 

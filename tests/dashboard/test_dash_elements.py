@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash_graphs import big_graph, demo_graph, node
+from dash_graphs import big_graph, demo_graph, node, tangled_graph
 
 from dashboard import elements as E
 from dashboard import positions as P
@@ -156,3 +156,47 @@ def test_teammap_places_teams_deterministically() -> None:
     by = _by_id(a)
     assert by["t:orders"]["data"]["color"] == E.HEALTH_COLORS["failing"]
     assert by['te:["web", "orders"]']["data"]["color"] == E.HEALTH_COLORS["failing"]
+
+
+def test_folded_teams_draw_their_busiest_calls_and_every_failing_one() -> None:
+    g = tangled_graph()
+    pos = P.assign(None, g["nodes"])
+    els, hidden = E.build_view(g, pos)
+    by_id = _by_id(els)
+    folded = {k for k, el in by_id.items() if el["data"].get("kind") == "collapsed"}
+    between = [el for el in els if el["data"].get("source") in folded
+               and el["data"].get("target") in folded]
+    assert len(folded) == 50 and hidden > 0
+    assert len(between) == E.FOLDED_EDGE_LIMIT  # the failing one, and the busiest
+    failing = [el for el in between if el["data"]["color"] == E.EDGE_BAD]
+    assert [(el["data"]["source"], el["data"]["target"]) for el in failing] == [
+        ("g:team:team-49", "g:team:team-00")]
+    team = {n["id"]: f"g:team:{n['team']}" for n in g["nodes"]}
+    rates: dict[tuple[str, str], float] = {}
+    for e in g["edges"]:
+        pair = (team[e["source"]], team[e["target"]])
+        if pair[0] != pair[1]:
+            rates[pair] = rates.get(pair, 0.0) + e["rate_rps"]
+    busiest = sorted(rates, key=lambda p: -rates[p])
+    drawn = {(el["data"]["source"], el["data"]["target"]) for el in between}
+    assert set(busiest[:250]) <= drawn and not set(busiest[-100:]) & drawn
+    assert hidden == len(rates) - E.FOLDED_EDGE_LIMIT
+    # A call in the blast radius is drawn whatever its rate (one alone between two teams).
+    calls: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in g["edges"]:
+        calls.setdefault((team[e["source"]], team[e["target"]]), []).append(e)
+    quiet = next(c[0] for p in reversed(busiest) if len(c := calls[p]) == 1)
+    assert E.edge_el_id(quiet["source"], quiet["target"]) not in by_id
+    hl = {"root": quiet["target"], "impacted": [quiet["source"]]}
+    lit, _ = E.build_view(g, pos, highlight=hl)
+    assert "blast" in _by_id(lit)[E.edge_el_id(quiet["source"], quiet["target"])]["classes"]
+    # An opened team draws all its own calls.
+    opened, _ = E.build_view(g, pos, expanded=["team:team-07"])
+    mine = {(e["source"], e["target"]) for e in g["edges"]
+            if "g:team:team-07" in (team[e["source"]], team[e["target"]])}
+    shown = {(el["data"]["source"], el["data"]["target"]) for el in opened
+             if "source" in el["data"]}
+    assert len(mine) > 100
+    for src, dst in mine:
+        assert (E.node_el_id(src) if team[src] == "g:team:team-07" else team[src],
+                E.node_el_id(dst) if team[dst] == "g:team:team-07" else team[dst]) in shown
