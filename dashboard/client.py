@@ -126,6 +126,10 @@ class Source(Protocol):
 class CollectorClient(_JsonClient):
     """Reads the collector's JSON API (see DESIGN.md)."""
 
+    # A refresh's reads may go out together (``state.fetch``): httpx's client is thread-safe
+    # and each read is one GET.
+    concurrent_reads = True
+
     def __init__(
         self,
         base_url: str,
