@@ -54,30 +54,90 @@
   function num(x) { return typeof x === 'number' && isFinite(x); }
   function noUpdate(n) { return Array(n).fill(window.dash_clientside.no_update); }
 
+  // What ``draw`` last saw (graph store, state, highlight, the layout's snapshot): a tap, a
+  // search and Back draw from it at once. A callback taking the graph or state store as an
+  // input waits while a refresh is in flight (up to a second at 5,000 services), so those
+  // three take neither: they draw with set_props, and ``draw`` (after the refresh) then
+  // finds the same picture, or draws the new snapshot.
+  let last = null;
+
+  // The picture for these inputs, or null when it is the one on screen.
+  function paint(wire, state, view, highlight) {
+    const opts = G().viewOptions(wire, state, view, highlight);
+    const key = JSON.stringify([wire.generated_at, opts, state.at === undefined ? null
+      : state.at, Object.keys((state.positions || {}).groups || {}).length]);
+    if (key === drawnKey) { return null; }
+    const first = drawnKey === null;
+    drawnKey = key;
+    return {opts: opts, first: first};
+  }
+  function build(wire, state, picture) {
+    const [elements, hidden] = G().buildView(wire, state.positions, picture.opts);
+    return [elements, G().hiddenNote(hidden)];
+  }
+  function drawNow(view) {
+    if (!last) { return; }
+    const picture = paint(last.wire, last.state, view, last.highlight);
+    if (picture === null) { return; }
+    const [elements, note] = build(last.wire, last.state, picture);
+    window.dash_clientside.set_props('ov-graph', {elements: elements});
+    window.dash_clientside.set_props('ov-hidden', {children: note});
+  }
+
+  // A search: the view for the service ``q`` names (with Back's viewport when leaving the
+  // whole graph), drawn at once and fitted once drawn; outputs [view, fitted, back-to, msg].
+  function focusOn(q, view) {
+    const graph = G().decode(last.wire);
+    const name = findService(graph, q);
+    if (name === null) {
+      return [...noUpdate(3), 'no service matches “' + G().displayText(q) + '”'];
+    }
+    const current = Object.assign({selected: null, expanded: [], focus: null, fit: 0},
+      view || {});
+    // Leaving the whole graph: remember where it was. Decided from what is drawn, not
+    // from the stores: a name typed in one go and its Enter are two searches in one
+    // moment, and the second must not take the first one's fitted focus for the whole.
+    let back = window.dash_clientside.no_update;
+    const cy = findCy();
+    if (cy && cy.nodes('.focus, .ghost').length === 0) {
+      back = {zoom: cy.zoom(), pan: cy.pan()};
+    }
+    const fit = (current.fit || 0) + 1;
+    const selected = 's:' + name;
+    const next = Object.assign({}, current, {focus: name, selected: selected, fit: fit});
+    const want = new Set(G().focusElements(graph, name, selected)
+      .filter(e => !e.data.source && e.data.kind !== 'ghost').map(e => e.data.id));
+    // Fitted here, once exactly these services are drawn (not by a layout prop, which can
+    // run before the elements change). ov-fitted = fit: the server will not fit again.
+    whenDrawn(cy => {
+      const shown = cy.nodes().filter(n => !n.hasClass('ghost'));
+      return shown.length === want.size && shown.every(n => want.has(n.id()));
+    }, cy => cy.fit(cy.elements(), FIT.padding));
+    drawNow(next);
+    return [next, fit, back, ''];
+  }
+
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     conway: {
       // The whole overview for the graph store, the layout state (positions, team names,
-      // open incidents), the view and the highlight: every refresh, tap and highlight is
-      // drawn here. ``drawn`` is the snapshot the page's layout drew on the server: an older
-      // store (from before this visit) is not drawn over it, and the same one is not drawn
-      // again.
+      // open incidents), the view and the highlight: every refresh and highlight is drawn
+      // here (taps and searches too, unless they drew it already). ``drawn`` is the snapshot
+      // the page's layout drew on the server: an older store (from before this visit) is
+      // not drawn over it, and the same one is not drawn again.
       draw: function (wire, state, view, highlight, drawn) {
         if (!wire || !wire.nodes || !state) { return noUpdate(2); }
         if (num(drawn) && num(wire.generated_at) && wire.generated_at < drawn) {
           return noUpdate(2);
         }
-        const opts = G().viewOptions(wire, state, view, highlight);
-        const key = JSON.stringify([wire.generated_at, opts, state.at === undefined ? null
-          : state.at, Object.keys((state.positions || {}).groups || {}).length]);
-        const first = drawnKey === null;
-        if (key === drawnKey) { return noUpdate(2); }
-        drawnKey = key;
-        if (first && num(drawn) && wire.generated_at === drawn && !opts.focus
-            && !opts.selected && !opts.highlight && !opts.expanded.length) {
+        last = {wire: wire, state: state, highlight: highlight};
+        const picture = paint(wire, state, view, highlight);
+        if (picture === null) { return noUpdate(2); }
+        const o = picture.opts;
+        if (picture.first && num(drawn) && wire.generated_at === drawn && !o.focus
+            && !o.selected && !o.highlight && !o.expanded.length) {
           return noUpdate(2); // the layout drew this very picture
         }
-        const [elements, hidden] = G().buildView(wire, state.positions, opts);
-        return [elements, G().hiddenNote(hidden)];
+        return build(wire, state, picture);
       },
 
       // A tap selects; on a folded team it opens it, on an opened one folds it.
@@ -85,12 +145,14 @@
         const triggered = (window.dash_clientside.callback_context.triggered || [])
           .map(t => t.prop_id);
         const data = triggered.includes('ov-graph.tapEdgeData') ? edge : node;
-        return G().onTap(view, data);
+        const next = G().onTap(view, data);
+        drawNow(next);
+        return next;
       },
 
-      suggest: function (value, wire) {
+      suggest: function (value) {
         const q = (value || '').trim().toLowerCase();
-        const graph = G().decode(wire);
+        const graph = last && G().decode(last.wire);
         if (!q || !graph) { return []; }
         const names = G().nodeNames(graph).filter(n => n.toLowerCase().includes(q));
         names.sort((a, b) => (b.toLowerCase().startsWith(q) - a.toLowerCase().startsWith(q))
@@ -99,60 +161,38 @@
           type: 'Option', namespace: 'dash_html_components', props: {value: name}}));
       },
 
-      // Enter (or a picked suggestion) focuses a service: the new view goes to ov-view, and
-      // ``draw`` (the one writer of the elements) draws it; fitted here once it is drawn.
-      focus: function (_submit, value, wire, view, backTo) {
+      // Enter (or a picked suggestion) focuses a service.
+      focus: function (_submit, value, view) {
         const triggered = (window.dash_clientside.callback_context.triggered || [])
           .map(t => t.prop_id);
         const submitted = triggered.includes('ov-search.n_submit');
-        const graph = G().decode(wire);
-        if (!submitted && !triggered.includes('ov-search.value')) {
-          // A refresh: only a search waiting for the graph has anything to do.
-          if (pending === null || !graph) { return noUpdate(4); }
-        }
         const typed = value || '';
         const previous = lastTyped;
         lastTyped = typed;
-        let q = typed.trim();
-        if (!graph) {
-          if (submitted) { pending = q; }
+        const q = typed.trim();
+        if (!last) {
+          if (submitted) { pending = q; } // answered when the first graph comes
           return noUpdate(4);
         }
-        if (pending !== null && !submitted && !triggered.includes('ov-search.value')) {
-          q = pending;
-        } else if (!submitted) {
+        if (!submitted) {
           // Typing adds a character at a time; a whole name at once is a suggestion picked.
           const picked = Math.abs(q.length - previous.trim().length) > 1
-            && G().nodeNames(graph).includes(q);
+            && G().nodeNames(G().decode(last.wire)).includes(q);
           if (!picked) { return noUpdate(4); }
         }
         pending = null;
-        if (!q) { return noUpdate(4); }
-        const name = findService(graph, q);
-        if (name === null) {
-          return [...noUpdate(3), 'no service matches “' + G().displayText(q) + '”'];
+        return q ? focusOn(q, view) : noUpdate(4);
+      },
+
+      // A search made before the first graph came, answered when it does.
+      focusPending: function (wire, state, view) {
+        if (!last && wire && wire.nodes && state) {
+          last = {wire: wire, state: state, highlight: null};
         }
-        const current = Object.assign({selected: null, expanded: [], focus: null, fit: 0},
-          view || {});
-        // Leaving the whole graph: remember where it was (``ov-back-to`` is cleared on the
-        // way back, by "Back" or "Show all").
-        let back = window.dash_clientside.no_update;
-        if (!backTo) {
-          const cy = findCy();
-          back = cy ? {zoom: cy.zoom(), pan: cy.pan()} : {zoom: 1, pan: {x: 0, y: 0}};
-        }
-        const fit = (current.fit || 0) + 1;
-        const selected = 's:' + name;
-        const next = Object.assign({}, current, {focus: name, selected: selected, fit: fit});
-        const want = new Set(G().focusElements(graph, name, selected)
-          .filter(e => !e.data.source && e.data.kind !== 'ghost').map(e => e.data.id));
-        // Fitted here, once exactly these services are drawn (not by a layout prop, which can
-        // run before the elements change). ov-fitted = fit: the server will not fit again.
-        whenDrawn(cy => {
-          const shown = cy.nodes().filter(n => !n.hasClass('ghost'));
-          return shown.length === want.size && shown.every(n => want.has(n.id()));
-        }, cy => cy.fit(cy.elements(), FIT.padding));
-        return [next, fit, back, ''];
+        if (pending === null || !last) { return noUpdate(4); }
+        const q = pending;
+        pending = null;
+        return q ? focusOn(q, view) : noUpdate(4);
       },
 
       // Back to the whole graph, at the zoom and pan it had when the search left it.
@@ -162,6 +202,7 @@
         current.focus = null;
         whenDrawn(cy => cy.nodes('.focus, .ghost').length === 0 && cy.nodes().length > 0,
           cy => cy.viewport({zoom: backTo.zoom, pan: backTo.pan}));
+        drawNow(current);
         return [current, current.fit || 0, null];
       },
     },

@@ -285,13 +285,13 @@ def toolbar(_fit: int | None, _clear: int | None, view: dict[str, Any] | None
 
 
 # Search answers in the browser (dashboard/assets/search.js): the graph is already there, in
-# the graph store, so suggestions and the focused view need no round trip. The new view goes
-# to ``ov-view`` too, so refreshes keep the focus.
+# the graph store, so suggestions and the focused view need no round trip, and they do not
+# take that store as an input (a callback whose input a refresh in flight will change waits
+# for it). The new view goes to ``ov-view`` too, so refreshes keep the focus.
 dash.clientside_callback(
     ClientsideFunction("conway", "suggest"),
     Output("ov-suggest", "children"),
     Input("ov-search", "value"),
-    Input("graph", "data"),
     prevent_initial_call=True,
 )
 dash.clientside_callback(
@@ -302,9 +302,18 @@ dash.clientside_callback(
     Output("ov-search-msg", "children", allow_duplicate=True),
     Input("ov-search", "n_submit"),
     Input("ov-search", "value"),
-    Input("graph", "data"),  # a search made before the first refresh waits for it
     State("ov-view", "data"),
-    State("ov-back-to", "data"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
+    ClientsideFunction("conway", "focusPending"),  # a search made before the first graph
+    Output("ov-view", "data", allow_duplicate=True),
+    Output("ov-fitted", "data", allow_duplicate=True),
+    Output("ov-back-to", "data", allow_duplicate=True),
+    Output("ov-search-msg", "children", allow_duplicate=True),
+    Input("graph", "data"),
+    State("state", "data"),
+    State("ov-view", "data"),
     prevent_initial_call=True,
 )
 dash.clientside_callback(
