@@ -51,6 +51,27 @@
     requestAnimationFrame(step);
   }
 
+  // Cytoscape caches where its canvas is on the page and re-reads it only on a window resize
+  // or scroll; a banner, the Back button or the note under the toolbar moving the graph down
+  // made every click land that far off (a team box's click took the call below it). Before
+  // Cytoscape sees a press or a wheel, check where the canvas is and tell it if it moved.
+  let seenCy = null, seenAt = null;
+  function checkPlace() {
+    const cy = findCy();
+    if (!cy) { return; }
+    const r = cy.container().getBoundingClientRect();
+    const at = [r.left, r.top, r.width, r.height].join(',');
+    if (cy !== seenCy || at !== seenAt) { cy.resize(); } // the first press: not known yet
+    seenCy = cy;
+    seenAt = at;
+  }
+  for (const type of ['mousedown', 'touchstart', 'wheel']) {
+    document.addEventListener(type, e => {
+      const root = document.getElementById('ov-graph');
+      if (root && root.contains(e.target)) { checkPlace(); }
+    }, {capture: true, passive: true});
+  }
+
   function num(x) { return typeof x === 'number' && isFinite(x); }
   function noUpdate(n) { return Array(n).fill(window.dash_clientside.no_update); }
 

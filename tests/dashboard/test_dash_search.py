@@ -21,12 +21,14 @@ TARGET = "svc-0042"
 # Readable: a label drawn at least this many CSS pixels high at the fitted zoom.
 LEGIBLE_PX = 10.0
 
-CY_JS = """
+CY_FIND = """
 const root = document.getElementById('ov-graph');
 let cy = null;
 if (root) { for (const el of [root, ...root.querySelectorAll('*')]) {
   if (el._cyreg && el._cyreg.cy) { cy = el._cyreg.cy; break; } } }
 if (!cy) { return null; }
+"""
+CY_JS = CY_FIND + """
 const bb = cy.elements().renderedBoundingBox();
 return {
   zoom: cy.zoom(), pan: cy.pan(), width: cy.width(), height: cy.height(),
@@ -141,6 +143,46 @@ def test_search_suggests_focuses_readably_and_goes_back(
     assert whole["pan"]["x"] == pytest.approx(before["pan"]["x"])
     assert whole["pan"]["y"] == pytest.approx(before["pan"]["y"])
     until("the back button hidden", lambda: not browser.find_element("#ov-back").is_displayed())
+
+
+def test_a_click_opens_the_team_under_it_after_the_graph_moved_down(
+    folded_dashboard: tuple[Any, list[dict[str, Any]]],
+) -> None:
+    # Cytoscape re-reads where its canvas is only on a window resize or scroll: when a banner
+    # (or the Back button, or the note under the toolbar) pushed the graph down, a click on a
+    # team box landed that far below it, on a call or on nothing. The tap is answered in the
+    # browser, so the team opens at once.
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    browser, _calls = folded_dashboard
+    driver = browser.driver
+    gid = "g:team:team-03"
+    where = CY_FIND + """
+        const n = cy.getElementById(arguments[0]);
+        const p = n.renderedPosition(), r = cy.container().getBoundingClientRect();
+        return {x: r.left + p.x, y: r.top + p.y};"""
+    # The pointer passes over the graph first: Cytoscape notes where its canvas is. (The
+    # scrollbar is there from the start: one appearing would resize the canvas, which makes
+    # Cytoscape look again.)
+    driver.execute_script("document.documentElement.style.overflowY = 'scroll';")
+    time.sleep(0.5)
+    at = driver.execute_script(where, "g:team:team-10")
+    hover = ActionBuilder(driver)
+    hover.pointer_action.move_to_location(int(at["x"]), int(at["y"]))
+    hover.perform()
+    driver.execute_script(
+        "const d = document.createElement('div'); d.style.height = '120px';"
+        "d.textContent = 'a banner'; const w = document.getElementById('ov-graph-wrap');"
+        "w.parentNode.insertBefore(d, w);")
+    at = driver.execute_script(where, gid)
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(at["x"]), int(at["y"]))
+    actions.pointer_action.click()
+    actions.perform()
+    opened = until("the team opened in place", lambda: (s := cy(browser)) and any(
+        n["id"] == gid and n["kind"] == "group" for n in s["nodes"]) and s)
+    members = [n for n in opened["nodes"] if n["id"].startswith("s:")]
+    assert len(members) == 10  # team-03: every 20th of 200 services
 
 
 def test_search_with_a_hostile_name_draws_it_as_text(
