@@ -82,6 +82,13 @@
   // finds the same picture, or draws the new snapshot.
   let last = null;
 
+  // The first graph, for a callback on it that may run before ``draw`` does.
+  function seed(wire, state) {
+    if (!last && wire && wire.nodes && state) {
+      last = {wire: wire, state: state, highlight: null};
+    }
+  }
+
   // The picture for these inputs, or null when it is the one on screen.
   function paint(wire, state, view, highlight) {
     const opts = G().viewOptions(wire, state, view, highlight);
@@ -171,6 +178,13 @@
         return next;
       },
 
+      // Suggestions typed before the first graph came, made when it does.
+      suggestPending: function (wire, state, value) {
+        seed(wire, state);
+        return (value || '').trim() ? window.dash_clientside.conway.suggest(value)
+          : window.dash_clientside.no_update;
+      },
+
       suggest: function (value) {
         const q = (value || '').trim().toLowerCase();
         const graph = last && G().decode(last.wire);
@@ -207,9 +221,7 @@
 
       // A search made before the first graph came, answered when it does.
       focusPending: function (wire, state, view) {
-        if (!last && wire && wire.nodes && state) {
-          last = {wire: wire, state: state, highlight: null};
-        }
+        seed(wire, state);
         if (pending === null || !last) { return noUpdate(4); }
         const q = pending;
         pending = null;

@@ -295,6 +295,14 @@ dash.clientside_callback(
     prevent_initial_call=True,
 )
 dash.clientside_callback(
+    ClientsideFunction("conway", "suggestPending"),  # typed before the first graph came
+    Output("ov-suggest", "children", allow_duplicate=True),
+    Input("graph", "data"),
+    State("state", "data"),
+    State("ov-search", "value"),
+    prevent_initial_call=True,
+)
+dash.clientside_callback(
     ClientsideFunction("conway", "focus"),
     Output("ov-view", "data", allow_duplicate=True),
     Output("ov-fitted", "data", allow_duplicate=True),
