@@ -159,8 +159,11 @@ def travel(init: float | None, _steps: list[int | None], slider: float | None,
             value = bounds(history, now)[1] + float(slider)
         found = next_at(current, trigger, value, history, now)
     position = 0 if found is None else round(found - bounds(history, now)[1])
-    if trigger is not None and trigger != "tt-init" and found == current:
-        return no_update, position  # unchanged: no refetch
+    if found == current:
+        # Unchanged: no refetch. (On a page's first call too: writing the same moment again
+        # made a second refresh at load, and Dash drops a superseded request's answer, so the
+        # graph store came a refresh later and a search or tap made at once waited for it.)
+        return no_update, position
     return found, position
 
 

@@ -154,6 +154,7 @@
       // not drawn over it, and the same one is not drawn again.
       draw: function (wire, state, view, highlight, drawn) {
         if (!wire || !wire.nodes || !state) { return noUpdate(2); }
+        seed(wire, state); // a search or a tap can use even an older graph than the layout's
         if (num(drawn) && num(wire.generated_at) && wire.generated_at < drawn) {
           return noUpdate(2);
         }
