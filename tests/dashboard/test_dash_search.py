@@ -205,34 +205,6 @@ def test_search_with_a_hostile_name_draws_it_as_text(
         browser.driver.switch_to.alert.text  # noqa: B018  (raises when no alert is open)
 
 
-def test_the_browser_draws_the_focus_as_the_server_does(
-    folded_dashboard: tuple[Any, list[dict[str, Any]]], start_collector: StartCollector,
-) -> None:
-    # The search answers in the browser (assets/search.js); every refresh after it is built
-    # by elements.focus_elements. Any difference would move or relabel nodes a second later.
-    from dashboard import elements as E
-    from dashboard.state import compact_graph, wire_graph
-
-    browser, _calls = folded_dashboard
-    url = start_collector(catalog=None)
-    calls, teams = deps()
-    from collector.replay import dependencies_to_spans, to_otlp_request
-
-    body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
-    httpx.post(url + "/v1/traces", content=body, timeout=60,
-               headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
-    graph = until("the graph", lambda: (g := compact_graph(httpx.get(
-        url + "/api/graph", timeout=10).json()))["nodes"] and g)
-    for name in (TARGET, EVIL, "svc-0000"):
-        sel = E.node_el_id(name)
-        python = E.build_elements(graph, {"groups": {}, "members": {}}, focus=name,
-                                  selected=sel)
-        browser_side = browser.driver.execute_script(
-            "return window.conwayGraph.buildElements(arguments[0], {}, "
-            "{focus: arguments[1], selected: arguments[2]});", wire_graph(graph), name, sel)
-        assert browser_side == python, name
-
-
 def _small_graph() -> dict[str, Any]:
     """Under the fold limit, with what a label or class depends on: virtual nodes (a database
     and the user), an orphan, a service seen by the mesh only, an untraced call, errors."""
@@ -278,7 +250,10 @@ def test_the_browser_draws_every_view_as_the_server_does(
         {"expanded": ["team:team-07"], "highlight": {"root": TARGET,
                                                      "impacted": ["svc-0041", EVIL]}},
         {"selected": E.edge_el_id("svc-0001", "svc-0004"), "expanded": ["team:team-01"]},
+        # The focus a search draws at once (a hostile name among them; no selection too).
         {"focus": TARGET, "selected": "s:" + TARGET},
+        {"focus": EVIL, "selected": "s:" + EVIL},
+        {"focus": "svc-0000"},
     ]
     small_views: list[dict[str, Any]] = [
         {}, {"selected": "s:cart", "highlight": {"root": "cart", "impacted": ["frontend"]}},
