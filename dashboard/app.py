@@ -17,7 +17,7 @@ import flask
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.development.base_component import Component
 
-from dashboard import views
+from dashboard import selfmetrics, views
 from dashboard.client import CollectorClient, Source
 from dashboard.recent import RecentStates
 from dashboard.state import (
@@ -124,8 +124,9 @@ def create_app(config: Settings) -> Dash:
         update_title="",
     )
     app.server.config[SETTINGS_KEY] = config
-    app.server.config[RECENT_KEY] = RecentStates()
-    app.server.config[FETCHES_KEY] = SharedFetches()
+    app.server.config[RECENT_KEY] = recent = RecentStates()
+    app.server.config[FETCHES_KEY] = fetches = SharedFetches()
+    selfmetrics.install(app.server, recent, fetches)
     if config.source == "prometheus":
         from dashboard.promsource import CatalogOwnership
 
