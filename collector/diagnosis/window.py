@@ -86,6 +86,16 @@ class Hist:
                 return _bin_upper_ms(b) / math.sqrt(HIST_STEP) if b else HIST_MIN_MS
         return _bin_upper_ms(max(self.bins))
 
+    def excess_ms(self, ref_ms: float) -> float:
+        """Weighted sum of how far the values lie above ``ref_ms`` (each bin at its geometric
+        middle, as ``quantile``): the time a slowdown added over a typical value."""
+        total = 0.0
+        for b, n in self.bins.items():
+            mid = _bin_upper_ms(b) / math.sqrt(HIST_STEP) if b else HIST_MIN_MS
+            if mid > ref_ms:
+                total += (mid - ref_ms) * n
+        return total
+
     def count_above(self, ms: float) -> int:
         """Weighted count of values in bins entirely above ``ms`` (a lower bound)."""
         return sum(n for b, n in self.bins.items() if b and _bin_upper_ms(b - 1) >= ms)
