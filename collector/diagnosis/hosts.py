@@ -48,6 +48,12 @@ adds the same time to every request, so its fastest tenth rises with its median;
 some requests still get through at once, and a tail moves neither) — unless another service
 on its host is the noisy neighbour right now: a process kept off the CPU for long stretches
 delays every request in flight alike, which reads as a floor.
+Whatever its rates, a latency candidate is starved too when the CPU wait its process (a
+database's: its callers on the host) added since the judged period began covers at least
+``wait_share`` of the own time its requests gained over its baseline median, and its CPU per
+request did not grow (``_wait_explains``): a quiet process is never runnable long enough to
+look starved by its rates, yet a browser starting on the host lifts a 20 s window's p95 of its
+few requests, all of it spent waiting for a CPU. A sleep or a lock adds own time with no wait.
 A busy process's requests queue behind each other while it waits, so starvation multiplies
 its own time far more than its neighbours': a 400 ms sleep at a quiet service keeps it
 runnable a few percent of the time and stays its own fault, while the busiest process on a
@@ -418,9 +424,12 @@ class SharedHosts:
         added_own = cell.own_hist.excess_ms(ref) / 1000.0
         if added_own <= 0.0:
             return None
+        host = self._host(snap, c)
+        if c.virtual and host is None:
+            return None  # its callers are on several hosts (or none known)
         procs = [c.service] if not c.virtual else sorted(
             {src for src, dst in snap.edges if dst == c.service
-             and self.hosts.host_of.get(src) == self._host(snap, c)})
+             and self.hosts.host_of.get(src) == host})
         added_wait = 0.0
         for proc in procs:
             pair = self._cpu_pair(proc, start, now, t0)
