@@ -219,6 +219,15 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                    default=C.CHECKPOINT_INTERVAL_S, metavar="S",
                    help="seconds between checkpoints to --data-dir "
                         f"(default {C.CHECKPOINT_INTERVAL_S:g})")
+    p.add_argument("--archive-max-mb", type=_non_negative, default=256.0, metavar="MB",
+                   help="with --data-dir, the graph of each minute is archived for ?at= beyond "
+                        "--retention (collector/archive.py), the oldest minutes going past this "
+                        "size (default 256; 0: no archive)")
+    p.add_argument("--archive-keep", type=_positive(float), default=7 * 86_400.0, metavar="S",
+                   help="seconds archived minutes are kept (default 604800, a week)")
+    p.add_argument("--archive-every", type=_positive(float), default=60.0, metavar="S",
+                   help="the archive's resolution: one graph of the last S seconds every S "
+                        "seconds (default 60)")
     mg = p.add_argument_group("service mesh (see collector/mesh.py)")
     mg.add_argument("--mesh-prometheus", metavar="URL",
                     help="a Prometheus holding Istio (istio_requests_total) and/or Linkerd "
@@ -325,7 +334,10 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                             page_webhook=tuple(a.page_webhook),
                             dashboard_url=a.dashboard_url),
         checkpoint=CheckpointConfig(interval_s=a.checkpoint_interval,
-                                    reset_state=a.reset_state),
+                                    reset_state=a.reset_state,
+                                    archive_max_mb=a.archive_max_mb,
+                                    archive_keep_s=a.archive_keep,
+                                    archive_every_s=a.archive_every),
         mesh=MeshConfig(prometheus=a.mesh_prometheus, poll_s=a.mesh_poll,
                         window_s=a.mesh_window),
     )

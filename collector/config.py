@@ -188,9 +188,15 @@ class CheckpointConfig:
 
     interval_s: float = CHECKPOINT_INTERVAL_S
     reset_state: bool = False
+    # The graph archived a minute at a time beyond the retention (``collector.archive``):
+    # its bound on disk (0: no archive) and the age its minutes are kept to.
+    archive_max_mb: float = 256.0
+    archive_keep_s: float = 7 * 86_400.0
+    archive_every_s: float = 60.0  # the archive's resolution: one graph per this many s
 
     def __post_init__(self) -> None:
-        _check(self, positive=("interval_s",))
+        _check(self, positive=("interval_s", "archive_keep_s", "archive_every_s"),
+               non_negative=("archive_max_mb",))
 
 
 @dataclass(frozen=True)

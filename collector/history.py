@@ -246,21 +246,29 @@ def _incident_key(c: Mapping[str, Any]) -> tuple[Any, ...]:
 @dataclass(frozen=True, slots=True)
 class HistoryRange:
     """What can be shown: data from ``start`` (the retention's horizon, or when observation
-    began) to ``end`` (now); ``earliest_at`` is the first ``at`` whose whole window is
-    retained (or, on a collector younger than the retention, when observation began)."""
+    began, or the oldest archived minute's start) to ``end`` (now); ``earliest_at`` is the
+    first ``at`` whose whole window is retained (or, on a collector younger than the
+    retention, when observation began), or reached by the archive; ``archived_until``: the
+    moments before it are answered from the archive's minutes (``collector.archive``)."""
 
     start: float
     end: float
     earliest_at: float
     window_s: float
+    archived_until: float | None = None
 
     def json(self) -> dict[str, Any]:
-        return {"from": round(self.start, 3), "to": round(self.end, 3),
-                "earliest_at": round(self.earliest_at, 3), "window_s": self.window_s}
+        out = {"from": round(self.start, 3), "to": round(self.end, 3),
+               "earliest_at": round(self.earliest_at, 3), "window_s": self.window_s}
+        if self.archived_until is not None:
+            out["archived_until"] = round(self.archived_until, 3)
+        return out
 
 
 def history_range(now: float, started_at: float, retention_s: float,
-                  window_s: float) -> HistoryRange:
+                  window_s: float, archived: tuple[float, float] | None = None) -> HistoryRange:
+    """``archived``: the archive's (earliest moment it answers, its oldest minute's end), if
+    it holds any minute."""
     horizon = now - retention_s
     start = max(started_at, horizon)
     # Younger than the retention, nothing was dropped yet: any moment since observation
@@ -268,8 +276,12 @@ def history_range(now: float, started_at: float, retention_s: float,
     # rates divide by the time observed). Older: the whole window must still be retained.
     # (Until 2026-12-05 a young collector asked for a window as long as the retention had
     # only ``now``: the first had to be at least a window younger than the horizon.)
-    earliest = started_at if started_at >= horizon else horizon + window_s
-    return HistoryRange(start, now, min(earliest, now), window_s)
+    earliest = min(started_at if started_at >= horizon else horizon + window_s, now)
+    if archived is not None and archived[1] < earliest:
+        # Older moments come from the archived minutes (the nearest one's end within a
+        # minute of ``at``): the range reaches back to a minute before the oldest one's end.
+        return HistoryRange(min(start, archived[0]), now, archived[0], window_s, earliest)
+    return HistoryRange(start, now, earliest, window_s)
 
 
 def parse_at(raw: str) -> float:
@@ -303,9 +315,9 @@ def check_at(t: float, rng: HistoryRange) -> None:
     when = "in the future" if t > rng.end else "older than the retained history"
     raise ValueError(
         f"at={t:.3f} is {when}: with window={rng.window_s:g} s, at must lie between "
-        f"{rng.earliest_at:.3f} ({_iso(rng.earliest_at)}) and {rng.end:.3f} "
-        f"({_iso(rng.end)}); statistics are retained from {rng.start:.3f} "
-        f"({_iso(rng.start)}), see GET /api/history")
+        f"{rng.earliest_at:.3f} ({iso_utc(rng.earliest_at)}) and {rng.end:.3f} "
+        f"({iso_utc(rng.end)}); statistics are retained from {rng.start:.3f} "
+        f"({iso_utc(rng.start)}), see GET /api/history")
 
 
 def past_window(t: float, window_s: float, now: float, bucket_s: float,
@@ -319,5 +331,5 @@ def past_window(t: float, window_s: float, now: float, bucket_s: float,
     return min(math.ceil(window_s / coarse - 1e-9) * coarse, retention_s)
 
 
-def _iso(t: float) -> str:
+def iso_utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

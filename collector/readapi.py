@@ -28,6 +28,7 @@ from collector.history import (
     HistoryRange,
     check_at,
     history_range,
+    iso_utc,
     parse_at,
     past_window,
 )
@@ -89,11 +90,13 @@ class ReadApi:
 
     def _range(self, window: float) -> HistoryRange:
         cfg = self.service.config
+        archive = self.service.parts.get("archive")
         return history_range(self.service.clock(), self.graph.started_at, cfg.retention_s,
-                             window)
+                             window, archive.span() if archive is not None else None)
 
     def _graph_at(self, at: float, window: float) -> Response:
-        """The graph as it was at ``at`` (`collector.history`); 400 with the retained range
+        """The graph as it was at ``at`` (`collector.history`), or beyond the retained
+        statistics the archived minute nearest it (`collector.archive`); 400 with the range
         when ``at`` lies outside it. Built for each reader (never shared with live reads)."""
         cfg = self.service.config
         rng = self._range(window)
@@ -101,11 +104,35 @@ class ReadApi:
             check_at(at, rng)
         except ValueError as exc:
             return JSONResponse({"error": str(exc), "history": rng.json()}, status_code=400)
+        if rng.archived_until is not None and at < rng.archived_until:
+            return self._archived_at(at, window, rng)
         read = past_window(at, window, rng.end, cfg.bucket_s, cfg.retention_s)
         snap = self.service.snapshot(read, at, historical=True)
         out = graph_json(snap)
         out["history"] = rng.json()
         if read != window:
+            out["window_requested_s"] = window
+        body = json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return Response(body.encode("utf-8"), media_type="application/json")
+
+    def _archived_at(self, at: float, window: float, rng: HistoryRange) -> Response:
+        archive = self.service.parts["archive"]
+        found = archive.read(at)
+        if found is None:
+            before, after = archive.nearest(at)
+            gap = " and ".join(f"{what} {m:.0f} ({iso_utc(m)})" for what, m in
+                               (("the minute ending", before), ("the one ending", after))
+                               if m is not None)
+            return JSONResponse(
+                {"error": f"at={at:.3f} ({iso_utc(at)}) is older than the retained statistics "
+                          f"and no archived minute ends within {archive.every_s:g} s of it "
+                          f"(the collector was stopped, or could not write its archive, "
+                          f"then); the nearest archived: {gap or 'none readable'}",
+                 "history": rng.json()}, status_code=400)
+        minute, out = found
+        out["history"] = rng.json()
+        out["archived"] = {"at": minute, "window_s": archive.every_s}
+        if window != archive.every_s:
             out["window_requested_s"] = window
         body = json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         return Response(body.encode("utf-8"), media_type="application/json")
@@ -118,6 +145,7 @@ class ReadApi:
         except ValueError as exc:
             return error(400, str(exc))
         diagnosis = self.service.parts.get("diagnosis")
+        archive = self.service.parts.get("archive")
         log = getattr(diagnosis, "log", None)
         with self.service.lock:
             stats = log.stats() if isinstance(log, HealthLog) else None
@@ -126,7 +154,8 @@ class ReadApi:
                              "retention_s": cfg.retention_s, "bucket_s": cfg.bucket_s,
                              "fine_s": FINE_BUCKETS * cfg.bucket_s,
                              "coarse_bucket_s": COARSE_FACTOR * cfg.bucket_s,
-                             "health_log": stats})
+                             "health_log": stats,
+                             "archive": archive.stats() if archive is not None else None})
 
     def _graph_body(self, window: float) -> bytes:
         service = self.service

@@ -5,9 +5,10 @@ appender reads, and its consumer must see spans before anyone who reads pairing 
 scraper (it feeds the graph's ``up``), then ownership (health and diagnosis report teams), then
 diagnosis (health, root cause, blast radius), the pager (it reads the diagnosis' incidents;
 only with ``--alertmanager`` or ``--page-webhook``), then the receiver's ingest counters, and
-last the checkpoint (with ``--data-dir``), which restores the graph and the counters before the
-server answers anything. Each install registers its own ``/metrics`` collector in
-``service.metrics`` (also published as ``parts["metrics_registry"]``).
+the checkpoint (with ``--data-dir``), which restores the graph and the counters before the
+server answers anything, and last the archive of past minutes in the same dir. Each install
+registers its own ``/metrics`` collector in ``service.metrics`` (also published as
+``parts["metrics_registry"]``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import time
 
 from starlette.types import ASGIApp
 
-from collector import checkpoint, diagnosis, exposition, graph, mesh, ownership, paging, scraper
+from collector import (
+    archive,
+    checkpoint,
+    diagnosis,
+    exposition,
+    graph,
+    mesh,
+    ownership,
+    paging,
+    scraper,
+)
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.service import Clock, CollectorService
@@ -35,6 +46,7 @@ def build_service(config: CollectorConfig, clock: Clock = time.time) -> Collecto
 
     exposition.install(service, config)
     checkpoint.install(service, config)
+    archive.install(service, config)
     return service
 
 

@@ -24,11 +24,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from procs import free_port
 
-from collector import checkpoint
+from collector import archive, checkpoint
 from collector.diagnosis import incidents as inc_mod
 
 INCIDENTS = inc_mod.DB_NAME
 STATE = checkpoint.DB_NAME
+ARCHIVE = archive.DB_NAME
 FAST = ("--diagnosis", "trace_quiet_s=0.5")
 WAIT_S = 60.0
 
@@ -220,8 +221,13 @@ def _state_text(d: Path) -> Path:
     return d / STATE
 
 
+def _archive_text(d: Path) -> Path:
+    (d / ARCHIVE).write_text("nor is this an archive\n" * 100)
+    return d / ARCHIVE
+
+
 DAMAGE = {"text": _text, "truncated": _truncated, "directory": _directory,
-          "state_text": _state_text}
+          "state_text": _state_text, "archive_text": _archive_text}
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
