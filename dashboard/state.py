@@ -63,6 +63,7 @@ def initial_state(collector_url: str, source: str = "Collector") -> State:
         # range the time control may show.
         "at": None,
         "history": None,
+        "archived": None,  # the archived minute shown, beyond the retained statistics
     }
 
 
@@ -216,6 +217,8 @@ def next_state(prev: State | None, fetched: Fetched, collector_url: str, now: fl
     state["fetched_at"] = now
     moved = state.get("at") != at
     state["at"] = at
+    archived = (fetched.graph or {}).get("archived") if at is not None else None
+    state["archived"] = archived if isinstance(archived, dict) else None
     if fetched.history is not None:
         state["history"] = {k: fetched.history.get(k) for k in ("from", "to", "earliest_at")}
     if fetched.incidents is not None:

@@ -101,10 +101,32 @@ def marker(at: float | None, history: Mapping[str, Any] | None, now: float,
     earliest, newest = bounds(history, now)
     if at is None:
         span = max(0.0, newest - earliest)
-        back = f"{span / 60:.0f} min" if span >= 90 else f"{span:.0f} s"
-        return f"Live · history back to {clock(earliest)} ({back})"
-    return (f"Viewing {clock(at)} — {ago(at, now)} · the graph and incidents as they were "
+        back = (f"{span / 86_400:.1f} days" if span >= 2 * 86_400 else
+                f"{span / 3600:.1f} h" if span >= 90 * 60 else
+                f"{span / 60:.0f} min" if span >= 90 else f"{span:.0f} s")
+        return f"Live · history back to {when(earliest, now)} ({back})"
+    return (f"Viewing {when(at, now)} — {ago(at, now)} · the graph and incidents as they were "
             f"then; press Live to return")
+
+
+def when(t: float, now: float) -> str:
+    """The clock time of ``t``, with its day when it is more than 20 h before ``now`` (the
+    archive reaches back days)."""
+    if now - t < 20 * 3600:
+        return clock(t)
+    return time.strftime("%a %d %b %H:%M:%S", time.localtime(t))
+
+
+def archived_note(archived: object, now: float) -> str:
+    """What the bar adds when the moment came from the collector's archive (older than its
+    retained statistics, ``collector.archive``): which minute it shows."""
+    if not isinstance(archived, Mapping):
+        return ""
+    end, window = archived.get("at"), archived.get("window_s")
+    if not isinstance(end, int | float) or not isinstance(window, int | float):
+        return ""
+    return (f" · from the archive: the {window:g} s ending {when(float(end), now)} (older "
+            f"than the retained statistics)")
 
 
 def controls(at_param: object = None) -> html.Div:
@@ -190,6 +212,8 @@ def bar(at: float | None, state: dict[str, Any] | None, _n: int | None) -> tuple
                 "tt-bar refused", False)
     if at is not None and (state or {}).get("at") != at:
         text = f"Loading {clock(at)}…"
+    elif at is not None:
+        text += archived_note((state or {}).get("archived"), now)
     return (-math.floor(newest - earliest), text, "tt-bar past" if at is not None else "tt-bar",
             at is None)
 
@@ -212,7 +236,7 @@ def url_for(at: float | None) -> str:
 def bar_info(state: Mapping[str, Any]) -> dict[str, Any]:
     """What the bar and the controls read of the dashboard's state (``tt-info``), so they do
     not upload the whole graph on every refresh and click."""
-    return {k: state.get(k) for k in ("at", "history", "at_refused", "source")}
+    return {k: state.get(k) for k in ("at", "history", "at_refused", "source", "archived")}
 
 
 def compare_links(incidents: list[Any]) -> html.Div | None:

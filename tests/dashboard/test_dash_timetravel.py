@@ -5,6 +5,7 @@ the Prometheus source asking every query at the moment shown (its HTTP API's JSO
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -56,6 +57,31 @@ def test_the_bar_says_live_or_which_moment(dash_app: Dash) -> None:
     assert tt.marker(None, HISTORY, NOW).startswith("Live · history back to")
     past = tt.marker(NOW - 360, HISTORY, NOW)
     assert past.startswith("Viewing") and "6 min ago" in past
+
+
+def test_the_bar_says_when_the_moment_came_from_the_archive(dash_app: Dash) -> None:
+    # Beyond the collector's retained statistics, ``?at=`` answers the archived minute
+    # nearest the moment (collector.archive): the bar says which.
+    week = {"from": NOW - 7 * 86_400, "to": NOW, "earliest_at": NOW - 7 * 86_400}
+    assert "(7.0 days)" in tt.marker(None, week, NOW)
+    assert tt.when(NOW - 7 * 86_400, NOW) == time.strftime(
+        "%a %d %b %H:%M:%S", time.localtime(NOW - 7 * 86_400))
+    assert "(3.0 h)" in tt.marker(None, {**week, "earliest_at": NOW - 3 * 3600}, NOW)
+    old = demo_graph(failing="payment")
+    old["archived"] = {"at": NOW - 7200, "window_s": 60.0}
+    past = next_state(None, Fetched(graph=old, incidents=[], history=week), "http://c", NOW,
+                      at=NOW - 7210)
+    assert past["archived"] == {"at": NOW - 7200, "window_s": 60.0}
+    info = tt.bar_info(past)
+    _min, said, look, _live = tt.bar(NOW - 7210, info, 0)
+    assert "from the archive: the 60 s ending" in said and look == "tt-bar past"
+    assert tt.clock(NOW - 7200) in said
+    # Back to live, or to a retained moment: no archive note.
+    live = next_state(past, Fetched(graph=demo_graph(), history=week), "http://c", NOW + 2)
+    assert live["archived"] is None
+    recent = next_state(live, Fetched(graph=demo_graph(), incidents=[], history=week),
+                        "http://c", NOW + 4, at=NOW - 60)
+    assert "archive" not in tt.bar(NOW - 60, tt.bar_info(recent), 0)[1]
 
 
 def test_the_past_keeps_positions_and_the_banner_says_history(dash_app: Dash) -> None:
