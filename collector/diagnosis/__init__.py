@@ -410,7 +410,11 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
         base=list(service.appenders),
         log=HealthLog(config.retention_s))
     service.appenders.append(AssessmentView(part))
-    service.routes.extend(incidents_routes(manager))
+    def open_at(t: float) -> list[dict[str, Any]]:
+        with service.lock:
+            return incidents_open_at(part, t)
+
+    service.routes.extend(incidents_routes(manager, open_at, service.clock))
     service.routes.append(diagnosis_route(lambda: part.latest))
     service.run_in_background(part.run, part.close)
     service.parts["diagnosis"] = part

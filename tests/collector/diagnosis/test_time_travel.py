@@ -119,6 +119,23 @@ def test_a_cleared_fault_is_visible_at_its_time_and_not_now(shop_run: Any) -> No
     assert _health(_get(url, "/api/graph", at=iso).json()) == _health(past)
 
 
+def test_the_incidents_open_at_a_past_moment_are_listed_as_the_graph_lists_them(
+        shop_run: Any) -> None:
+    url, _, _, run = shop_run
+    got = _get(url, "/api/incidents", at=run.t_fault).json()
+    assert got["at"] == run.t_fault
+    assert got["incidents"] == _get(url, "/api/graph", at=run.t_fault).json()["incidents"]
+    (inc,) = got["incidents"]
+    assert inc["root_cause"]["service"] == "payment" and inc["status"] == "open"
+    assert inc["status_now"] == "resolved"
+    assert _get(url, "/api/incidents", at=T0 + 65, status="open").json()["incidents"] == []
+    for params, why in (({"at": run.t_now + 60}, "in the future"),
+                        ({"at": run.t_fault, "status": "resolved"}, "leave status out"),
+                        ({"at": "yesterday"}, "RFC 3339")):
+        r = _get(url, "/api/incidents", **params)
+        assert r.status_code == 400 and why in r.json()["error"], (params, r.text)
+
+
 def test_before_the_fault_the_past_is_healthy_and_has_no_incident(shop_run: Any) -> None:
     url, _, _, run = shop_run
     before = _get(url, "/api/graph", at=T0 + 65).json()
