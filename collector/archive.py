@@ -14,14 +14,15 @@ the minutes on either side), with ``"archived": {"at", "window_s"}`` saying whic
 window it is. ``GET /api/history`` and the dashboard's time bar reach back to the oldest
 archived minute.
 
-Bounded on disk by ``max_bytes`` (``--archive-max-mb``, 256 MB by default: the demo's minute
-is ~3 kB, a 5,000-service graph's ~300 kB, so ~60 days or ~14 hours) and by age ``keep_s``
-(``--archive-keep``, 7 days): the oldest minutes go first, counted
-(``conway_archive_pruned_minutes_total``). Taking a minute holds the service lock as a past
-read does (at 5,000 services ~0.3 s, once a minute). A failed write (a full disk) is counted,
-named on ``/healthz`` like the other data-dir files, and the minute retried while the buckets
-still hold it; a file that cannot be used stops start-up with a one-line error
-(``--reset-state`` moves it aside). Reads never write.
+Bounded on disk by ``max_bytes`` of rows (``--archive-max-mb``, 256 MB by default) and by age
+``keep_s`` (``--archive-keep``, 7 days): the oldest minutes go first, counted
+(``conway_archive_pruned_minutes_total``). Measured (``bench/archive.py``): a 5,000-service
+graph's minute is ~127 kB (~180 MB a day: 256 MB hold ~1.4 days), the demo's a few kB (the
+week). Taking a minute holds the service lock as a past read does (at 5,000 services ~0.36 s,
+once a minute); writing it ~0.1 s, outside the lock. A failed write (a full disk) is counted,
+named on ``/healthz`` like the other data-dir files, and retried every ``RETRY_S`` (10 s; the
+minute taken is kept for it, not taken again); a file that cannot be used stops start-up with
+a one-line error (``--reset-state`` moves it aside). Reads never write.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ SETTLE_S = 3.0  # after a minute ends, before it is taken: its last spans have a
 DEFAULT_MAX_MB = 256.0
 DEFAULT_KEEP_S = 7 * 86_400.0
 POLL_S = 1.0  # how often the writer looks whether a minute is due
+RETRY_S = 10.0  # after a failed write, before the next try (of the same minute, if still due)
 ZLIB_LEVEL = 6
 
 _SCHEMA = """
@@ -85,6 +87,9 @@ class GraphArchive(Collector):
         # Minutes ending at or before this are never archived (before observation began).
         self.not_before = -math.inf
         self._closed = False
+        # After a failed write: the minute taken, kept for the retry, and when that is.
+        self._pending: tuple[float, dict[str, Any]] | None = None
+        self._retry_at = -math.inf
         self._lock = threading.Lock()
         try:
             check_state_file(path, "the archive file")
@@ -128,9 +133,15 @@ class GraphArchive(Collector):
         """Archive the due minute, if any, taken with ``take(at)`` (the graph JSON at ``at``);
         the minute archived, or None (none due, or its write failed: tried again next time)."""
         at = self.due(now)
-        if at is None:
+        if at is None or now < self._retry_at:
             return None
-        return at if self.record(at, take(at)) else None
+        # A minute whose write failed is not taken again (its past read holds the lock).
+        body = self._pending[1] if self._pending and self._pending[0] == at else take(at)
+        if self.record(at, body):
+            self._pending, self._retry_at = None, -math.inf
+            return at
+        self._pending, self._retry_at = (at, body), now + RETRY_S
+        return None
 
     def record(self, at: float, body: dict[str, Any]) -> bool:
         """Store one minute (``body``: the graph JSON at ``at``) and drop what the bounds
@@ -150,7 +161,7 @@ class GraphArchive(Collector):
         except sqlite3.Error as exc:
             if self.writes.failed(exc):
                 print(f"conway collector: cannot write the archive {self.path} ({exc}); "
-                      f"retrying each second until the next minute is due, then that one",
+                      f"retrying every {RETRY_S:g} s",
                       file=sys.stderr, flush=True)
             return False
         ended = self.writes.succeeded()
