@@ -17,8 +17,8 @@ archived minute.
 Bounded on disk by ``max_bytes`` of rows (``--archive-max-mb``, 256 MB by default) and by age
 ``keep_s`` (``--archive-keep``, 7 days): the oldest minutes go first, counted
 (``conway_archive_pruned_minutes_total``). Measured (``bench/archive.py``): a 5,000-service
-graph's minute is ~127 kB (~180 MB a day: 256 MB hold ~1.4 days), the demo's a few kB (the
-week). Taking a minute holds the service lock as a past read does (at 5,000 services ~0.36 s,
+graph's minute is ~127 kB (~180 MB a day: 256 MB hold ~1.4 days), the demo's ~1.8 kB (a
+week: 18 MB). Taking a minute holds the service lock as a past read does (at 5,000 services ~0.36 s,
 once a minute); writing it ~0.1 s, outside the lock. A failed write (a full disk) is counted,
 named on ``/healthz`` like the other data-dir files, and retried every ``RETRY_S`` (10 s; the
 minute taken is kept for it, not taken again); a file that cannot be used stops start-up with
