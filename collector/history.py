@@ -246,10 +246,11 @@ def _incident_key(c: Mapping[str, Any]) -> tuple[Any, ...]:
 @dataclass(frozen=True, slots=True)
 class HistoryRange:
     """What can be shown: data from ``start`` (the retention's horizon, or when observation
-    began, or the oldest archived minute's start) to ``end`` (now); ``earliest_at`` is the
-    first ``at`` whose whole window is retained (or, on a collector younger than the
-    retention, when observation began), or reached by the archive; ``archived_until``: the
-    moments before it are answered from the archive's minutes (``collector.archive``)."""
+    began, or a minute before the oldest archived minute's end) to ``end`` (now);
+    ``earliest_at`` is the first ``at`` whose whole window is retained (or, on a collector
+    younger than the retention, when observation began), or reached by the archive;
+    ``archived_until``: the moments before it are answered from the archive's minutes
+    (``collector.archive``)."""
 
     start: float
     end: float

@@ -130,6 +130,15 @@ class ReadApi:
                           f"then); the nearest archived: {gap or 'none readable'}",
                  "history": rng.json()}, status_code=400)
         minute, out = found
+        # What became of the incidents open then is today's news, not the minute's.
+        manager = getattr(self.service.parts.get("diagnosis"), "manager", None)
+        if manager is not None:
+            with self.service.lock:
+                for inc in out.get("incidents") or []:
+                    now_inc = manager.get(str(inc.get("id"))) if isinstance(inc, dict) else None
+                    if now_inc is not None:
+                        inc["status_now"] = now_inc.status
+                        inc["resolved_at"] = now_inc.resolved_at
         out["history"] = rng.json()
         out["archived"] = {"at": minute, "window_s": archive.every_s}
         if window != archive.every_s:

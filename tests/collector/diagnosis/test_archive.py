@@ -104,6 +104,8 @@ def test_a_fault_beyond_the_retention_is_shown_from_the_archive(run: Any) -> Non
     assert _edge(past, "checkout", "payment")["error_ratio"] > 0.2
     (inc,) = past["incidents"]
     assert inc["root_cause"]["service"] == "payment" and inc["status"] == "open"
+    # What became of it is today's: resolved since (the archived minute said "open").
+    assert inc["status_now"] == "resolved" and inc["resolved_at"] < clock.t
     # The minute before the fault: healthy, no incident.
     before = _get(url, "/api/graph", at=T0 + 60).json()
     assert before["archived"]["at"] == T0 + 60
