@@ -43,7 +43,13 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector.checkpoint import CheckpointError, WriteFailures, check_state_file, transaction
+from collector.checkpoint import (
+    CheckpointError,
+    WriteFailures,
+    check_state_file,
+    open_state_db,
+    transaction,
+)
 from collector.config import CollectorConfig
 from collector.service import CollectorService
 
@@ -97,20 +103,14 @@ class GraphArchive(Collector):
             raise CheckpointError(f"{exc}; start with --reset-state to move it aside (or use "
                                   f"another --data-dir)", path) from None
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            bad = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
-            if bad != ["ok"]:
-                raise sqlite3.DatabaseError("; ".join(bad))
-            self._db.executescript(_SCHEMA)
+            self._db = open_state_db(path, _SCHEMA)
             row = self._db.execute(
                 "SELECT MIN(at), MAX(at), COUNT(*), COALESCE(SUM(bytes), 0) FROM minutes"
             ).fetchone()
         except sqlite3.Error as exc:
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self._db.close()
+            if hasattr(self, "_db"):
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
             raise CheckpointError(
                 f"the archive file {path} cannot be used ({exc}); start with --reset-state to "
                 f"move it aside, or use another --data-dir", path) from exc

@@ -152,6 +152,31 @@ def check_state_file(path: Path, what: str) -> None:
               f"nothing restored from it", file=sys.stderr, flush=True)
 
 
+def open_state_db(path: Path | None, schema: str, *, quick_check: bool = True
+                  ) -> sqlite3.Connection:
+    """An autocommit connection to a data-dir file (``None``: in memory), usable from any
+    thread (callers serialise it), in WAL mode with ``synchronous=NORMAL`` (a commit survives a
+    process crash, kill -9; only a power loss may undo the last ones), checked with
+    ``quick_check`` when asked and with ``schema`` applied. Raises ``sqlite3.Error`` (after
+    closing what it opened): the caller names the file and what to do."""
+    db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False,
+                         isolation_level=None)
+    try:
+        if path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if quick_check:
+                bad = [str(r[0]) for r in db.execute("PRAGMA quick_check(3)")]
+                if bad != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(bad))
+        db.executescript(schema)
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+        raise
+    return db
+
+
 class WriteFailures:
     """Failed writes to one data-dir file: counted (``write_errors``), SQLite's error kept
     while writes fail (``write_error``, since ``write_error_since``), in episodes, so the
@@ -261,15 +286,10 @@ class Checkpointer(Collector):
             raise CheckpointError(f"{exc}; start with --reset-state to move it aside (or use "
                                   f"another --data-dir)", path) from None
         try:
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives a process crash (kill -9); only a power loss
-            # may undo the last commits, which is the "about one second" this promises anyway.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
+            # (synchronous=NORMAL: only a power loss may undo the last commits, which is the
+            # "about one second" this promises anyway.)
+            self.db = open_state_db(path, _SCHEMA, quick_check=False)
         except sqlite3.Error as exc:
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self.db.close()
             raise CheckpointError(
                 f"cannot open the state file {path}: {exc}; check the --data-dir is writable, "
                 f"or start with --reset-state to move a damaged file aside", path

@@ -38,7 +38,6 @@ file; a zero-byte file starts empty with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import sys
@@ -49,7 +48,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.checkpoint import WriteFailures, check_state_file, transaction
+from collector.checkpoint import (
+    WriteFailures,
+    check_state_file,
+    open_state_db,
+    transaction,
+)
 from collector.diagnosis.assessment import KIND_SEVERITY, SHARED_HOST, RootCause
 from collector.model import Snapshot
 from collector.stats import VersionLog
@@ -153,18 +157,8 @@ class IncidentStore:
                                          f"(or use another --data-dir)", path) from None
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(":memory:" if path is None else str(path),
-                                       check_same_thread=False, isolation_level=None)
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                bad = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
-                if bad != ["ok"]:
-                    raise sqlite3.DatabaseError("; ".join(bad))
-            self._db.executescript(_SCHEMA)
+            self._db = open_state_db(path, _SCHEMA)
         except sqlite3.Error as exc:
-            with contextlib.suppress(AttributeError, sqlite3.Error):
-                self._db.close()
             raise IncidentStoreError(
                 f"the incidents file {path} cannot be used ({exc}); start with --reset-state "
                 f"to move it aside, or pass a --data-dir Conway may write to", path) from exc

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from diagnosis_sim import Clock, Fault, Shop, serve
+from test_time_travel import _edge, _get, _health
 
 from collector import archive as archive_mod
 from collector import wiring
@@ -55,19 +55,6 @@ def _close(service: CollectorService) -> None:
     service.parts["checkpoint"].close()
     service.parts["diagnosis"].manager.store.close()
     service.parts["archive"].close()
-
-
-def _get(url: str, path: str, **params: Any) -> httpx.Response:
-    with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
-        return client.get(path, params=params)
-
-
-def _health(graph: dict[str, Any]) -> dict[str, str]:
-    return {n["id"]: n["health"] for n in graph["nodes"]}
-
-
-def _edge(graph: dict[str, Any], source: str, target: str) -> dict[str, Any]:
-    return next(e for e in graph["edges"] if (e["source"], e["target"]) == (source, target))
 
 
 @pytest.fixture(scope="module")

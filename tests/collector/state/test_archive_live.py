@@ -12,23 +12,13 @@ from typing import Any
 
 import httpx
 from live_collector import Collector, metric, sdk_call, sdk_provider
+from test_data_dir import wait_until
 
 ARGS = ("--retention", "6", "--archive-every", "2")
 
 
 def _get(url: str, path: str, **params: Any) -> httpx.Response:
     return httpx.get(url + path, params=params, timeout=10, trust_env=False)
-
-
-def _until(what: str, check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_calls_older_than_the_retention_are_shown_from_the_archive(tmp_path: Path) -> None:
@@ -43,7 +33,7 @@ def test_calls_older_than_the_retention_are_shown_from_the_archive(tmp_path: Pat
         client.shutdown()
         server.shutdown()
         # Past the retention: the live graph has forgotten them...
-        _until("the calls to leave the retained statistics", lambda: time.time() > sent_at + 9)
+        wait_until("the calls to leave the retained statistics", lambda: time.time() > sent_at + 9)
         live = _get(c.url, "/api/graph").json()
         assert not any(e["source"] == "arch-front" for e in live["edges"]), live["edges"]
         # ...the archive has not.
