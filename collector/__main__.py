@@ -273,6 +273,9 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
                 "with {service} standing for the service name")
     if a.retention < 1:
         p.error(f"--retention must be at least 1 second, got {a.retention}")
+    if a.archive_every > a.retention:
+        p.error(f"--archive-every {a.archive_every:g} is longer than --retention "
+                f"{a.retention:g}: an archived period must lie within the retained statistics")
     for flag, urls in (("--alertmanager", a.alertmanager), ("--page-webhook", a.page_webhook),
                        ("--dashboard-url", [a.dashboard_url] if a.dashboard_url else [])):
         for url in urls:

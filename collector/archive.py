@@ -93,6 +93,9 @@ class GraphArchive(Collector):
         # Minutes ending at or before this are never archived (before observation began).
         self.not_before = -math.inf
         self._closed = False
+        self._oldest: float | None = None
+        self._newest: float | None = None
+        self._rows = self._bytes = 0
         # After a failed write: the minute taken, kept for the retry, and when that is.
         self._pending: tuple[float, dict[str, Any]] | None = None
         self._retry_at = -math.inf
@@ -104,9 +107,7 @@ class GraphArchive(Collector):
                                   f"another --data-dir)", path) from None
         try:
             self._db = open_state_db(path, _SCHEMA)
-            row = self._db.execute(
-                "SELECT MIN(at), MAX(at), COUNT(*), COALESCE(SUM(bytes), 0) FROM minutes"
-            ).fetchone()
+            self._count()
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 with contextlib.suppress(sqlite3.Error):
@@ -114,10 +115,6 @@ class GraphArchive(Collector):
             raise CheckpointError(
                 f"the archive file {path} cannot be used ({exc}); start with --reset-state to "
                 f"move it aside, or use another --data-dir", path) from exc
-        self._oldest: float | None = row[0]
-        self._newest: float | None = row[1]
-        self._rows = int(row[2])
-        self._bytes = int(row[3])
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -155,9 +152,8 @@ class GraphArchive(Collector):
                 self._db.execute("INSERT OR REPLACE INTO minutes (at, window_s, bytes, body) "
                                  "VALUES (?, ?, ?, ?)", (at, self.every_s, len(blob), blob))
                 pruned = self._prune(at)
-                row = self._db.execute(
-                    "SELECT MIN(at), MAX(at), COUNT(*), COALESCE(SUM(bytes), 0) FROM minutes"
-                ).fetchone()
+            with self._lock:
+                self._count()  # what was committed
         except sqlite3.Error as exc:
             if self.writes.failed(exc):
                 print(f"conway collector: cannot write the archive {self.path} ({exc}); "
@@ -170,9 +166,16 @@ class GraphArchive(Collector):
                   f"{ended[0]} failed writes ({ended[1]})", file=sys.stderr, flush=True)
         self.written += 1
         self.pruned += pruned
-        self._oldest, self._newest, self._rows, self._bytes = row[0], row[1], int(row[2]), \
-            int(row[3])
         return True
+
+    def _count(self) -> None:
+        """The file's figures (oldest and newest minute, rows, bytes), kept for reads that
+        must not query (``due``, ``span``, ``/metrics``)."""
+        row = self._db.execute(
+            "SELECT MIN(at), MAX(at), COUNT(*), COALESCE(SUM(bytes), 0) FROM minutes"
+        ).fetchone()
+        self._oldest, self._newest = row[0], row[1]
+        self._rows, self._bytes = int(row[2]), int(row[3])
 
     def _prune(self, newest: float) -> int:
         """Under the lock, in the write's transaction: minutes older than ``keep_s``, then the

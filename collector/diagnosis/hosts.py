@@ -396,11 +396,22 @@ class SharedHosts:
         if recent.wait < max(cfg.wait_rise * base.wait, base.wait + cfg.min_wait_rise) \
                 and (rising or recent.wait < recent.cpu):
             return False  # it waits no more than before, nor longer than it runs
+        return not self._own_work_grew(recent, base)  # (slow on its own, or the hog itself)
+
+    def _own_work_grew(self, recent: Any, base: Any) -> bool:
+        """Whether a process's CPU per request grew ``own_work_rise`` times (``CpuUse``
+        figures): its own work, not a CPU others took."""
         if recent.requests > 0 and base.requests > 0 and base.cpu > 0:
             grew = (recent.cpu / recent.requests) / (base.cpu / base.requests)
-            if grew >= cfg.own_work_rise:
-                return False  # its own work grew: slow on its own (or the hog itself)
-        return True
+            return bool(grew >= self.cfg.own_work_rise)
+        return False
+
+    def _since(self, service: str, start: float, now: float) -> Cell:
+        """A service's visits since ``start``: from the 1 s buckets when that is recent, else
+        from the window's buckets."""
+        w = self.windows
+        return w.recent(service, start, now) if start > now - 2 * w.bucket_s \
+            else w.aggregate(service, start, now)
 
     def _wait_explains(self, snap: Snapshot, c: RootCause, now: float, t0: float,
                        start: float, baseline_s: float) -> tuple[float, float] | None:
@@ -415,8 +426,7 @@ class SharedHosts:
         grew (its CPU per request at least ``own_work_rise`` times) is its own. A database's
         time is measured in its callers' processes: their added wait is compared."""
         w = self.windows
-        cell = w.recent(c.service, start, now) if start > now - 2 * w.bucket_s \
-            else w.aggregate(c.service, start, now)
+        cell = self._since(c.service, start, now)
         base = w.baseline(c.service, t0 - w.bucket_s, baseline_s)
         ref = base.own_hist.quantile(0.5)
         if ref is None or cell.own_hist.samples < self.cfg.min_samples:
@@ -436,10 +446,8 @@ class SharedHosts:
             if pair is None:
                 return None  # a process with no CPU figures: nothing to explain it with
             recent, base_use = pair
-            if recent.requests > 0 and base_use.requests > 0 and base_use.cpu > 0 and \
-                    (recent.cpu / recent.requests) / (base_use.cpu / base_use.requests) \
-                    >= self.cfg.own_work_rise:
-                return None  # its own work grew
+            if self._own_work_grew(recent, base_use):
+                return None
             added_wait += max(0.0, recent.wait - base_use.wait) * recent.seconds
         if not procs or added_wait < self.cfg.wait_share * added_own:
             return None
@@ -454,8 +462,7 @@ class SharedHosts:
         some get through at once, the rest wait in line (for exponential waits the fastest
         tenth is near a sixth of the median), and a tail alone moves neither."""
         w = self.windows
-        cell = w.recent(service, start, now) if start > now - 2 * w.bucket_s \
-            else w.aggregate(service, start, now)
+        cell = self._since(service, start, now)
         base = w.baseline(service, t0 - w.bucket_s, baseline_s)
         if cell.own_hist.samples < self.cfg.min_samples \
                 or base.own_hist.samples < self.cfg.min_samples:

@@ -66,3 +66,10 @@ def test_the_command_line_refuses_a_bad_diagnosis_option() -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "--diagnosis: diagnosis option baseline_s must be a number >= 0" in r.stderr
+
+
+def test_the_command_line_refuses_an_archive_period_longer_than_the_retention() -> None:
+    r = subprocess.run([sys.executable, "-m", "collector", "--retention", "30",
+                        "--archive-every", "60"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--archive-every 60 is longer than --retention 30" in r.stderr
