@@ -146,7 +146,7 @@ class DiagnosisConfig:
     recent_window_s: float = 1.0
     baseline_s: float = 300.0
     incident_quiet_s: float = 30.0
-    evaluate_interval_s: float = 1.0
+    evaluate_interval_s: float = 0.25
     span_budget: float = DIAGNOSIS_SPAN_BUDGET
 
     def __post_init__(self) -> None:

@@ -18,10 +18,18 @@ So the same spans under the same clock give the same incidents however many read
 Options come from ``config.diagnosis`` (`collector.config.DiagnosisConfig`):
 ``trace_quiet_s`` (1.5), ``bucket_s`` (5), ``detect_window_s`` (20), ``recent_window_s`` (1; 0
 judges the detection window only), ``baseline_s`` (300), ``incident_quiet_s`` (30),
-``evaluate_interval_s`` (1), and ``span_budget`` (20000 spans/s; 0: no budget). With them, a
+``evaluate_interval_s`` (0.25), and ``span_budget`` (20000 spans/s; 0: no budget). With them, a
 fault shows as an incident a few seconds after it starts (traces finish once whole, a quarter
 second after their last span, or 1.5 s after it when a call got no answer), and the incident
 resolves about ``detect_window_s`` + ``incident_quiet_s`` (~50 s) after the fault is cleared.
+
+The tick is short because every step waits for it: a trace whole now is finished, and the
+fault it shows found, only at the next tick (at 1 s, a latency fault was named ~1 s later than
+its traces allowed). Whatever must last to count is timed in seconds, not ticks — health's
+recovery (``HealthThresholds.recover_s``), a shared host's slowdown (``HostConfig.min_s``), a
+latency candidate against a thin baseline (``rootcause.THIN_CONFIRM_S``) — so a faster tick
+does not page faster on a moment's noise. A large graph's tick stretches itself
+(``EVALUATION_COST_FACTOR``).
 
 Load: while the offered span rate is at or below ``span_budget`` every trace is analysed;
 above it the diagnosis head-samples whole traces by trace id, keeping a fraction
@@ -400,7 +408,7 @@ def install(service: CollectorService, config: CollectorConfig) -> Diagnosis:
                          recent_window_s=opts.recent_window_s)
     service.consumers.append(traces)
     part = Diagnosis(
-        service, traces, manager, opts.evaluate_interval_s or 1.0,
+        service, traces, manager, opts.evaluate_interval_s or 0.25,
         window_s=config.default_window_s,
         health=HealthJudge(traces, baseline_s=opts.baseline_s,
                            detect_window_s=opts.detect_window_s),

@@ -17,7 +17,9 @@ States (``collector.vocabulary.HEALTH_STATES``), defaults in ``HealthThresholds`
 
 Hysteresis, so a node near a threshold does not flap: a worse state is entered at once; a
 better one only when the metric is below the lower *exit* threshold (errors: 5 % to leave
-failing, 0.25 % to leave degraded; latency: 2 x baseline) for 3 consecutive evaluations.
+failing, 0.25 % to leave degraded; latency: 2 x baseline) on every evaluation for
+``recover_s`` (2 s; three ticks at a 1 s interval, nine at 0.25 s: a faster tick does not make
+a node near its threshold flap faster).
 The state is kept per node and edge across evaluation ticks only (``judge(..., stateful=
 True)``, called by ``Diagnosis.evaluate`` once per tick); reads take the health the last tick
 concluded, and judge other windows (or nodes newer than that tick) statelessly with the
@@ -48,7 +50,7 @@ class HealthThresholds:
     latency_no_baseline_ms: float = 2000.0
     min_calls: int = 5
     down_client_only_share: float = 0.9
-    recover_evals: int = 3
+    recover_s: float = 2.0
 
 
 @dataclass(slots=True)
@@ -69,7 +71,7 @@ class HealthInputs:
 @dataclass(slots=True)
 class _State:
     level: str
-    below: int
+    below_since: float | None  # the first evaluation of a run below the exit threshold
     last_t: float
 
 
@@ -147,15 +149,16 @@ class HealthJudge:
         prev: _State | None = states.get(key)
         if prev is None or enter in ("down", "unknown") or prev.level in ("down", "unknown") \
                 or HEALTH_RANK[enter] >= HEALTH_RANK[prev.level]:
-            states[key] = _State(enter, 0, now)
+            states[key] = _State(enter, None, now)
             return enter
         leave = classify(m, self.th, exit_=True)
         if HEALTH_RANK[leave] >= HEALTH_RANK[prev.level]:
-            prev.below = 0
+            prev.below_since = None
         elif now > prev.last_t:  # several snapshots at one instant count as one evaluation
-            prev.below += 1
-            if prev.below >= self.th.recover_evals:
-                prev.level, prev.below = leave, 0
+            if prev.below_since is None:
+                prev.below_since = now
+            elif now - prev.below_since >= self.th.recover_s - 1e-6:
+                prev.level, prev.below_since = leave, None
         prev.last_t = now
         return prev.level
 

@@ -17,8 +17,8 @@ the upper quartile of its neighbours' rises (on a starved host, times the larges
 fault at one service, named as usual.
 The others rose with their neighbours; they are not root causes of their own:
 
-- when ``min_shared`` or more of them rose together on ``min_ticks`` ticks running (a page
-  load slows a host for a second or two), the host's factor is at least
+- when ``min_shared`` or more of them rose together on every tick for ``min_s`` seconds
+  (2 s; a page load slows a host for a second or two), the host's factor is at least
   ``host_factor``, where the scrape gives the CPU use of the host's services one of them took
   the CPU (its use at least doubled and rose ``NEIGHBOUR_MIN_CPU`` s/s: a noisy neighbour,
   named in the evidence; load from outside the services, or their own traffic on a full
@@ -147,7 +147,7 @@ class HostConfig:
     busy_factor: float = 1.5  # the host's median rise past which others' spread counts too
     min_samples: int = 3  # visits in a period for a service to count in the host's factor
     aftermath_s: float = 10.0  # after its host was last busy, a shared cause keeps its services
-    min_ticks: int = 3  # evaluation ticks running a host must qualify before it is a cause
+    min_s: float = 2.0  # seconds of ticks running a host must qualify before it is a cause
     starved_runnable: float = 0.3  # CPU + CPU-wait s/s of a starved process, recently
     wait_rise: float = 1.5  # its CPU wait over its wait before the detection window
     min_wait_rise: float = 0.05  # s/s: and at least this much more
@@ -171,7 +171,7 @@ class Rise:
 
 class SharedHosts:
     """The common-cause step of an evaluation. It reads the windows; its own state (when
-    each host last was a shared cause, and for how many ticks running it has qualified) is
+    each host last was a shared cause, and since when it has qualified on every tick) is
     moved by evaluation ticks only."""
 
     def __init__(self, hosts: HostMap, windows: ServiceWindows, owner_of: OwnerLookup | None,
@@ -182,7 +182,7 @@ class SharedHosts:
         self.cpu_of = cpu_of
         self.cfg = config or HostConfig()
         self._last_shared: dict[str, float] = {}  # host -> when it last was a shared cause
-        self._streak: dict[str, int] = {}  # host -> ticks running it qualified as one
+        self._streak: dict[str, float] = {}  # host -> the first tick of its qualifying run
         self._last_busy: dict[str, float] = {}  # host -> when its recent medians last rose
         # host -> where the CPU baseline of its current shared episode ends (before it began)
         self._cpu_base_end: dict[str, float] = {}
@@ -268,7 +268,7 @@ class SharedHosts:
             # or without a candidate of their own (own time hides a starved callee's slowness
             # from the root-cause step: its caller reads the answer late).
             shared.setdefault(host, [])
-        streaks: dict[str, int] = {}
+        streaks: dict[str, float] = {}
         grouped = {c.service for cs in [*shared.values(), *hog_causes.values()] for c in cs}
         out = [c for c in causes if c.service not in grouped]
         for host, members in sorted(shared.items()):
@@ -297,12 +297,12 @@ class SharedHosts:
                                        baseline_s=baseline_s)
             if cause is not None:
                 # A page load or a process starting slows a host for a second or two: a
-                # shared-host incident needs the slowdown on min_ticks ticks running.
-                streaks[host] = self._streak.get(host, 0) + 1
-                if streaks[host] < self.cfg.min_ticks:
+                # shared-host incident needs the slowdown on every tick for min_s seconds.
+                since = streaks[host] = self._streak.get(host, now)
+                if now - since < self.cfg.min_s - 1e-6:
                     for c in members + hog_own:
                         held[c.service] = (c, f"part of a shared slowdown of host {host}, "
-                                           f"{streaks[host]} of {self.cfg.min_ticks} ticks "
+                                           f"{now - since:.2f} of {self.cfg.min_s:g} s "
                                            f"running so far")
                     continue
                 if not in_episode:

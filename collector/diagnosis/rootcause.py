@@ -69,6 +69,9 @@ DETECT_WINDOW_S = 20.0
 RECENT_WINDOW_S = 1.0
 BASELINE_S = 300.0
 MAX_ROOT_CAUSES = 20
+# A latency candidate of the last second against a thin baseline (a fresh collector or demo)
+# is named only when it has been found on every tick for this long.
+THIN_CONFIRM_S = 1.0
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 
@@ -110,16 +113,17 @@ class Found:
 
 class RootCauseFinder:
     """The root-cause step of an evaluation: reads the trace windows and a snapshot (the
-    caller marks ``Found.to_mark``). Its one state, moved by evaluation ticks only: which
-    services had a latency candidate in the recent window against a thin baseline last tick
-    (such a candidate needs two ticks running)."""
+    caller marks ``Found.to_mark``). Its one state, moved by evaluation ticks only: since
+    when each service has had a latency candidate in the recent window against a thin
+    baseline on every tick (such a candidate must last ``THIN_CONFIRM_S``, two ticks at a 1 s
+    interval, whatever the interval)."""
 
     def __init__(self, diag: TraceDiagnosis, config: RootCauseConfig | None = None,
                  owner_of: OwnerLookup | None = None) -> None:
         self.diag = diag
         self.cfg = config or RootCauseConfig()
         self.owner_of = owner_of
-        self._recent_latency: set[str] = set()
+        self._recent_latency: dict[str, float] = {}
         # Candidates the last ``find`` held back, service -> (candidate, why).
         self.held: dict[str, tuple[RootCause, str]] = {}
 
@@ -133,7 +137,7 @@ class RootCauseFinder:
         established: set[str] = set()  # candidates judged against a real baseline
         served_before: set[str] = set()  # quiet now, but served requests in their baseline
         slow_ms: dict[str, float] = {}
-        recent_latency: set[str] = set()
+        recent_latency: dict[str, float] = {}
         held: dict[str, tuple[RootCause, str]] = {}
         lat = self.cfg.latency
         for name in sorted(names):
@@ -170,11 +174,12 @@ class RootCauseFinder:
                         and base.requests / base.weight < self.cfg.min_baseline_requests:
                     # Against a thin baseline (a collector or demo starting, when processes
                     # warm up and the host is busy) a second of slow medians is as often a
-                    # busy moment as a fault: it must still be there next tick.
-                    recent_latency.add(name)
-                    if name not in self._recent_latency:
+                    # busy moment as a fault: it must still be there a second later.
+                    since = recent_latency[name] = self._recent_latency.get(name, now)
+                    if now - since < THIN_CONFIRM_S - 1e-6:
                         held[name] = (cands[0], "latency in the last second against a thin "
-                                                "baseline: must still be there next tick")
+                                                f"baseline: must still be there "
+                                                f"{THIN_CONFIRM_S:g} s later")
                         cands = []
             if cands:
                 found.append(min(cands, key=lambda c: KIND_SEVERITY[c.kind]))

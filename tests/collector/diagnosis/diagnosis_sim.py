@@ -172,15 +172,18 @@ def make_service(t0: float, data_dir: object = None, baseline_s: float = 60.0,
 
 
 def drive(service: CollectorService, clock: Clock, shop: Shop, seconds: int, rps: int = 5,
-          evaluate: bool = True) -> None:
-    """Feed ``rps`` requests per simulated second for ``seconds``, advancing the clock."""
+          evaluate: bool = True, ticks_per_s: int = 1) -> None:
+    """Feed ``rps`` requests per simulated second for ``seconds``, advancing the clock; with
+    ``evaluate``, ``ticks_per_s`` evaluation ticks in each second (the last at its end)."""
     for _ in range(seconds):
+        start = clock.t
         for i in range(rps):
             service.ingest(shop.request(clock.t + i / rps), now=clock.t)
-        clock.t += 1.0
-        if evaluate:
+        for k in range(1, ticks_per_s + 1) if evaluate else ():
+            clock.t = start + k / ticks_per_s
             service.parts["graph"].tick(clock.t)
             service.parts["diagnosis"].evaluate()
+        clock.t = start + 1.0
 
 
 def settle(service: CollectorService, clock: Clock, seconds: float = 2.0) -> None:

@@ -21,10 +21,11 @@ def snap(t: float, ratio: float, calls: int = 1000, up: bool | None = None,
     return s
 
 
-def health_series(appender: HealthJudge, ratios: list[float], t0: float = 0.0) -> list[str]:
+def health_series(appender: HealthJudge, ratios: list[float], t0: float = 0.0,
+                  step: float = 1.0) -> list[str]:
     out = []
     for i, r in enumerate(ratios):
-        s = snap(t0 + i, r)
+        s = snap(t0 + i * step, r)
         appender.judge(s, stateful=True)
         out.append(s.nodes["api"].health)
     return out
@@ -51,6 +52,15 @@ def test_recovery_needs_the_exit_threshold_for_several_evaluations() -> None:
     # Below 5 % for three evaluations leaves failing; 3 % still holds degraded; then healthy.
     assert states == ["failing", "failing", "failing", "degraded", "degraded", "degraded",
                       "healthy", "healthy"]
+
+
+def test_recovery_takes_as_long_at_a_faster_tick() -> None:
+    # Recovery is timed in seconds (2 s below the exit threshold), not counted in ticks: at
+    # a 0.25 s tick a node leaves failing after 2 s as at 1 s, not after 0.5 s.
+    app = HealthJudge(TraceDiagnosis())
+    states = health_series(app, [0.2] + [0.03] * 12, step=0.25)
+    assert states[:9] == ["failing"] * 9  # below since 0.25 s: 2 s later is the 9th tick
+    assert states[9:] == ["degraded"] * 4
 
 
 def test_a_spike_back_up_resets_recovery() -> None:

@@ -8,12 +8,14 @@ same self-time rise is paged or not depending only on what the CPU figures say.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from diagnosis_sim import PORTS, Fault, Shop, drive, make_service, serve, settle
 
 from collector import exposition
+from collector.diagnosis.assessment import Assessment
 from collector.scraper import Scraper
 from collector.service import CollectorService
 
@@ -29,7 +31,10 @@ def diagnose(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str
 
 
 def run(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str, Rates],
-        cpu: bool = True, fault_s: int = 20) -> CollectorService:
+        cpu: bool = True, fault_s: int = 20, ticks_per_s: int = 1,
+        watch: Callable[[Assessment], None] | None = None) -> CollectorService:
+    """The shop before and during ``fault``; ``ticks_per_s`` evaluation ticks a second during
+    it, each assessment given to ``watch``."""
     service, clock = make_service(1_000_000.0)
     shop = Shop(host="vm")
     scraper = Scraper(named={s: f"http://127.0.0.1:{p}/metrics" for s, p in PORTS.items()})
@@ -37,9 +42,9 @@ def run(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str, Rat
         service.parts["scraper"] = scraper
     totals = {s: [0.0, 0.0, 0.0] for s in PORTS}
 
-    def feed(seconds: int, rates: dict[str, Rates]) -> None:
+    def feed(seconds: int, rates: dict[str, Rates], ticks: int = 1) -> None:
         for _ in range(seconds):
-            drive(service, clock, shop, 1)
+            drive(service, clock, shop, 1, ticks_per_s=ticks)
             for t in scraper.targets():
                 tot = totals[t.service]
                 for i, v in enumerate(rates.get(t.service, QUIET)):
@@ -48,7 +53,17 @@ def run(fault: dict[str, Fault], before: dict[str, Rates], during: dict[str, Rat
 
     feed(80, before)
     shop.faults = fault
-    feed(fault_s, during)
+    if watch is not None:
+        diagnosis = service.parts["diagnosis"]
+        evaluate = diagnosis.evaluate
+
+        def watched(now: float | None = None) -> Assessment:
+            a = evaluate(now)
+            watch(a)
+            return a
+
+        diagnosis.evaluate = watched
+    feed(fault_s, during, ticks_per_s)
     settle(service, clock)
     return service
 
@@ -162,6 +177,27 @@ def test_a_shared_slowdown_is_paged_when_a_neighbour_took_the_cpu() -> None:
                                              "cpu_per_s_before": 0.05}
     assert "email uses 1.00 CPU seconds per second" in shared["evidence"]["summary"]
     assert not any(c["kind"] == "latency" for c in causes), causes
+
+
+def test_a_shared_slowdown_must_last_2_s_at_any_tick() -> None:
+    # The wait before a shared-host page is timed in seconds: at a 0.25 s tick it is not
+    # opened on the third tick that saw the slowdown (0.5 s), but 2 s after the first.
+    everyone = {s: Fault(latency_ms=30, queue=True) for s in SLOWED}
+    first_held: list[float] = []
+    first_paged: list[float] = []
+
+    def watch(a: Assessment) -> None:
+        if any(h.reason.startswith("part of a shared slowdown of host vm") for h in a.held_back):
+            first_held.append(a.at)
+        if any(c.kind == "shared-host" for c in a.root_causes):
+            first_paged.append(a.at)
+
+    # Without CPU figures, the co-rising self times alone make the shared host (above).
+    run(everyone, {}, {}, cpu=False, fault_s=12, ticks_per_s=4, watch=watch)
+    assert first_held and first_paged
+    assert first_paged[0] - first_held[0] == 2.0, (first_held, first_paged)
+    assert [t for t in first_held if t < first_paged[0]] == [
+        first_held[0] + k * 0.25 for k in range(8)]  # held on every tick until then
 
 
 def test_a_shared_slowdown_with_no_service_taking_the_cpu_is_nobodys_page() -> None:
