@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import dash
 import flask
@@ -132,7 +133,8 @@ def create_app(config: Settings) -> Dash:
 
         # Loaded once per process (raises CatalogInvalid); reloaded when its files change.
         app.server.config[CATALOG_KEY] = CatalogOwnership(config.catalog)
-    app.layout = shell(config)
+    # A function: each visit's layout carries the page it was asked for (``routed_pages``).
+    app.layout = lambda: shell(config)
     # The first client imports httpcore and loads the CA bundle (over a second on a busy
     # machine): pay that at start, not in a visitor's first refresh.
     CollectorClient(config.collector_url).close()
@@ -176,10 +178,79 @@ def shell(config: Settings) -> html.Div:
             source_banner(config),
             html.Div(id="collector-banner-slot"),
             html.Div(id="page-banner-slot"),
-            html.Main(dash.page_container, className="page"),
+            html.Main(routed_pages(), className="page"),
         ],
         className="shell",
     )
+
+
+def routed_pages() -> html.Div:
+    """``dash.page_container`` with the page asked for already in it.
+
+    The renderer fetches the layout (``/_dash-layout``) from the page it shows, whose address
+    the request's Referer header carries. Dash pages renders a page only after the first
+    render, in its router callback, fired when ``dcc.Location`` reports the address: one more
+    round trip before anything is drawn (on the overview's cold first draw ~100-150 ms). So
+    the page is rendered here, and the Location starts at that very address: it reports no
+    change, and the router does not render the page again (it still routes every later
+    navigation). Without a usable Referer (none sent, another origin, no such page, a layout
+    that fails) this is the usual empty container, and the router renders the page."""
+    page = _requested_page()
+    if page is None:
+        return dash.page_container
+    content, title, location = page
+    return html.Div([
+        dcc.Location(id="_pages_location", refresh="callback-nav", **location),
+        html.Div(content, id="_pages_content", disable_n_clicks=True),
+        dcc.Store(id="_pages_store", data={"title": title}),
+        html.Div(id="_pages_dummy", disable_n_clicks=True),
+    ])
+
+
+def _requested_page() -> tuple[Any, str, dict[str, str]] | None:
+    """(layout, title, the Location's props) of the page whose address is the Referer."""
+    if not flask.has_request_context() or not flask.request.referrer:
+        return None
+    ref = urlsplit(flask.request.referrer)
+    if ref.netloc != flask.request.host or ref.scheme not in ("http", "https"):
+        return None
+    app = dash.get_app()
+    path_id = (app.strip_relative_path(ref.path) or "").strip("/")
+    # The query as the router gives it to a layout (one value, or a list of several).
+    query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(ref.query).items()}
+    for page in dash.page_registry.values():
+        variables = _match(str(page.get("path_template") or page["path"]), path_id)
+        if variables is None:
+            continue
+        layout, title = page.get("layout", ""), page.get("title", "")
+        try:
+            if callable(layout):
+                layout = layout(**{**variables, **query})
+            if callable(title):
+                title = title(**variables)
+        except Exception:  # the router's callback will render it (and show its error)
+            return None
+        search = f"?{ref.query}" if ref.query else ""
+        location = {"pathname": ref.path, "search": search, "hash": "",
+                    "href": urlunsplit((ref.scheme, ref.netloc, ref.path, ref.query, ""))}
+        return layout, str(title), location
+    return None
+
+
+def _match(template: str, path_id: str) -> dict[str, str] | None:
+    """The variables of ``template`` (``/services/<name>``) in ``path_id`` (no slashes at
+    either end), or None when it is not that page."""
+    want = [p for p in template.strip("/").split("/") if p]
+    got = [p for p in path_id.split("/") if p]
+    if len(want) != len(got):
+        return None
+    variables: dict[str, str] = {}
+    for w, g in zip(want, got, strict=True):
+        if w.startswith("<") and w.endswith(">"):
+            variables[w[1:-1]] = g  # as the router passes it: the page unquotes it
+        elif w != g:
+            return None
+    return variables
 
 
 def source_banner(config: Settings) -> html.Div:

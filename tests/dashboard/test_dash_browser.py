@@ -207,6 +207,13 @@ def test_deep_links_open_the_right_pages(
     until("the owner card", lambda: "orders" in browser.find_element(".owner-card").text.lower())
     until("callees listed", lambda: "payment" in browser.find_element("#svc-body").text)
     assert browser.find_elements("#svc-chart .main-svg")
+    # That page came in the layout (dashboard.app.routed_pages); Dash's router still routes
+    # what follows, and back.
+    browser.find_element("#nav-teams").click()
+    until("the team list after a click", lambda: "quote" in browser.find_element(
+        "#teams-list").text)
+    browser.driver.back()
+    browser.wait_for_text_to_equal(".service-name", "checkout", timeout=WAIT_S)
 
     browser.driver.get(dash_url + "/teams/payments")
     browser.wait_for_text_to_equal(".team-name", "payments", timeout=WAIT_S)

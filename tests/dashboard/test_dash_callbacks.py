@@ -223,3 +223,56 @@ def test_root_cause_in_a_folded_team_is_shown(dash_app: Dash) -> None:
     by_id = {e["data"]["id"]: e for e in els}
     assert "root-cause" in by_id["s:svc-0003"]["classes"].split()
     assert by_id["g:team:team-2"]["data"]["kind"] == "collapsed"
+
+
+def _served_layout(dash_app: Dash, referer: str | None) -> dict[str, Any]:
+    headers = {"Referer": referer} if referer else {}
+    r = dash_app.server.test_client().get("/_dash-layout", headers=headers)
+    assert r.status_code == 200
+    return dict(r.get_json())
+
+
+def _component(tree: Any, cid: str) -> dict[str, Any] | None:
+    """The component with id ``cid`` in a served layout (JSON), depth first."""
+    if isinstance(tree, dict):
+        props = tree.get("props")
+        if isinstance(props, dict):
+            if props.get("id") == cid:
+                return tree
+            return _component(props.get("children"), cid)
+        return None
+    for child in tree if isinstance(tree, list) else ():
+        found = _component(child, cid)
+        if found is not None:
+            return found
+    return None
+
+
+def test_the_layout_carries_the_page_its_referer_asks_for(dash_app: Dash) -> None:
+    # The renderer fetches the layout from the page it shows: that page comes in it, and the
+    # Location starts at its address (so Dash's router does not render it again).
+    served = _served_layout(dash_app, "http://localhost/services/check%20out?x=1")
+    content = _component(served, "_pages_content")
+    assert content is not None and content["props"]["children"]
+    assert _component(content, "svc-body") is not None
+    name = _component(content, "svc-name")
+    assert name is not None and name["props"]["data"] == "check out"  # the page unquotes it
+    loc = _component(served, "_pages_location")
+    assert loc is not None and loc["props"]["pathname"] == "/services/check%20out"
+    assert loc["props"]["search"] == "?x=1"
+    assert loc["props"]["href"] == "http://localhost/services/check%20out?x=1"
+    store = _component(served, "_pages_store")
+    assert store is not None and store["props"]["data"] == {"title": "Conway · service"}
+    teams = _served_layout(dash_app, "http://localhost/teams")
+    assert _component(_component(teams, "_pages_content"), "teams-list") is not None
+
+
+@pytest.mark.parametrize("referer", [None, "http://elsewhere.example/services/checkout",
+                                     "http://localhost/no/such/page", "javascript:alert(1)"])
+def test_without_a_usable_referer_the_router_renders_the_page(dash_app: Dash,
+                                                              referer: str | None) -> None:
+    served = _served_layout(dash_app, referer)
+    content = _component(served, "_pages_content")
+    assert content is not None and not content["props"].get("children")
+    loc = _component(served, "_pages_location")
+    assert loc is not None and loc["props"].get("pathname") is None
