@@ -36,6 +36,9 @@ BULK_EDGES = 600
 FOLDED_EDGE_LIMIT = 300
 # Above this many visible nodes, node labels carry the name only (numbers are in the panel).
 DETAILED_LABEL_LIMIT = 60
+# A search focus shows metrics lines up to this many services: wider labels than that make
+# the fitted picture too small to read (``positions.focus_layout``).
+FOCUS_DETAILED_LIMIT = 16
 
 HEALTH_COLORS = {
     "healthy": "#2f9e44",
@@ -242,8 +245,8 @@ def focus_elements(
     """
     callers = {str(e["source"]) for e in edges if e["target"] == focus}
     callees = {str(e["target"]) for e in edges if e["source"] == focus}
-    detailed = len(callers | callees | {focus}) <= DETAILED_LABEL_LIMIT
-    place = P.focus_layout(focus, callers, callees, detailed=detailed)
+    detailed = len(callers | callees | {focus}) <= FOCUS_DETAILED_LIMIT
+    place, font = P.focus_layout(focus, callers, callees, detailed=detailed)
     orphan_count = sum(1 for n in nodes if n.get("kind") != "virtual" and not n.get("team"))
     kept = [n for n in nodes if str(n["id"]) in place]
     kept.sort(key=lambda n: str(n["id"]))
@@ -263,6 +266,8 @@ def focus_elements(
                            "classes": "ghost", "selectable": False}
         if name == focus:
             el["classes"] += " focus"
+        el["classes"] += " in-focus"
+        el["data"]["font"] = font
         el["position"] = place[name]
         out.append(el)
         shown_as[name] = node_el_id(name)
@@ -596,6 +601,8 @@ def stylesheet(*, stale: bool = False) -> list[dict[str, Any]]:
             },
         },
         {"selector": "node.collapsed.orphan", "style": {"border-style": "dashed"}},
+        # A search focus's services: labels sized for the fitted picture (focus_layout).
+        {"selector": "node.in-focus", "style": {"font-size": "data(font)"}},
         # A searched service's box, kept but not drawn (elements.focus_elements says why).
         {"selector": "node.ghost", "style": {"background-opacity": 0, "border-width": 0,
                                              "label": "", "padding": 0, "events": "no"}},

@@ -181,26 +181,67 @@ def box_center(pos: Positions, group: str) -> tuple[dict[str, float], float, flo
 # Cells are sized for the labels (a metrics line when few are shown, the name only when many),
 # so the fitted picture stays legible.
 FOCUS_CELL = {True: (260.0, 95.0), False: (170.0, 70.0)}  # detailed -> (dx, dy)
-FOCUS_MIN_ROWS = 8
+# The labels are sized so they are at least FOCUS_LEGIBLE_PX high on a FOCUS_CANVAS (CSS
+# px; the overview's graph is 68 % of a window's height, so a small window) once the picture
+# is fitted into it with the fit's padding: a hub's hundred neighbours fitted at 6 px were
+# unreadable.
+FOCUS_CANVAS = (1000.0, 480.0)
+FOCUS_FIT_PADDING = 30.0
+FOCUS_LEGIBLE_PX = 12.0
+FOCUS_FONT = 12.0  # the graph's label size (elements.stylesheet), the smallest used
+FOCUS_FONT_MAX = 60.0
+FOCUS_NODE = 40.0  # a service's box (elements.stylesheet)
+FOCUS_CHAR_EM = 0.62  # a label character's width, in ems (generous for a sans-serif)
+FOCUS_METRICS_CHARS = 28  # the metrics line of a detailed label ("12.3/s · 0.0% · 45 ms")
+FOCUS_MAX_ZOOM = 4.0  # the overview's maxZoom
 
 
 def focus_layout(focus: str, callers: Iterable[str], callees: Iterable[str], *,
-                 detailed: bool = True) -> dict[str, dict[str, float]]:
-    """Model positions of a focused service and its neighbours.
+                 detailed: bool = True) -> tuple[dict[str, dict[str, float]], float]:
+    """Model positions of a focused service and its neighbours, and the label size (model
+    units) that keeps them legible once fitted (``FOCUS_LEGIBLE_PX``).
 
     A service that both calls and is called by the focus sits with the callers. A long side
-    wraps into columns about as tall as the side is wide, so a hub's picture keeps the
-    canvas' shape. ``dashboard/assets/search.js`` draws the same layout in the browser: keep
-    the two in step.
+    wraps into columns, as many rows as make the picture fitted largest into the canvas'
+    shape. Labels grow until the fitted picture shows them large enough; a cell grows with
+    its label, and its service's box does not, so a larger label is larger on screen.
+    ``dashboard/assets/graph.js`` draws the same layout in the browser: keep the two in step.
     """
-    dx, dy = FOCUS_CELL[detailed]
-    out = {focus: {"x": 0.0, "y": 0.0}}
     left = sorted(set(callers) - {focus})
     right = sorted(set(callees) - {focus} - set(left))
+    chars = min(40, max(len(n) for n in [focus, *left, *right]))
+    lines = 1
+    if detailed:
+        chars, lines = max(chars, FOCUS_METRICS_CHARS), 2
+    base_dx, base_dy = FOCUS_CELL[detailed]
+    longest = max(len(left), len(right), 1)
+    font = FOCUS_FONT
+    rows, dx, dy = 1, base_dx, base_dy
+    shown = 0.0  # the label's height on screen, fitted
+    for _ in range(8):
+        label_w = FOCUS_CHAR_EM * font * chars
+        text_h = 1.25 * font * lines
+        dx = max(base_dx, label_w + 30.0)
+        dy = max(base_dy, FOCUS_NODE + 12.0 + text_h)
+        best = (-1.0, 0)
+        for r in range(1, longest + 1):
+            cols = math.ceil(len(left) / r) + math.ceil(len(right) / r)
+            width = cols * dx + max(FOCUS_NODE, label_w)
+            height = (min(r, longest) - 1) * dy + FOCUS_NODE + 4.0 + text_h
+            zoom = min(FOCUS_MAX_ZOOM, (FOCUS_CANVAS[0] - 2 * FOCUS_FIT_PADDING) / width,
+                       (FOCUS_CANVAS[1] - 2 * FOCUS_FIT_PADDING) / height)
+            best = max(best, (zoom, r))  # the largest; of equals, the most rows
+        zoom, rows = best
+        if font * zoom >= 0.97 * FOCUS_LEGIBLE_PX or font >= FOCUS_FONT_MAX \
+                or font * zoom < 1.05 * shown:
+            break  # legible, or as legible as wide labels get: a larger one only shrinks
+            # the picture as much (the boxes would be specks beside their labels)
+        shown = font * zoom
+        font = min(FOCUS_FONT_MAX, FOCUS_LEGIBLE_PX / zoom)
+    out = {focus: {"x": 0.0, "y": 0.0}}
     for side, names in ((-1.0, left), (1.0, right)):
-        rows = max(FOCUS_MIN_ROWS, math.ceil(math.sqrt(len(names) * dx / dy)))
         for i, name in enumerate(names):
             col, row = divmod(i, rows)
             in_col = min(rows, len(names) - col * rows)
             out[name] = {"x": side * dx * (col + 1), "y": (row - (in_col - 1) / 2) * dy}
-    return out
+    return out, math.floor(font * 10 + 0.5) / 10  # as graph.js rounds it

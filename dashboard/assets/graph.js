@@ -23,8 +23,11 @@
   const COLLAPSE_THRESHOLD = 150;
   const DETAILED_LABEL_LIMIT = 60;
   const BULK_EDGES = 600;
+  const FOCUS_DETAILED_LIMIT = 16;
   const FOCUS_CELL = {true: [260.0, 95.0], false: [170.0, 70.0]};
-  const FOCUS_MIN_ROWS = 8;
+  const FOCUS_CANVAS = [1000.0, 480.0], FOCUS_FIT_PADDING = 30.0, FOCUS_LEGIBLE_PX = 12.0;
+  const FOCUS_FONT = 12.0, FOCUS_FONT_MAX = 60.0, FOCUS_NODE = 40.0, FOCUS_CHAR_EM = 0.62;
+  const FOCUS_METRICS_CHARS = 28, FOCUS_MAX_ZOOM = 4.0;
   const CELL_W = 140.0, CELL_H = 105.0, STAGGER = 0.28;
   const ORPHAN_GROUP = '(no team)', EXTERNAL_GROUP = '(dependencies)';
   const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
@@ -213,21 +216,48 @@
     return [out, hidden];
   }
 
+  // positions.py focus_layout: the positions and the label size that keeps them legible.
   function focusLayout(focus, callers, callees, detailed) {
-    const [dx, dy] = FOCUS_CELL[detailed];
-    const out = {[focus]: {x: 0, y: 0}};
     const left = [...callers].filter(n => n !== focus).sort(byText);
     const leftSet = new Set(left);
     const right = [...callees].filter(n => n !== focus && !leftSet.has(n)).sort(byText);
+    let chars = Math.min(40, Math.max(...[focus, ...left, ...right].map(n => [...n].length)));
+    let lines = 1;
+    if (detailed) { chars = Math.max(chars, FOCUS_METRICS_CHARS); lines = 2; }
+    const [baseDx, baseDy] = FOCUS_CELL[detailed];
+    const longest = Math.max(left.length, right.length, 1);
+    let font = FOCUS_FONT, rows = 1, dx = baseDx, dy = baseDy, shown = 0.0;
+    for (let k = 0; k < 8; k++) {
+      const labelW = FOCUS_CHAR_EM * font * chars;
+      const textH = 1.25 * font * lines;
+      dx = Math.max(baseDx, labelW + 30.0);
+      dy = Math.max(baseDy, FOCUS_NODE + 12.0 + textH);
+      let bestZoom = -1.0, bestR = 0;
+      for (let r = 1; r <= longest; r++) {
+        const cols = Math.ceil(left.length / r) + Math.ceil(right.length / r);
+        const width = cols * dx + Math.max(FOCUS_NODE, labelW);
+        const height = (Math.min(r, longest) - 1) * dy + FOCUS_NODE + 4.0 + textH;
+        const zoom = Math.min(FOCUS_MAX_ZOOM, (FOCUS_CANVAS[0] - 2 * FOCUS_FIT_PADDING) / width,
+          (FOCUS_CANVAS[1] - 2 * FOCUS_FIT_PADDING) / height);
+        if (zoom > bestZoom || (zoom === bestZoom && r > bestR)) { bestZoom = zoom; bestR = r; }
+      }
+      rows = bestR;
+      if (font * bestZoom >= 0.97 * FOCUS_LEGIBLE_PX || font >= FOCUS_FONT_MAX
+          || font * bestZoom < 1.05 * shown) {
+        break;
+      }
+      shown = font * bestZoom;
+      font = Math.min(FOCUS_FONT_MAX, FOCUS_LEGIBLE_PX / bestZoom);
+    }
+    const out = {[focus]: {x: 0, y: 0}};
     for (const [side, names] of [[-1, left], [1, right]]) {
-      const rows = Math.max(FOCUS_MIN_ROWS, Math.ceil(Math.sqrt(names.length * dx / dy)));
       names.forEach((name, i) => {
         const col = Math.floor(i / rows), row = i % rows;
         const inCol = Math.min(rows, names.length - col * rows);
         out[name] = {x: side * dx * (col + 1), y: (row - (inCol - 1) / 2) * dy};
       });
     }
-    return out;
+    return [out, Math.round(font * 10) / 10];
   }
 
   // elements.py focus_elements: a searched service with its callers and callees only, each
@@ -241,8 +271,8 @@
       if (e.source === focus) { callees.add(String(e.target)); }
     }
     const all = new Set([...callers, ...callees, focus]);
-    const detailed = all.size <= DETAILED_LABEL_LIMIT;
-    const place = focusLayout(focus, callers, callees, detailed);
+    const detailed = all.size <= FOCUS_DETAILED_LIMIT;
+    const [place, font] = focusLayout(focus, callers, callees, detailed);
     const kept = nodes.filter(n => Object.prototype.hasOwnProperty.call(place, String(n.id)))
       .sort((a, b) => byText(String(a.id), String(b.id)));
     const ghosts = new Map();
@@ -260,6 +290,8 @@
           classes: 'ghost', selectable: false});
       }
       if (name === focus) { el.classes += ' focus'; }
+      el.classes += ' in-focus';
+      el.data.font = font;
       el.position = place[name];
       out.push(el);
       shownAs.set(name, 's:' + name);

@@ -18,6 +18,7 @@ from test_dash_browser import EVIL, until
 
 SERVICES = 200
 TARGET = "svc-0042"
+HUB = "hub-gateway"
 # Readable: a label drawn at least this many CSS pixels high at the fitted zoom.
 LEGIBLE_PX = 10.0
 
@@ -47,7 +48,10 @@ def deps() -> tuple[list[dict[str, Any]], dict[str, str | None]]:
     out = [{"parent": n, "child": names[(i * 3 + step) % SERVICES], "callCount": 1}
            for i, n in enumerate(names) for step in (1, 7)]
     out.append({"parent": EVIL, "child": TARGET, "callCount": 1})
+    # A hub calling 120 services (the 1,238-service sample has one with 112 neighbours).
+    out += [{"parent": HUB, "child": n, "callCount": 1} for n in names[:20] + names[100:]]
     teams: dict[str, str | None] = {n: f"team-{i % 20:02d}" for i, n in enumerate(names)}
+    teams[HUB] = "team-00"
     teams[EVIL] = None  # an orphan with a hostile name, among the target's callers
     return out, teams
 
@@ -185,6 +189,24 @@ def test_a_click_opens_the_team_under_it_after_the_graph_moved_down(
     assert len(members) == 10  # team-03: every 20th of 200 services
 
 
+def test_a_hubs_many_neighbours_are_legible_when_focused(
+    folded_dashboard: tuple[Any, list[dict[str, Any]]],
+) -> None:
+    # 120 neighbours fitted on screen: the labels grow with the picture (positions.
+    # focus_layout), so they are not 6 px specks.
+    browser, calls = folded_dashboard
+    box = browser.find_element("#ov-search")
+    box.send_keys(HUB + Keys.ENTER)
+    want = {f"s:{c['child']}" for c in calls if c["parent"] == HUB} | {f"s:{HUB}"}
+    assert len(want) == 121
+    focused = until("the hub and its callees, fitted",
+                    lambda: (s := cy(browser)) and {n["id"] for n in s["nodes"]} == want
+                    and s["bb"]["x1"] >= -1 and s["bb"]["x2"] <= s["width"] + 1
+                    and s["bb"]["y1"] >= -1 and s["bb"]["y2"] <= s["height"] + 1 and s)
+    assert min(n["px"] for n in focused["nodes"]) >= LEGIBLE_PX, (
+        focused["width"], focused["height"], focused["zoom"])
+
+
 def test_search_with_a_hostile_name_draws_it_as_text(
     folded_dashboard: tuple[Any, list[dict[str, Any]]],
 ) -> None:
@@ -254,6 +276,7 @@ def test_the_browser_draws_every_view_as_the_server_does(
         {"focus": TARGET, "selected": "s:" + TARGET},
         {"focus": EVIL, "selected": "s:" + EVIL},
         {"focus": "svc-0000"},
+        {"focus": HUB},  # 120 neighbours: labels sized for the fitted picture
     ]
     small_views: list[dict[str, Any]] = [
         {}, {"selected": "s:cart", "highlight": {"root": "cart", "impacted": ["frontend"]}},
