@@ -266,8 +266,9 @@ def focus_elements(
                            "classes": "ghost", "selectable": False}
         if name == focus:
             el["classes"] += " focus"
-        el["classes"] += " in-focus"
-        el["data"]["font"] = font
+        if font > P.FOCUS_FONT:  # larger labels for a crowded focus (else the usual style)
+            el["classes"] += " in-focus"
+            el["data"]["font"] = font
         el["position"] = place[name]
         out.append(el)
         shown_as[name] = node_el_id(name)

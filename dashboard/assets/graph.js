@@ -290,8 +290,7 @@
           classes: 'ghost', selectable: false});
       }
       if (name === focus) { el.classes += ' focus'; }
-      el.classes += ' in-focus';
-      el.data.font = font;
+      if (font > FOCUS_FONT) { el.classes += ' in-focus'; el.data.font = font; }
       el.position = place[name];
       out.push(el);
       shownAs.set(name, 's:' + name);
