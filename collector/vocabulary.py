@@ -69,6 +69,9 @@ PEER_ATTRIBUTES: tuple[str, ...] = (*PEER_NAME_ATTRIBUTES, *PEER_ADDRESS_ATTRIBU
 CALLER_ATTRIBUTES: tuple[str, ...] = PEER_NAME_ATTRIBUTES[:3]
 # Attributes that mark a call as a database call.
 DATABASE_ATTRIBUTES: tuple[str, ...] = ("db.system", "db.system.name", "db.name", "db.namespace")
+# A response's status on a CLIENT span: the callee (or a proxy before it) answered.
+RESPONSE_STATUS_ATTRIBUTES: tuple[str, ...] = ("http.response.status_code", "http.status_code",
+                                               "rpc.grpc.status_code")
 # The port a client span called (old semantic conventions first named it net.peer.port).
 PEER_PORT_ATTRIBUTES: tuple[str, ...] = ("server.port", "net.host.port", "net.peer.port")
 # The port a server span serves on.

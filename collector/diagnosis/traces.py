@@ -21,12 +21,13 @@ and the trace carries the integer weight ``1/p`` (rounded stochastically) it ent
 
 A trace is whole when nothing in it says a span is still to come: it has a root (a span with no
 parent), every parent a span names is there, and every CLIENT span has its SERVER child unless
-it calls a database (``DATABASE_ATTRIBUTES``: nothing instrumented answers it). Each process
+it calls a database (``DATABASE_ATTRIBUTES``: nothing instrumented answers it) or was refused
+(``refused``: no connection, so no callee to answer; a timed-out call still waits). Each process
 exports its spans in the order they end, and a synchronous call's spans end before their
 parent's, so a trace whose root and every callee's answer arrived has nothing more to send;
 the quiet wait is then only latency. ``finish_whole(now)`` finishes such traces once no span
-arrived for ``settle_s`` (a batch that straddles two exports); a call that got no answer (a
-refused connection, an uninstrumented peer) or a parent lost upstream keeps the trace waiting
+arrived for ``settle_s`` (a batch that straddles two exports); a call that got no answer by
+timing out, a call to an uninstrumented peer or a parent lost upstream keeps the trace waiting
 for ``quiet_s`` as before. A span of a finished trace that still arrives (an asynchronous child
 ending after its parent) starts a continuation, as after ``max_open_s``.
 
@@ -65,6 +66,7 @@ from collector.vocabulary import (
     PEER_ADDRESS_ATTRIBUTES,
     PEER_NAME_ATTRIBUTES,
     PEER_PORT_ATTRIBUTES,
+    RESPONSE_STATUS_ATTRIBUTES,
     queue_name,
 )
 from collector.vocabulary import CLIENT as _CLIENT
@@ -96,7 +98,7 @@ _MASK = (1 << 64) - 1
 # What analysis reads of a span's attributes: a pending span with more attributes than
 # _KEEP_AS_IS (or a longer name) waits with these only (and no name).
 _ANALYSED_KEYS = (*PEER_NAME_ATTRIBUTES, *PEER_PORT_ATTRIBUTES, *PEER_ADDRESS_ATTRIBUTES,
-                  *MESSAGING_DESTINATION_ATTRIBUTES, "error.type")
+                  *MESSAGING_DESTINATION_ATTRIBUTES, *RESPONSE_STATUS_ATTRIBUTES, "error.type")
 _KEEP_AS_IS = 8
 _KEEP_AS_IS_NAME = 256
 
@@ -346,7 +348,7 @@ def _whole(spans: list[SpanRecord]) -> bool:
     for s in spans:
         if s.kind == _CLIENT and s.span_id not in answered:
             attrs = s.attributes
-            if not any(k in attrs for k in DATABASE_ATTRIBUTES):
+            if not any(k in attrs for k in DATABASE_ATTRIBUTES) and not refused(s):
                 return False
     return True
 
@@ -523,6 +525,22 @@ def timed_out(s: SpanRecord) -> bool:
     if "refused" in text or "connect" in text or "unavailable" in text:
         return False
     return s.duration_ns >= NO_ANSWER_TIMEOUT_MS * 1e6
+
+
+_REFUSED_WORDS = ("refused", "connect", "unavailable")
+
+
+def refused(s: SpanRecord) -> bool:
+    """A failed call that says it reached nothing (a refused or failed connection: its
+    ``error.type`` or status message says so, it timed out by neither, and it carries no
+    response status). Nothing instrumented answers it, so its trace has nothing more to send:
+    unlike a timeout, after which the slow callee's own span still comes."""
+    if not s.error or any(k in s.attributes for k in RESPONSE_STATUS_ATTRIBUTES):
+        return False
+    what = s.attributes.get("error.type")
+    text = f"{what if isinstance(what, str) else ''} {s.status_message}".lower()
+    return (any(w in text for w in _REFUSED_WORDS)
+            and not any(w in text for w in _TIMEOUT_WORDS))
 
 
 def _slowest(span: SpanRecord, children: dict[bytes, list[SpanRecord]]) -> SpanRecord:

@@ -48,7 +48,8 @@ def test_a_whole_trace_finishes_once_settled_without_waiting_for_quiet() -> None
 def test_a_trace_with_a_call_unanswered_or_a_parent_missing_waits_for_quiet() -> None:
     done: list[int] = []
     asm = TraceAssembler(lambda spans, t, w: done.append(len(spans)), quiet_s=1.5)
-    # Trace 1: a refused call (no SERVER child will ever come, or it is late).
+    # Trace 1: a failed call that says nothing of why (no SERVER child may ever come, or it
+    # is late).
     asm.add([span(1, 2, 1, "frontend", SpanKind.CLIENT, 1, 2, error=True,
                   attrs={"peer.service": "co"}),
              span(1, 1, 0, "frontend", SpanKind.SERVER, 0, 3, error=True)], now=100.0)
@@ -60,6 +61,31 @@ def test_a_trace_with_a_call_unanswered_or_a_parent_missing_waits_for_quiet() ->
     asm.flush(101.5)
     assert sorted(done) == [1, 1, 2]
     assert asm.traces_finished_whole == 0
+
+
+def test_a_refused_call_needs_no_answer_but_a_timed_out_or_answered_one_does() -> None:
+    done: list[int] = []
+    asm = TraceAssembler(lambda spans, t, w: done.append(spans[0].trace_id[-1]), quiet_s=1.5)
+
+    def failed_call(tid: int, attrs: Attributes) -> list[SpanRecord]:
+        return [span(tid, 2, 1, "frontend", SpanKind.CLIENT, 1, 2, error=True,
+                     attrs={"peer.service": "co", **attrs}),
+                span(tid, 1, 0, "frontend", SpanKind.SERVER, 0, 3, error=True)]
+
+    # Nothing listens on checkout's port: no SERVER span of it will ever come.
+    asm.add(failed_call(1, {"error.type": "connection_refused"}), now=100.0)
+    asm.add(failed_call(2, {"error.type": "httpx.ConnectError"}), now=100.0)
+    # Timed out: checkout got the request and its slow SERVER span still comes.
+    asm.add(failed_call(3, {"error.type": "timeout"}), now=100.0)
+    asm.add(failed_call(4, {"error.type": "httpx.ConnectTimeout"}), now=100.0)
+    # Answered 503 by something before checkout (a proxy): checkout's span may still come.
+    asm.add(failed_call(5, {"error.type": "connection_refused",
+                            "http.response.status_code": 503}), now=100.0)
+    assert asm.finish_whole(100.2) == 0  # not settled yet
+    assert asm.finish_whole(100.3) == 2 and sorted(done) == [1, 2]
+    asm.flush(101.5)
+    assert sorted(done) == [1, 2, 3, 4, 5]
+    assert asm.traces_finished_whole == 2
 
 
 def test_limits_are_named_and_drops_counted() -> None:
