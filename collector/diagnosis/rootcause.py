@@ -22,8 +22,8 @@ fresh collector learns a steady noisy service as normal rather than freezing it 
 - ``down``: calls into it fail with no server span (refused, timeout) and either the scrape
   says ``up`` is False, or it served nothing in the window, or its errors rose and nearly all
   of them (``down_share``) are such unanswered calls; or, when its callers send no spans (users,
-  a load balancer), its scrape, answered before, is refused and nothing reached it in the last
-  few seconds.
+  a load balancer), its scrape, answered before, is refused and nothing reached it for as long
+  as its usual traffic takes to send ``GONE_EXPECTED`` requests (one to three seconds).
 
 A fault that began seconds ago is diluted in a 20 s window: at 20 requests/s, 3 % more errors
 than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow. So a service
@@ -72,6 +72,10 @@ MAX_ROOT_CAUSES = 20
 # A latency candidate of the last second against a thin baseline (a fresh collector or demo)
 # is named only when it has been found on every tick for this long.
 THIN_CONFIRM_S = 1.0
+
+# A service whose scrape is refused is gone once it served nothing for as long as its usual
+# traffic takes to send this many requests (none of 5 expected: chance below 1 %).
+GONE_EXPECTED = 5.0
 
 OwnerLookup = Callable[[str], dict[str, Any] | None]
 
@@ -203,7 +207,12 @@ class RootCauseFinder:
                 or win.requests - win.client_only <= 0 \
                 or not 0 < self.cfg.recent_window_s < now - t0:
             return False
-        start = now - self.diag.assembler.recent_lag_s - 3 * self.cfg.recent_window_s
+        # Nothing for as long as its usual traffic takes to send GONE_EXPECTED requests (a
+        # busy entry point is seen gone in a second), at most three recent windows.
+        rate = (win.requests - win.client_only) / win.weight / max(1e-9, now - t0)
+        r = self.cfg.recent_window_s
+        quiet_s = min(3 * r, max(r, GONE_EXPECTED / max(rate, 1e-9)))
+        start = now - self.diag.assembler.recent_lag_s - quiet_s
         return self.diag.windows.recent(name, start, now).requests == 0
 
     def _recent_candidates(self, name: str, node: Node | None, now: float,

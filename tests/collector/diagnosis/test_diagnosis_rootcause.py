@@ -164,6 +164,36 @@ def test_a_service_whose_scrape_is_refused_and_that_served_nothing_lately_is_dow
     assert found({"up": False, "scrape_refused": True}) == [("frontend", "down")]
 
 
+def test_a_busy_entry_point_is_seen_gone_sooner_than_a_quiet_one() -> None:
+    # Refused scrape, then silence: gone once its usual traffic would have sent 5 requests
+    # (GONE_EXPECTED), one recent window at least, three at most.
+    from collector.diagnosis.consumer import TraceDiagnosis
+    from collector.diagnosis.rootcause import RootCauseFinder
+    from collector.model import Node, Snapshot
+
+    def gone_after(rate: float, silence_s: float) -> bool:
+        diag = TraceDiagnosis()
+        shop = Shop()
+        t = 1_000.0
+        for i in range(int(60 * rate)):
+            diag.consume(shop.request(t + i / rate), now=t + i / rate)
+        now = t + 60.0 + silence_s
+        diag.flush(now)
+        snap = Snapshot(window_s=60.0, generated_at=now)
+        snap.nodes["frontend"] = Node("frontend", "service", team="web",
+                                      meta={"up": False, "scrape_refused": True})
+        return [(c.service, c.kind) for c in RootCauseFinder(diag).find(snap).causes] == [
+            ("frontend", "down")]
+
+    # 10 requests/s: 5 are due in 0.5 s, so one recent window (1 s) of nothing is enough,
+    # once finished traces (0.5 s behind) could show it.
+    assert not gone_after(10.0, 0.6)
+    assert gone_after(10.0, 1.6)
+    # 1 request/s: 5 are due in 5 s, at most three recent windows are waited for.
+    assert not gone_after(1.0, 2.6)
+    assert gone_after(1.0, 4.6)
+
+
 def test_metrics_second_a_failing_service_needs_more_than_one_error() -> None:
     from collector.diagnosis.assessment import RootCause
     from collector.diagnosis.consumer import TraceDiagnosis
