@@ -32,8 +32,10 @@ last ``recent_window_s`` seconds of finished traces, then three times that, in t
 the windows keep for the last few seconds): the same error and down tests,
 and for latency the *median* own time instead of the p95, which must also be above the
 baseline's p95 (most requests slower than nearly all before: a busy host's noise moves the
-median into the usual tail, not past it). A fault that slows most requests moves the median
-at once; a few slow requests (a GC pause) move a short window's p95 but not
+median into the usual tail, not past it); a quiet service has fewer visits in a few seconds
+than a median needs (``LatencyRise.min_samples``), and there three of them, more than half,
+above that bar will do (``LatencyRise.most_above``). A fault that slows most requests moves
+the median at once; a few slow requests (a GC pause) move a short window's p95 but not
 its median, and a fault that slows only some requests is left to the detection window's p95.
 Looking three times at most triples the chance of a false alarm, which ``alpha`` keeps small.
 
@@ -322,6 +324,11 @@ class RootCauseFinder:
             rule = replace(rule, factor=max(rule.factor, rule.short_factor))
         stat = "median" if recent else "p95"
         lat = rule.rise(win.own_hist, base.own_hist)
+        if lat is None and recent:
+            # Too few visits for a median (a quiet service): most of them, and three at
+            # least, far slower than nearly all before.
+            lat = rule.most_above(win.own_hist, base.own_hist,
+                                  base.own_hist.quantile(cfg.latency.quantile))
         if lat is not None and recent and lat[1] is not None:
             # A few seconds' median judged fast: most requests must be slower than nearly
             # all of the baseline's (its p95), not merely moved into its usual tail, as a
