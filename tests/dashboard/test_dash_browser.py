@@ -232,6 +232,40 @@ def test_deep_links_open_the_right_pages(
           lambda: "has not seen a service" in browser.find_element("#svc-body").text)
 
 
+EARLY_JS = """
+const all = performance.getEntriesByType('resource');
+const named = (end) => all.filter(e => e.name.split('?')[0].endsWith(end));
+const nav = performance.getEntriesByType('navigation')[0];
+return {layout: named('/_dash-layout').map(e => e.startTime),
+        dependencies: named('/_dash-dependencies').map(e => e.startTime),
+        scripts_run: nav.domInteractive,
+        native_fetch: String(window.fetch).includes('[native code]')};
+"""
+
+
+def test_the_first_requests_go_out_before_the_scripts_and_are_used_once(
+    browser: Any, shop_collector: tuple[str, Shop], start_dashboard: StartDashboard
+) -> None:
+    # dashboard.app.EARLY_FETCH: the layout and the callbacks are asked for by the page's
+    # first script, and the renderer takes those answers instead of asking again.
+    url, shop = shop_collector
+    send(shop, 10)
+    dash_url = start_dashboard(url)
+    for path in ("/", "/services/checkout"):
+        browser.driver.get(dash_url + path)
+        if path == "/":
+            until("the graph", lambda: len(cy_nodes(browser)) >= 10)
+        else:
+            browser.wait_for_text_to_equal(".service-name", "checkout", timeout=WAIT_S)
+        seen = browser.driver.execute_script(EARLY_JS)
+        assert len(seen["layout"]) == 1 and len(seen["dependencies"]) == 1, seen
+        # Parsing ends (domInteractive) after every script ran, the renderer's among them:
+        # only the page's first script can have asked before that.
+        assert seen["layout"][0] < seen["scripts_run"], seen
+        assert seen["dependencies"][0] < seen["scripts_run"], seen
+        assert seen["native_fetch"], "the page's fetch is handed back once both are taken"
+
+
 def test_hostile_service_name_is_shown_as_text(
     browser: Any, start_collector: StartCollector, start_dashboard: StartDashboard
 ) -> None:
