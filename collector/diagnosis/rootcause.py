@@ -28,8 +28,9 @@ fresh collector learns a steady noisy service as normal rather than freezing it 
 A fault that began seconds ago is diluted in a 20 s window: at 20 requests/s, 3 % more errors
 than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow. So a service
 with no candidate over the detection window is judged again over the most recent buckets (the
-last ``recent_window_s`` seconds of finished traces, then three times that, in the 1 s buckets
-the windows keep for the last few seconds): the same error and down tests,
+last ``recent_window_s`` seconds of finished traces, then three times that, then for errors
+only ``ERRORS_LOOK`` times, in the 1 s buckets the windows keep for the last few seconds): the
+same error and down tests,
 and for latency the *median* own time instead of the p95, which must also be above the
 baseline's p95 (most requests slower than nearly all before: a busy host's noise moves the
 median into the usual tail, not past it); a quiet service has fewer visits in a few seconds
@@ -37,7 +38,8 @@ than a median needs (``LatencyRise.min_samples``), and there three of them, more
 above that bar will do (``LatencyRise.most_above``). A fault that slows most requests moves
 the median at once; a few slow requests (a GC pause) move a short window's p95 but not
 its median, and a fault that slows only some requests is left to the detection window's p95.
-Looking three times at most triples the chance of a false alarm, which ``alpha`` keeps small.
+Looking three times (four for errors) at most quadruples the chance of a false alarm, which
+``alpha`` keeps small.
 
 Virtual nodes (databases, external APIs) get their errors from CLIENT spans with no server
 half and their latency from those spans' durations, so they can be root causes too.
@@ -74,6 +76,12 @@ MAX_ROOT_CAUSES = 20
 # A latency candidate of the last second against a thin baseline (a fresh collector or demo)
 # is named only when it has been found on every tick for this long.
 THIN_CONFIRM_S = 1.0
+
+# The last look at the recent seconds, in recent windows, for errors only: a quiet service's
+# third failure (``RatioRise.min_events``) comes seconds after its first (at 1 error/s, more
+# than 3 s later one time in four), and the detection window then needs a fourth. Latency
+# over so long is left to the detection window's p95 and to the shared-host step's windows.
+ERRORS_LOOK = 6
 
 # A service whose scrape is refused is gone once it served nothing for as long as its usual
 # traffic takes to send this many requests (none of 5 expected: chance below 1 %).
@@ -225,7 +233,8 @@ class RootCauseFinder:
         everything before the recent window instead."""
         windows = self.diag.windows
         newest = now - self.diag.assembler.recent_lag_s
-        for span_s in (self.cfg.recent_window_s, 3 * self.cfg.recent_window_s):
+        r = self.cfg.recent_window_s
+        for span_s in (r, 3 * r, ERRORS_LOOK * r):
             start = newest - span_s
             recent = windows.recent(name, start, now)
             if not recent.requests:
@@ -233,6 +242,8 @@ class RootCauseFinder:
             if base.requests / base.weight < self.cfg.min_baseline_requests:
                 base = windows.baseline(name, start - windows.bucket_s, self.cfg.baseline_s)
             cands = self._trace_candidates(name, recent, base, node, recent=True)
+            if span_s > 3 * r:
+                cands = [c for c in cands if c.kind == ERRORS]
             if cands:
                 return cands
         return []

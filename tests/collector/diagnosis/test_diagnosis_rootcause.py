@@ -364,3 +364,32 @@ def test_a_short_history_needs_a_tenfold_rise_where_a_long_one_needs_a_double() 
             named.update((c["service"], c["kind"])
                          for c in service.snapshot().meta["root_causes"])
         assert named == expected, history_s
+
+
+def test_a_quiet_service_s_three_failures_seconds_apart_are_found_in_the_last_look(
+        monkeypatch: Any) -> None:
+    # email at 2 requests/s fails one request in five: its third failure comes 5 s after its
+    # first. The 1 s and 3 s looks hold two of them, the detection window's 40 requests do
+    # not make three significant against 600 clean ones; the last look (6 s) does.
+    from collector.diagnosis import rootcause
+
+    def named(look: int) -> list[str]:
+        monkeypatch.setattr(rootcause, "ERRORS_LOOK", look)
+        service, clock = make_service(1_000_000.0, baseline_s=300.0)
+        shop = Shop()
+        drive(service, clock, shop, 320, rps=2)
+        for i in range(12):
+            shop.faults = {"email": Fault(error_rate=1.0)} if i % 5 == 0 else {}
+            service.ingest(shop.request(clock.t), now=clock.t)
+            for _ in range(2):
+                clock.t += 0.25
+                service.parts["graph"].tick(clock.t)
+                service.parts["diagnosis"].evaluate()
+        clock.t += 0.6
+        service.parts["graph"].tick(clock.t)
+        service.parts["diagnosis"].evaluate()
+        return [c["service"] + ":" + c["kind"] for c in service.snapshot().meta["root_causes"]]
+
+    look = rootcause.ERRORS_LOOK
+    assert named(3) == []
+    assert named(look) == ["email:errors"]
