@@ -511,6 +511,7 @@ def analyze(spans: list[SpanRecord], ports: PortMap | None = None) -> TraceFacts
 # connection fails in milliseconds, even on a busy host.
 NO_ANSWER_TIMEOUT_MS = 250.0
 _TIMEOUT_WORDS = ("timeout", "timed out", "timedout", "deadline")
+_REFUSED_WORDS = ("refused", "connect", "unavailable")
 
 
 def timed_out(s: SpanRecord) -> bool:
@@ -518,16 +519,12 @@ def timed_out(s: SpanRecord) -> bool:
     rather than being refused (nothing listens): ``error.type`` or the status message says
     so (``timeout``, ``ReadTimeout``, ``DEADLINE_EXCEEDED``...), or, when neither names a
     refusal, the call waited ``NO_ANSWER_TIMEOUT_MS`` or longer."""
-    what = s.attributes.get("error.type")
-    text = f"{what if isinstance(what, str) else ''} {s.status_message}".lower()
+    text = _failure_text(s)
     if any(w in text for w in _TIMEOUT_WORDS):
         return True
-    if "refused" in text or "connect" in text or "unavailable" in text:
+    if any(w in text for w in _REFUSED_WORDS):
         return False
     return s.duration_ns >= NO_ANSWER_TIMEOUT_MS * 1e6
-
-
-_REFUSED_WORDS = ("refused", "connect", "unavailable")
 
 
 def refused(s: SpanRecord) -> bool:
@@ -537,10 +534,15 @@ def refused(s: SpanRecord) -> bool:
     unlike a timeout, after which the slow callee's own span still comes."""
     if not s.error or any(k in s.attributes for k in RESPONSE_STATUS_ATTRIBUTES):
         return False
-    what = s.attributes.get("error.type")
-    text = f"{what if isinstance(what, str) else ''} {s.status_message}".lower()
+    text = _failure_text(s)
     return (any(w in text for w in _REFUSED_WORDS)
             and not any(w in text for w in _TIMEOUT_WORDS))
+
+
+def _failure_text(s: SpanRecord) -> str:
+    """A failed span's ``error.type`` and status message, lower-cased, for the words above."""
+    what = s.attributes.get("error.type")
+    return f"{what if isinstance(what, str) else ''} {s.status_message}".lower()
 
 
 def _slowest(span: SpanRecord, children: dict[bytes, list[SpanRecord]]) -> SpanRecord:
