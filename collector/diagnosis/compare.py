@@ -107,6 +107,9 @@ class LatencyRise:
     quantile: float = 0.95
     short_baseline_samples: int = 5
     short_factor: float = 10.0
+    # ``most_above``: a few seconds with fewer than ``min_samples`` visits (a quiet service)
+    # need so many of them, and most, slower than the baseline's usual.
+    min_slow: int = 3
 
     def rise(self, window: Hist, base: Hist) -> tuple[float, float | None] | None:
         """``(p95_window_ms, p95_baseline_ms | None)`` when the rise is significant."""
@@ -124,5 +127,30 @@ class LatencyRise:
         if p_b is None:
             return None
         if p_w >= factor * p_b and p_w - p_b >= self.min_abs_ms:
+            return p_w, p_b
+        return None
+
+    def most_above(self, window: Hist, base: Hist,
+                   tail: float | None) -> tuple[float, float] | None:
+        """``rise`` for a window too small for it (fewer than ``min_samples`` visits, as a
+        quiet service has in a few seconds): at least ``min_slow`` visits seen, and more than
+        half of the window's, lie above the bar ``rise`` sets for the window's ``quantile``
+        (``factor`` x the baseline's and ``min_abs_ms`` above it) and above ``tail`` (the
+        baseline's p95, when given). Returns ``(window quantile, baseline quantile)``. Three
+        visits of a few milliseconds each taking 400 ms are a fault; waiting for ten of them at
+        two requests a second is five seconds of paging late."""
+        if window.samples < self.min_slow or window.samples >= self.min_samples \
+                or base.samples < self.short_baseline_samples:
+            return None
+        factor = self.factor if base.samples >= self.min_baseline_samples \
+            else max(self.factor, self.short_factor)
+        p_b = base.quantile(self.quantile)
+        p_w = window.quantile(self.quantile)
+        if p_b is None or p_w is None:
+            return None
+        bar = max(factor * p_b, p_b + self.min_abs_ms, tail or 0.0)
+        above = window.count_above(bar)
+        seen = above * window.samples / window.count  # unweighted, as ``samples``
+        if seen >= self.min_slow and 2 * above > window.count:
             return p_w, p_b
         return None

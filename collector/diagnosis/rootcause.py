@@ -33,8 +33,10 @@ only ``ERRORS_LOOK`` times, in the 1 s buckets the windows keep for the last few
 same error and down tests,
 and for latency the *median* own time instead of the p95, which must also be above the
 baseline's p95 (most requests slower than nearly all before: a busy host's noise moves the
-median into the usual tail, not past it). A fault that slows most requests moves the median
-at once; a few slow requests (a GC pause) move a short window's p95 but not
+median into the usual tail, not past it); a quiet service has fewer visits in three seconds
+than a median needs (``LatencyRise.min_samples``), and there three of them, more than half,
+above that bar will do (``LatencyRise.most_above``). A fault that slows most requests moves
+the median at once; a few slow requests (a GC pause) move a short window's p95 but not
 its median, and a fault that slows only some requests is left to the detection window's p95.
 Looking three times (four for errors) at most quadruples the chance of a false alarm, which
 ``alpha`` keeps small.
@@ -239,7 +241,9 @@ class RootCauseFinder:
                 continue
             if base.requests / base.weight < self.cfg.min_baseline_requests:
                 base = windows.baseline(name, start - windows.bucket_s, self.cfg.baseline_s)
-            cands = self._trace_candidates(name, recent, base, node, recent=True)
+            # Even three seconds hold fewer visits than a median needs: a quiet service.
+            few = span_s == 3 * r and recent.own_hist.samples < self.cfg.latency.min_samples
+            cands = self._trace_candidates(name, recent, base, node, recent=True, few=few)
             if span_s > 3 * r:
                 cands = [c for c in cands if c.kind == ERRORS]
             if cands:
@@ -254,10 +258,11 @@ class RootCauseFinder:
         return team if isinstance(team, str) else None
 
     def _trace_candidates(self, name: str, win: Cell, base: Cell, node: Node | None,
-                          recent: bool = False) -> list[RootCause]:
+                          recent: bool = False, few: bool = False) -> list[RootCause]:
         """Candidates for ``name`` judged on ``win`` against ``base``; ``recent`` when ``win``
         is the short recent window (latency then also needs a significant count of slow
-        visits, and the summary says which window)."""
+        visits, and the summary says which window); ``few`` when even the longer recent
+        window holds too few visits for a median (a quiet service: ``most_above`` then)."""
         cfg = self.cfg
         out: list[RootCause] = []
         served_w = win.requests - win.client_only
@@ -333,6 +338,12 @@ class RootCauseFinder:
             rule = replace(rule, factor=max(rule.factor, rule.short_factor))
         stat = "median" if recent else "p95"
         lat = rule.rise(win.own_hist, base.own_hist)
+        if lat is None and few:
+            # Too few visits for a median even over three seconds (a quiet service): most of
+            # them, and three at least, far slower than nearly all before. Not at a busier
+            # service's one second, which a busy host's moment fills as easily.
+            lat = rule.most_above(win.own_hist, base.own_hist,
+                                  base.own_hist.quantile(cfg.latency.quantile))
         if lat is not None and recent and lat[1] is not None:
             # A few seconds' median judged fast: most requests must be slower than nearly
             # all of the baseline's (its p95), not merely moved into its usual tail, as a

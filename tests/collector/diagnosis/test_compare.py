@@ -288,3 +288,63 @@ def test_latency_rise_with_an_empty_weighted_histogram_is_none() -> None:
 
 def test_latency_steady_at_a_high_level_is_not_a_rise() -> None:
     assert LatencyRise().rise(hist(800.0, 100), hist(800.0, 100)) is None
+
+
+# -- LatencyRise.most_above: a few seconds of a quiet service ---------------------------------
+
+
+def mix(*parts: tuple[float, int]) -> Hist:
+    h = Hist()
+    for ms, n in parts:
+        h.merge(hist(ms, n))
+    return h
+
+
+MEDIAN = LatencyRise(quantile=0.5)
+
+
+def test_three_of_five_visits_far_above_the_usual_are_a_rise() -> None:
+    base = mix((5.0, 95), (15.0, 5))  # median 5 ms, p95 ~15 ms
+    tail = base.quantile(0.95)
+    window = mix((5.0, 2), (400.0, 3))
+    assert MEDIAN.rise(window, base) is None  # too few for a median (min_samples 10)
+    assert MEDIAN.most_above(window, base, tail) == (window.quantile(0.5), base.quantile(0.5))
+
+
+def test_most_above_needs_three_slow_visits_and_more_than_half() -> None:
+    base = mix((5.0, 95), (15.0, 5))
+    tail = base.quantile(0.95)
+    assert MEDIAN.most_above(mix((400.0, 2)), base, tail) is None  # two: a pause, not a fault
+    assert MEDIAN.most_above(mix((5.0, 3), (400.0, 3)), base, tail) is None  # half, not most
+    assert MEDIAN.most_above(mix((5.0, 2), (400.0, 3)), base, tail) is not None
+
+
+def test_most_above_needs_the_factor_the_absolute_rise_and_the_tail() -> None:
+    base = mix((5.0, 95), (15.0, 5))
+    tail = base.quantile(0.95)
+    # 40 ms: 8 x the median, but not 50 ms above it (min_abs_ms): a busy moment, not a page.
+    assert MEDIAN.most_above(mix((40.0, 5)), base, tail) is None
+    # 80 ms with a baseline whose p95 is 100 ms: in the usual tail, not past it.
+    wide = mix((5.0, 90), (100.0, 10))
+    assert MEDIAN.most_above(mix((80.0, 5)), wide, wide.quantile(0.95)) is None
+    assert MEDIAN.most_above(mix((80.0, 5)), base, tail) is not None
+
+
+def test_most_above_leaves_windows_with_enough_visits_to_the_median() -> None:
+    base = mix((5.0, 95), (15.0, 5))
+    assert MEDIAN.most_above(mix((400.0, 10)), base, None) is None
+    assert MEDIAN.rise(mix((400.0, 10)), base) is not None
+
+
+def test_most_above_against_a_short_baseline_needs_ten_times() -> None:
+    short = hist(20.0, 8)  # 5 to 19 samples: a collector seconds old
+    assert MEDIAN.most_above(mix((150.0, 5)), short, None) is None  # x7.5
+    assert MEDIAN.most_above(mix((250.0, 5)), short, None) is not None  # x12.5
+    assert MEDIAN.most_above(mix((2500.0, 5)), hist(20.0, 4), None) is None  # no baseline
+
+
+def test_most_above_counts_visits_seen_not_weighted_count() -> None:
+    base = mix((5.0, 95), (15.0, 5))
+    window = hist(400.0, 2, weight=5)  # a count of 10, two visits seen
+    assert MEDIAN.most_above(window, base, None) is None
+    assert MEDIAN.most_above(hist(400.0, 3, weight=5), base, None) is not None

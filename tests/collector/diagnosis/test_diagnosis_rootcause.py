@@ -393,3 +393,30 @@ def test_a_quiet_service_s_three_failures_seconds_apart_are_found_in_the_last_lo
     look = rootcause.ERRORS_LOOK
     assert named(3) == []
     assert named(look) == ["email:errors"]
+
+
+def test_few_slow_visits_are_a_fault_only_at_a_service_too_quiet_for_a_median() -> None:
+    # email slowed by 400 ms for the last `slow` of `rps` x 3 s of requests, after 320 s of
+    # baseline. Quiet (2/s): three seconds hold 6 visits, too few for a median; 4 slow of them
+    # are a fault (LatencyRise.most_above). Busier (5/s): a second's 5 visits with 3 slow are
+    # what a busy host's moment does too; over three seconds (15 visits) the median decides.
+    def named(rps: int, slow: int) -> list[str]:
+        service, clock = make_service(1_000_000.0, baseline_s=300.0)
+        shop = Shop()
+        drive(service, clock, shop, 320, rps=rps)
+        n = 3 * rps
+        for i in range(n):
+            shop.faults = {"email": Fault(latency_ms=400.0)} if i >= n - slow else {}
+            service.ingest(shop.request(clock.t), now=clock.t)
+            clock.t += 1.0 / rps
+            service.parts["graph"].tick(clock.t)
+            service.parts["diagnosis"].evaluate()
+        clock.t += 0.6
+        service.parts["graph"].tick(clock.t)
+        service.parts["diagnosis"].evaluate()
+        return [c["service"] + ":" + c["kind"] for c in service.snapshot().meta["root_causes"]]
+
+    assert named(2, 2) == []
+    assert named(2, 4) == ["email:latency"]
+    assert named(5, 3) == []
+    assert named(5, 9) == ["email:latency"]  # most of 15: the median
