@@ -366,6 +366,28 @@ def test_a_short_history_needs_a_tenfold_rise_where_a_long_one_needs_a_double() 
         assert named == expected, history_s
 
 
+def after_baseline(rps: int, email: list[Fault | None]) -> list[str]:
+    """Root causes (``service:kind``) after 320 s of the shop at ``rps`` (300 s of baseline),
+    then one request per ``1/rps`` s with email's fault from ``email`` (None: healthy),
+    evaluated twice between requests and once more 0.6 s after the last (whole and settled)."""
+    service, clock = make_service(1_000_000.0, baseline_s=300.0)
+    shop = Shop()
+    drive(service, clock, shop, 320, rps=rps)
+
+    def evaluate(step: float) -> None:
+        clock.t += step
+        service.parts["graph"].tick(clock.t)
+        service.parts["diagnosis"].evaluate()
+
+    for fault in email:
+        shop.faults = {"email": fault} if fault else {}
+        service.ingest(shop.request(clock.t), now=clock.t)
+        evaluate(0.5 / rps)
+        evaluate(0.5 / rps)
+    evaluate(0.6)
+    return [c["service"] + ":" + c["kind"] for c in service.snapshot().meta["root_causes"]]
+
+
 def test_a_quiet_service_s_three_failures_seconds_apart_are_found_in_the_last_look(
         monkeypatch: Any) -> None:
     # email at 2 requests/s fails one request in five: its third failure comes 5 s after its
@@ -375,20 +397,8 @@ def test_a_quiet_service_s_three_failures_seconds_apart_are_found_in_the_last_lo
 
     def named(look: int) -> list[str]:
         monkeypatch.setattr(rootcause, "ERRORS_LOOK", look)
-        service, clock = make_service(1_000_000.0, baseline_s=300.0)
-        shop = Shop()
-        drive(service, clock, shop, 320, rps=2)
-        for i in range(12):
-            shop.faults = {"email": Fault(error_rate=1.0)} if i % 5 == 0 else {}
-            service.ingest(shop.request(clock.t), now=clock.t)
-            for _ in range(2):
-                clock.t += 0.25
-                service.parts["graph"].tick(clock.t)
-                service.parts["diagnosis"].evaluate()
-        clock.t += 0.6
-        service.parts["graph"].tick(clock.t)
-        service.parts["diagnosis"].evaluate()
-        return [c["service"] + ":" + c["kind"] for c in service.snapshot().meta["root_causes"]]
+        return after_baseline(2, [Fault(error_rate=1.0) if i % 5 == 0 else None
+                                  for i in range(12)])
 
     look = rootcause.ERRORS_LOOK
     assert named(3) == []
@@ -401,20 +411,9 @@ def test_few_slow_visits_are_a_fault_only_at_a_service_too_quiet_for_a_median() 
     # are a fault (LatencyRise.most_above). Busier (5/s): a second's 5 visits with 3 slow are
     # what a busy host's moment does too; over three seconds (15 visits) the median decides.
     def named(rps: int, slow: int) -> list[str]:
-        service, clock = make_service(1_000_000.0, baseline_s=300.0)
-        shop = Shop()
-        drive(service, clock, shop, 320, rps=rps)
         n = 3 * rps
-        for i in range(n):
-            shop.faults = {"email": Fault(latency_ms=400.0)} if i >= n - slow else {}
-            service.ingest(shop.request(clock.t), now=clock.t)
-            clock.t += 1.0 / rps
-            service.parts["graph"].tick(clock.t)
-            service.parts["diagnosis"].evaluate()
-        clock.t += 0.6
-        service.parts["graph"].tick(clock.t)
-        service.parts["diagnosis"].evaluate()
-        return [c["service"] + ":" + c["kind"] for c in service.snapshot().meta["root_causes"]]
+        return after_baseline(rps, [Fault(latency_ms=400.0) if i >= n - slow else None
+                                    for i in range(n)])
 
     assert named(2, 2) == []
     assert named(2, 4) == ["email:latency"]
