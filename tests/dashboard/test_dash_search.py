@@ -149,6 +149,43 @@ def test_search_suggests_focuses_readably_and_goes_back(
     until("the back button hidden", lambda: not browser.find_element("#ov-back").is_displayed())
 
 
+def test_a_search_as_the_graph_appears_needs_no_refresh(
+    start_collector: StartCollector, start_dashboard: StartDashboard, browser: Any,
+) -> None:
+    """The layout's first picture comes with its graph: suggestions and the focused view
+    answer from it even while no callback reaches the server (every
+    ``/_dash-update-component`` blocked, so the first refresh never comes)."""
+    from collector.replay import dependencies_to_spans, to_otlp_request
+
+    url = start_collector(catalog=None)
+    calls, teams = deps()
+    body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
+    httpx.post(url + "/v1/traces", content=body, timeout=60,
+               headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
+    dash_url = start_dashboard(url)
+    driver = browser.driver
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*_dash-update-component*"]})
+    try:
+        driver.get(dash_url + "/")
+        until("the graph folded by team, from the layout",
+              lambda: (s := cy(browser)) and len(s["nodes"]) == 21)
+        assert browser.find_element("#status-line").text == ""  # no refresh came
+        box = browser.find_element("#ov-search")
+        box.send_keys("svc-004")
+        until("suggestions", lambda: TARGET in [
+            o.get_attribute("value")
+            for o in driver.find_elements("css selector", "#ov-suggest option")])
+        box.send_keys("2" + Keys.ENTER)
+        want = {f"s:{n}" for c in calls for n in (c["parent"], c["child"])
+                if TARGET in (c["parent"], c["child"])}
+        until("the target and its neighbours alone",
+              lambda: (s := cy(browser)) and {n["id"] for n in s["nodes"]} == want)
+        assert browser.find_element("#status-line").text == ""
+    finally:
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+
 def test_a_click_opens_the_team_under_it_after_the_graph_moved_down(
     folded_dashboard: tuple[Any, list[dict[str, Any]]],
 ) -> None:
