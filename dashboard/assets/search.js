@@ -189,7 +189,11 @@
       // The graph the page's layout drew (``ov-first``): searches and taps use it until
       // the first refresh brings the stores.
       seedFirst: function (first) {
-        if (first && first.wire && first.state) { seed(first.wire, first.state); }
+        if (first && first.wire && first.state) {
+          seed(first.wire, first.state);
+          // Held here now: the page need not keep a second copy (0.8 MB at 5,000 services).
+          window.dash_clientside.set_props('ov-first', {data: null});
+        }
         return window.dash_clientside.no_update;
       },
 
