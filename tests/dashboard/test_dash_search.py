@@ -61,9 +61,9 @@ def cy(browser: Any) -> dict[str, Any] | None:
     return state
 
 
-@pytest.fixture
-def folded_dashboard(start_collector: StartCollector, start_dashboard: StartDashboard,
-                     browser: Any) -> tuple[Any, list[dict[str, Any]]]:
+def serve_graph(start_collector: StartCollector,
+                start_dashboard: StartDashboard) -> tuple[str, list[dict[str, Any]]]:
+    """A collector holding ``deps()`` and a dashboard on it: the dashboard's URL, the calls."""
     from collector.replay import dependencies_to_spans, to_otlp_request
 
     url = start_collector(catalog=None)
@@ -71,7 +71,13 @@ def folded_dashboard(start_collector: StartCollector, start_dashboard: StartDash
     body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
     httpx.post(url + "/v1/traces", content=body, timeout=60,
                headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
-    dash_url = start_dashboard(url)
+    return start_dashboard(url), calls
+
+
+@pytest.fixture
+def folded_dashboard(start_collector: StartCollector, start_dashboard: StartDashboard,
+                     browser: Any) -> tuple[Any, list[dict[str, Any]]]:
+    dash_url, calls = serve_graph(start_collector, start_dashboard)
     browser.driver.get(dash_url + "/")
     until("the graph folded by team",
           lambda: (s := cy(browser)) and len(s["nodes"]) == 21
@@ -155,14 +161,7 @@ def test_a_search_as_the_graph_appears_needs_no_refresh(
     """The layout's first picture comes with its graph: suggestions and the focused view
     answer from it even while no callback reaches the server (every
     ``/_dash-update-component`` blocked, so the first refresh never comes)."""
-    from collector.replay import dependencies_to_spans, to_otlp_request
-
-    url = start_collector(catalog=None)
-    calls, teams = deps()
-    body = to_otlp_request(dependencies_to_spans(calls, time.time_ns(), team_of=teams.get))
-    httpx.post(url + "/v1/traces", content=body, timeout=60,
-               headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
-    dash_url = start_dashboard(url)
+    dash_url, calls = serve_graph(start_collector, start_dashboard)
     driver = browser.driver
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*_dash-update-component*"]})
