@@ -32,6 +32,12 @@ call's failure is absorbed by a fallback), latency reaches every transitive call
 consumer (email, reading order-events) passes neither its errors nor its latency back to the
 publisher (its messages wait in the queue instead), and a team is the ``spec.owner`` of the
 Component or Resource of that name (none in the catalog: None).
+What the services themselves measured is printed beside each fault ("felt"): every service's
+own request-duration histogram, scraped from its ``/metrics`` once a second by this bench (not
+through the collector), over the 15 s before the fault and while it lasted — the users' p95 at
+the entry, and which services slowed (median x1.5 or p95 x2). A CPU hog on a quiet host may
+slow nobody; the summary then also gives the right-root-cause share counting such a hog that
+opened nothing as right, beside the strict one (which counts it a miss).
 It prints figures and asserts nothing; it exits 1 only when it could not run.
 
 Run: .venv/bin/python bench/campaign.py [--burner] [--faults N] [--only errors,latency]
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import secrets
@@ -53,7 +60,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,7 @@ import httpx
 import yaml
 from benchlib import stop, wait_http
 from detect import answers, quantile
+from prometheus_client.parser import text_string_to_metric_families
 
 from demo_services.control_client import ControlClient, ControlError
 from demo_services.defaults import admin_token
@@ -88,6 +96,17 @@ CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                "--disable-backgrounding-occluded-windows", "--window-size=1400,1000")
 DASHBOARD_PAGES = ("/", "/teams", "/services/checkout")
+# What the services measured themselves (``FeltWatcher``): each one's own request-duration
+# histogram, scraped from its /metrics once a second, over the 15 s before a fault and from 2 s
+# after it (a hog's threads take a moment) until it is cleared. A service "slowed" when its
+# median rose x1.5 or its p95 x2 with at least 5 requests in both periods.
+FELT_METRIC = "http_server_request_duration_seconds"
+FELT_EVERY_S = 1.0
+FELT_KEEP_S = 300.0
+FELT_BEFORE_S = 15.0
+FELT_SKIP_S = 2.0
+FELT_MIN_REQUESTS = 5
+FELT_P50_X, FELT_P95_X = 1.5, 2.0
 TARGETS = {"right RC": ">= 95 %", "false pages": "<= 1 per 20 faults", "TTRC p95": "<= 2 s",
            "blast p95": "<= 2 s"}
 
@@ -356,6 +375,152 @@ class Watcher(threading.Thread):
         return [s for s in self.seen() if s.resolved_seen is None]
 
 
+# --- what the services measured themselves ---------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One scrape of a service's ``http_server_request_duration_seconds``, summed over its
+    routes and status codes: cumulative counts per bucket bound (+Inf last), and how many of
+    the requests were answered 5xx."""
+
+    t: float
+    buckets: tuple[tuple[float, float], ...]
+    errors: float
+
+    @property
+    def count(self) -> float:
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Felt:
+    """The requests a service served between two scrapes, as its own histogram has them."""
+
+    n: int
+    p50_ms: float
+    p95_ms: float
+    errors: int
+
+
+def parse_sample(text: str, t: float) -> Sample | None:
+    """The request-duration histogram of one ``/metrics`` page (None: the page has none)."""
+    per_le: dict[float, float] = {}
+    errors = 0.0
+    for fam in text_string_to_metric_families(text):
+        if fam.name != FELT_METRIC:
+            continue
+        for s in fam.samples:
+            if s.name == FELT_METRIC + "_bucket":
+                le = float(s.labels["le"])
+                per_le[le] = per_le.get(le, 0.0) + s.value
+            elif s.name == FELT_METRIC + "_count" and s.labels.get("status_code", "")[:1] == "5":
+                errors += s.value
+    if not per_le:
+        return None
+    return Sample(t, tuple(sorted(per_le.items())), errors)
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
+    """PromQL's ``histogram_quantile`` over cumulative ``(bound, count)`` pairs: linear inside
+    the bucket that holds the rank; in the +Inf bucket, the highest finite bound."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cum in buckets:
+        if cum >= rank and cum > below:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / (cum - below)
+        lower, below = bound, cum
+    return lower
+
+
+def felt_between(first: Sample, last: Sample) -> Felt | None:
+    """What was served from ``first`` to ``last``; a process restarted in between (a counter
+    went down) gives what ``last`` counted since its start. None: nothing served."""
+    reset = last.count < first.count or last.errors < first.errors or any(
+        b < a for (_, a), (_, b) in zip(first.buckets, last.buckets, strict=False))
+    if reset or [b for b, _ in first.buckets] != [b for b, _ in last.buckets]:
+        delta = list(last.buckets)
+        errors = last.errors
+    else:
+        delta = [(b, c - a) for (b, a), (_, c) in zip(first.buckets, last.buckets, strict=True)]
+        errors = last.errors - first.errors
+    n = int(round(delta[-1][1])) if delta else 0
+    if n <= 0:
+        return None
+    return Felt(n, round(1000 * histogram_quantile(0.5, delta), 1),
+                round(1000 * histogram_quantile(0.95, delta), 1), int(round(errors)))
+
+
+class FeltWatcher(threading.Thread):
+    """Scrapes every demo service's own ``/metrics`` once a second, directly (not through the
+    collector, whose analysis the campaign judges), and keeps ``FELT_KEEP_S`` of samples."""
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        super().__init__(daemon=True, name="felt-watcher")
+        self.urls = urls
+        self.halt = threading.Event()
+        self.lock = threading.Lock()
+        self.failed = 0
+        self._samples: dict[str, list[Sample]] = {s: [] for s in urls}
+
+    def run(self) -> None:
+        with httpx.Client(timeout=2, trust_env=False) as client:
+            while not self.halt.is_set():
+                for service, url in self.urls.items():
+                    try:
+                        r = client.get(url.rstrip("/") + "/metrics")
+                        r.raise_for_status()
+                        sample = parse_sample(r.text, time.time())
+                    except (httpx.HTTPError, ValueError):
+                        sample = None  # down (a fault) or busy: a gap, not an error
+                        self.failed += 1
+                    if sample is not None:
+                        self._add(service, sample)
+                self.halt.wait(FELT_EVERY_S)
+
+    def _add(self, service: str, sample: Sample) -> None:
+        with self.lock:
+            kept = self._samples[service]
+            kept.append(sample)
+            while kept and kept[0].t < sample.t - FELT_KEEP_S:
+                kept.pop(0)
+
+    def felt(self, service: str, start: float, end: float) -> Felt | None:
+        """What ``service`` served between the last scrape at or before ``start`` (else the
+        first after it) and the last one at or before ``end``."""
+        with self.lock:
+            kept = list(self._samples.get(service, ()))
+        before = [s for s in kept if s.t <= start] or [s for s in kept if s.t > start][:1]
+        upto = [s for s in kept if s.t <= end]
+        if not before or not upto or upto[-1].t <= before[-1].t:
+            return None
+        return felt_between(before[-1], upto[-1])
+
+    def compare(self, t0: float, until: float) -> dict[str, dict[str, Any]]:
+        """Per service: its p50 and p95 over the ``FELT_BEFORE_S`` before ``t0`` and from
+        ``t0 + FELT_SKIP_S`` to ``until``, and their ratios when both periods served
+        ``FELT_MIN_REQUESTS``."""
+        out: dict[str, dict[str, Any]] = {}
+        for service in self.urls:
+            before = self.felt(service, t0 - FELT_BEFORE_S, t0)
+            during = self.felt(service, t0 + FELT_SKIP_S, until)
+            row: dict[str, Any] = {"before": asdict(before) if before else None,
+                                   "during": asdict(during) if during else None}
+            if before and during and min(before.n, during.n) >= FELT_MIN_REQUESTS:
+                row["p50_x"] = round(during.p50_ms / before.p50_ms, 2) if before.p50_ms else None
+                row["p95_x"] = round(during.p95_ms / before.p95_ms, 2) if before.p95_ms else None
+            out[service] = row
+        return out
+
+
+def slowed_by_felt(felt: dict[str, dict[str, Any]]) -> list[str]:
+    """The services whose own median rose ``FELT_P50_X`` times or p95 ``FELT_P95_X`` times."""
+    return sorted(s for s, row in felt.items()
+                  if (row.get("p50_x") or 0) >= FELT_P50_X or (row.get("p95_x") or 0) >= FELT_P95_X)
+
+
 # --- one fault -------------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -383,6 +548,9 @@ class Outcome:
     paged: list[str] = field(default_factory=list)
     false_pages: list[dict[str, Any]] = field(default_factory=list)
     incidents: list[dict[str, Any]] = field(default_factory=list)
+    # service -> its own histogram's p50/p95 before and during the fault (FeltWatcher)
+    felt: dict[str, dict[str, Any]] = field(default_factory=dict)
+    felt_slowed: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -392,6 +560,7 @@ class Campaign:
     watcher: Watcher
     hold_s: float
     gap_s: float
+    felt: FeltWatcher | None = None
 
 
 def expected_blast(shop: Shop, inj: Injection) -> frozenset[str]:
@@ -482,6 +651,9 @@ def run_fault(camp: Campaign, index: int, fault: Fault, quiet: Quiet) -> Outcome
     time.sleep(LATE_S)
     clear(camp)
     out.cleared_at = time.time()
+    if camp.felt is not None:
+        out.felt = camp.felt.compare(t0, out.cleared_at)
+        out.felt_slowed = slowed_by_felt(out.felt)
     time.sleep(camp.gap_s)
     return out
 
@@ -569,7 +741,18 @@ def fault_line(out: Outcome, total: int) -> str:
         extra.append(f"unexpected {sorted(set(out.unexpected))}")
     if out.waited_s >= 1:
         extra.append(f"waited {out.waited_s:.0f} s for an old incident")
+    if out.felt:
+        extra.append(felt_line(out.felt, out.felt_slowed))
     return line + ("  | " + "; ".join(extra) if extra else "")
+
+
+def felt_line(felt: dict[str, dict[str, Any]], slowed: list[str]) -> str:
+    """The users' p95 (the entry's own histogram) and the services slowed, as they measured."""
+    entry = felt.get(ENTRY, {})
+    users = (f"x{entry['p95_x']:.2f}" if entry.get("p95_x") is not None else "n/a")
+    rises = ", ".join(f"{s} p50 x{felt[s].get('p50_x') or 0:.1f} "
+                      f"p95 x{felt[s].get('p95_x') or 0:.1f}" for s in slowed)
+    return f"felt: users' p95 {users}, slowed {rises or 'none'}"
 
 
 def run_plan(camp: Campaign, plan: list[Fault]) -> list[Outcome]:
@@ -641,6 +824,10 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     ttrc, ttrc_none = stats(o.ttrc_s for o in ran)
     blast, blast_none = stats(o.blast_s for o in ran if o.kind != "cpu-hog")
     res, res_none = stats(o.resolve_s for o in ran if o.rc_ids)
+    hogs = [o for o in ran if o.kind == "cpu-hog" and o.felt]
+    # A hog that slowed no service (as they measured themselves) and opened nothing: no page
+    # was due by what the services served, so this reading counts it right.
+    quiet_hogs = sum(1 for o in hogs if not o.felt_slowed and not o.incidents)
     return {
         "faults_run": n, "skipped": dict(skipped), "right_rc": rc,
         "right_rc_pct": 100.0 * rc / n if n else None,
@@ -650,6 +837,10 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "false_pages_by_team": dict(Counter(str(f["team"]) for f in false)),
         "ttrc": describe(ttrc, ttrc_none), "blast": describe(blast, blast_none),
         "resolve": describe(res, res_none),
+        "hogs_felt": [{"label": o.label, "users_p95_x": o.felt.get(ENTRY, {}).get("p95_x"),
+                       "slowed": o.felt_slowed, "named": o.right_rc,
+                       "opened": len(o.incidents)} for o in hogs],
+        "right_rc_quiet_hogs_right": rc + quiet_hogs,
     }
 
 
@@ -675,6 +866,17 @@ def print_summary(outcomes: list[Outcome], s: dict[str, Any]) -> None:
         return
     print(f"right root cause ranked first  {s['right_rc']}/{n} ({s['right_rc_pct']:.0f} %)"
           f"   target {TARGETS['right RC']}")
+    if s["hogs_felt"]:
+        print("cpu-hog faults as the services' own histograms measured them (not the collector):")
+        for h in s["hogs_felt"]:
+            users = "n/a" if h["users_p95_x"] is None else f"x{h['users_p95_x']:.2f}"
+            verdict = ("named" if h["named"] else "opened nothing" if not h["opened"]
+                       else "not named first")
+            print(f"  {h['label']:<16} users' p95 {users:<6} slowed "
+                  f"{', '.join(h['slowed']) or 'none':<30} {verdict}")
+        alt = s["right_rc_quiet_hogs_right"]
+        print(f"  right root cause, counting a hog that slowed no service and opened nothing as "
+              f"right: {alt}/{n} ({100.0 * alt / n:.0f} %)")
     print(f"right team (of those)          {s['right_team']}/{s['right_rc']}")
     by_team = ", ".join(f"{t} {c}" for t, c in sorted(s["false_pages_by_team"].items()))
     print(f"false pages                    {s['false_pages']} ({s['false_pages_per_20']:.1f} per "
@@ -833,12 +1035,21 @@ def campaign(args: argparse.Namespace, shop: Shop, watcher: Watcher) -> int:
     plan = make_plan(shop, args)
     print(f"plan: {len(plan)} faults (hold <= {args.hold:g} s, gap {args.gap:g} s, "
           f"seed {args.seed})", flush=True)
-    camp = Campaign(shop, control, watcher, args.hold, args.gap)
+    urls = {str(d["name"]): str(d["url"]) for d in control.services().get("services", [])
+            if d.get("url")}
+    felt = FeltWatcher(urls)
+    felt.start()
+    print(f"reading the services' own histograms for {FELT_BEFORE_S:g} s before the first fault",
+          flush=True)
+    time.sleep(FELT_BEFORE_S + FELT_EVERY_S)
+    camp = Campaign(shop, control, watcher, args.hold, args.gap, felt)
     list_incidents("open before the first fault", watcher.still_open())
     try:
         outcomes = run_plan(camp, plan)
     finally:
         clear(camp)
+        felt.halt.set()
+        felt.join()
     wait_resolved(camp, outcomes)
     list_incidents("still open at the end", watcher.still_open())
     s = summary(outcomes)
