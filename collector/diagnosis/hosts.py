@@ -27,6 +27,13 @@ The others rose with their neighbours; they are not root causes of their own:
   candidate of kind
   ``shared-host`` named after the host, whose evidence lists the services, paged to the
   host's owner when the catalog has one (a Backstage ``Resource`` named after the host);
+- a noisy neighbour in plain sight (its CPU use rose ``HOG_PLAIN_CPU`` s/s and
+  ``HOG_PLAIN_RISE`` times, and not through more requests at the same work each) with
+  another service on the host slowed at least x2 in self time while its process waited for
+  a CPU more than before (``wait_rise``), is such a candidate too, however few slowed: on a
+  quiet host the scheduler keeps most processes' short bursts going and only the busiest
+  one falls behind (measured: a 2-thread hog in quote doubled the users' p95 through
+  frontend alone, every other service within x1.4 by its own histogram);
 - errors that are nearly all calls timing out on a service that still answers most of them
   join the group while the host is busy, or, when most of them timed out (not refused),
   when the service's own time did not stand out from its neighbours' (starvation); they are
@@ -95,6 +102,11 @@ HOST_KEYS = ("host.name", "k8s.node.name")
 SHARED_MEMORY_S = 60.0
 MAX_SERVICES = 2_000
 NEIGHBOUR_MIN_CPU = 0.2  # CPU s/s a noisy neighbour's use rose by at least
+# A noisy neighbour in plain sight: its CPU use rose by this many CPU s/s and at least
+# HOG_PLAIN_RISE times (for the same work per request, where it serves requests). One such
+# process starving one other service of CPU is enough for a shared-host incident.
+HOG_PLAIN_CPU = 0.8
+HOG_PLAIN_RISE = 4.0
 # The short look-back for a noisy neighbour that just began (with the scrape's one more second
 # before it: at a 1 s scrape, two or three scrapes).
 NEIGHBOUR_SHORT_S = 1.5
@@ -623,9 +635,17 @@ class SharedHosts:
         unlinked = any((a, b) not in snap.edges and (b, a) not in snap.edges
                        for i, a in enumerate(judged) for b in judged[i + 1:])
         factor = max(self._host_factor(rises, False), self._host_factor(rises, True))
+        starved_by_hog: list[str] = []
         if not aftermath and (len(judged) < self.cfg.min_shared
                               or factor < self.cfg.host_factor or not unlinked):
-            return None
+            # Too few slowed for a shared slowdown by numbers alone; but a process burning
+            # cores it did not use before, while another service on the host waits for a
+            # CPU and slowed, is the host's incident all the same (measured: a 2-thread
+            # hog in quote on a quiet 2-core host doubled the users' p95 through frontend
+            # alone, every other service within x1.4).
+            starved_by_hog = self._starved_by_hog(busiest, cpu, rises)
+            if not starved_by_hog:
+                return None
         if not aftermath and busiest is None and len(cpu) >= self.cfg.min_services:
             # The scrape shows the CPU use of the host's services and none of them took more:
             # the load came from outside them (a browser, a burner, a backup) or is the
@@ -639,6 +659,15 @@ class SharedHosts:
         if aftermath:
             summary = (f"host {host}: {shown} still slow after the host's shared slowdown "
                        f"(median x{factor:.1f} over its {len(rises)} services)")
+        elif starved_by_hog and busiest is not None:
+            waits = ", ".join(
+                f"{s} (self time x{max(rises[s].p95 or 0.0, rises[s].recent or 0.0):.1f}, "
+                f"waiting for a CPU {cpu[s][0].wait:.2f} s per second, up from "
+                f"{cpu[s][1].wait:.2f})" for s in starved_by_hog)
+            summary = (f"host {host}: {busiest['service']} took the CPU and starved {waits}; "
+                       f"the other {len(rises) - len(starved_by_hog) - 1} services there "
+                       f"slowed less (median x{factor:.1f}). One busy host, not a fault of "
+                       f"{' or '.join(starved_by_hog)}")
         else:
             summary = (f"host {host}: the {'self' if busiest is not None else 'own'} time of "
                        f"{len(slowed)} of its {len(rises)} "
@@ -663,6 +692,31 @@ class SharedHosts:
             evidence["busiest"] = busiest
         return RootCause(host, SHARED_HOST, team if isinstance(team, str) else None, False,
                          confidence, evidence, host=host)
+
+    def _starved_by_hog(self, busiest: dict[str, Any] | None,
+                        cpu: dict[str, tuple[Any, Any]], rises: dict[str, Rise]) -> list[str]:
+        """The services a noisy neighbour in plain sight starved: its CPU use rose
+        ``HOG_PLAIN_CPU`` s/s and ``HOG_PLAIN_RISE`` times, its work per request did not
+        explain it (where it serves requests), and each of them slowed at least x2 in
+        self time while its process waited for a CPU ``wait_rise`` times as long as before
+        (and ``min_wait_rise`` s/s more). Empty when there is no such neighbour."""
+        if busiest is None or busiest["service"] not in cpu:
+            return []
+        recent, base = cpu[busiest["service"]]
+        if recent.cpu - base.cpu < HOG_PLAIN_CPU or recent.cpu < HOG_PLAIN_RISE * base.cpu:
+            return []
+        if recent.requests > 0 and base.requests > 0 and not self._own_work_grew(recent, base):
+            return []  # its traffic grew, not its work per request: its own load
+        cfg = self.cfg
+        out = []
+        for s, r in sorted(rises.items()):
+            if s == busiest["service"] or s not in cpu \
+                    or max(r.p95 or 0.0, r.recent or 0.0) < 2.0:
+                continue
+            now_use, before = cpu[s]
+            if now_use.wait >= max(cfg.wait_rise * before.wait, before.wait + cfg.min_wait_rise):
+                out.append(s)
+        return out
 
     def _slow_traces(self, services: list[str], t0: float, now: float) -> list[str]:
         """Example traces of the slowest visits of ``services`` since ``t0``, one each."""

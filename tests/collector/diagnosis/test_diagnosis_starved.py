@@ -179,6 +179,43 @@ def test_a_shared_slowdown_is_paged_when_a_neighbour_took_the_cpu() -> None:
     assert not any(c["kind"] == "latency" for c in causes), causes
 
 
+# A 2-thread CPU hog in quote: 1.8 CPU s/s, up from 0.05, for the same requests.
+QUOTE_HOG: Rates = (1.8, 0.05, 5.0)
+
+
+def test_a_hog_in_plain_sight_starving_one_service_is_one_shared_host_incident() -> None:
+    # Measured live (the fault campaign, a quiet 2-core host): a 2-thread hog in quote took
+    # the users' p95 x2.2 through frontend alone (its median x1.7), every other service
+    # within x1.4 by its own histogram, so fewer than three services slowed and nothing
+    # was paged for 20 s. frontend's process waits for a CPU three times as long as before.
+    fault = {"frontend": Fault(latency_ms=300, queue=True)}
+    causes = diagnose(fault, {"frontend": BUSY_FRONTEND},
+                      {"frontend": STARVED_FRONTEND, "quote": QUOTE_HOG})
+    (shared,) = causes
+    assert (shared["service"], shared["kind"]) == ("vm", "shared-host"), causes
+    assert shared["evidence"]["busiest"]["service"] == "quote"
+    assert "frontend" in shared["evidence"]["services"]
+    assert "quote took the CPU and starved frontend (self time x" in \
+        shared["evidence"]["summary"]
+    assert "waiting for a CPU 0.60 s per second, up from 0.20" in shared["evidence"]["summary"]
+
+
+def test_a_hog_needs_plain_sight_and_a_starved_victim() -> None:
+    fault = {"frontend": Fault(latency_ms=300, queue=True)}
+    # Half a core more at quote: a neighbour, but not one that pages on a single victim
+    # (frontend stays held as starved, as without it).
+    assert diagnose(fault, {"frontend": BUSY_FRONTEND},
+                    {"frontend": STARVED_FRONTEND, "quote": (0.55, 0.05, 5.0)}) == []
+    # quote's CPU rose with its requests, at the same work each: its own load, not a hog.
+    assert diagnose(fault, {"frontend": BUSY_FRONTEND},
+                    {"frontend": STARVED_FRONTEND, "quote": (1.8, 0.05, 180.0)}) == []
+    # frontend slowed every request alike and did not wait longer for a CPU: its own fault,
+    # named as such beside the hog.
+    causes = diagnose({"frontend": Fault(latency_ms=300)}, {"frontend": BUSY_FRONTEND},
+                      {"frontend": BUSY_FRONTEND, "quote": QUOTE_HOG})
+    assert named(causes) == {("frontend", "latency")}, causes
+
+
 def test_a_shared_slowdown_must_last_2_s_at_any_tick() -> None:
     # The wait before a shared-host page is timed in seconds: at a 0.25 s tick it is not
     # opened on the third tick that saw the slowdown (0.5 s), but 2 s after the first.
