@@ -387,11 +387,11 @@ def visit(driver: webdriver.Chrome, url: str, case: Case, graph: dict[str, Any],
         for step in ("search -> focus", "back", "open team"):
             if len(figs.steps.get(step, [])) < len(figs.steps["first draw"]):
                 figs.timed_out(step)
-    step = time_travel_step(driver)
-    if isinstance(step, str):
-        figs.notes["time step"] = step
+    moved = time_travel_step(driver)
+    if isinstance(moved, str):
+        figs.notes["time step"] = moved
     else:
-        figs.add("time step", step)
+        figs.add("time step", moved)
     return why
 
 
@@ -525,8 +525,8 @@ def run_case(case: Case, trees: dict[str, Path], runs: int, tmp: Path,
     finally:
         for proc in reversed(procs):
             stop(proc)
-        for log in logs:
-            log.close()
+        for handle in logs:
+            handle.close()
 
 
 def main() -> int:
