@@ -179,6 +179,16 @@ class HostConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Victim:
+    """A service a noisy neighbour starved: its self-time rise and its CPU wait, s/s, then
+    and before."""
+
+    rise: float
+    wait: float
+    wait_before: float
+
+
+@dataclass(frozen=True, slots=True)
 class Rise:
     """One service's own-time rise: window over baseline, for the p95 over the detection
     window and for the median over the recent seconds (None: too few samples)."""
@@ -214,7 +224,7 @@ class SharedHosts:
         # process spent waiting for a CPU (``_wait_explains``), in the last ``group``.
         self.waited: dict[str, tuple[float, float]] = {}
         # host -> (when, the services its noisy neighbour in plain sight starved then)
-        self._hog_victims: dict[str, tuple[float, dict[str, tuple[Any, Any]]]] = {}
+        self._hog_victims: dict[str, tuple[float, dict[str, Victim]]] = {}
 
     def group(self, snap: Snapshot, causes: list[RootCause], t0: float,
               recent_starts: tuple[float, ...], baseline_s: float) -> list[RootCause]:
@@ -643,21 +653,20 @@ class SharedHosts:
         unlinked = any((a, b) not in snap.edges and (b, a) not in snap.edges
                        for i, a in enumerate(judged) for b in judged[i + 1:])
         factor = max(self._host_factor(rises, False), self._host_factor(rises, True))
-        starved_by_hog: dict[str, tuple[Any, Any]] = {}
+        starved_by_hog: dict[str, Victim] = {}
         if not aftermath and (len(judged) < self.cfg.min_shared
                               or factor < self.cfg.host_factor or not unlinked):
             # Too few slowed for a shared slowdown by numbers alone; but a process burning
             # cores it did not use before, while another service on the host waits for a
             # CPU and slowed, is the host's incident all the same (measured: a 2-thread
             # hog in quote on a quiet 2-core host doubled the users' p95 through frontend
-            # alone, every other service within x1.4).
-            # The recent window's CPU rates dilute a hog that began a second or two ago
-            # (measured: its +0.8 s/s reached there ~3 s in); the short look-back too.
-            short = self._cpu_figures(sorted(rises), now, t0, now - NEIGHBOUR_SHORT_S)
-            looks = (cpu, short)
-            plain = busiest is not None and self._plain_hog(busiest["service"], looks)
-            starved_by_hog = self._starved_by_hog(busiest["service"], looks, rises) \
-                if plain and busiest is not None else {}
+            # alone, every other service within x1.4). Its CPU is also read over the short
+            # look-back: the recent window's rate dilutes a hog that began a second or two
+            # ago (measured: its +0.8 s/s reached there ~3 s in).
+            hog = busiest["service"] if busiest is not None else ""
+            looks = (cpu, self._cpu_figures(sorted(rises), now, t0, now - NEIGHBOUR_SHORT_S))
+            plain = busiest is not None and self._plain_hog(hog, looks)
+            starved_by_hog = self._starved_by_hog(hog, looks, rises) if plain else {}
             seen = self._hog_victims.get(host)
             if starved_by_hog:
                 self._hog_victims[host] = (now, starved_by_hog)
@@ -671,6 +680,7 @@ class SharedHosts:
                 self._hog_victims.pop(host, None)
             if not starved_by_hog:
                 return None
+            slowed = slowed + [s for s in starved_by_hog if s not in slowed]
         if not aftermath and busiest is None and len(cpu) >= self.cfg.min_services:
             # The scrape shows the CPU use of the host's services and none of them took more:
             # the load came from outside them (a browser, a burner, a backup) or is the
@@ -686,9 +696,8 @@ class SharedHosts:
                        f"(median x{factor:.1f} over its {len(rises)} services)")
         elif starved_by_hog and busiest is not None:
             waits = ", ".join(
-                f"{s} (self time x{max(rises[s].p95 or 0.0, rises[s].recent or 0.0):.1f}, "
-                f"waiting for a CPU {fig[0].wait:.2f} s per second, up from "
-                f"{fig[1].wait:.2f})" for s, fig in starved_by_hog.items())
+                f"{s} (self time x{v.rise:.1f}, waiting for a CPU {v.wait:.2f} s per second, "
+                f"up from {v.wait_before:.2f})" for s, v in starved_by_hog.items())
             summary = (f"host {host}: {busiest['service']} took the CPU and starved {waits}; "
                        f"the other {len(rises) - len(starved_by_hog) - 1} services there "
                        f"slowed less (median x{factor:.1f}). One busy host, not a fault of "
@@ -733,20 +742,21 @@ class SharedHosts:
         return any(hog in cpu and plain(*cpu[hog]) for cpu in looks)
 
     def _starved_by_hog(self, hog: str, looks: tuple[dict[str, tuple[Any, Any]], ...],
-                        rises: dict[str, Rise]) -> dict[str, tuple[Any, Any]]:
+                        rises: dict[str, Rise]) -> dict[str, Victim]:
         """The services a noisy neighbour in plain sight (``_plain_hog``) starved: each
         slowed at least ``HOG_VICTIM_RISE`` times in self time while its process waited for
         a CPU ``wait_rise`` times as long as before (and ``min_wait_rise`` s/s more), in one
-        of ``looks``; with the figures that showed its wait."""
+        of ``looks``."""
         cfg = self.cfg
         out = {}
         for s, r in sorted(rises.items()):
-            if s == hog or max(r.p95 or 0.0, r.recent or 0.0) < HOG_VICTIM_RISE:
+            rise = max(r.p95 or 0.0, r.recent or 0.0)
+            if s == hog or rise < HOG_VICTIM_RISE:
                 continue
             for cpu in looks:
                 if s in cpu and cpu[s][0].wait >= max(cfg.wait_rise * cpu[s][1].wait,
                                                       cpu[s][1].wait + cfg.min_wait_rise):
-                    out[s] = cpu[s]
+                    out[s] = Victim(rise, cpu[s][0].wait, cpu[s][1].wait)
                     break
         return out
 

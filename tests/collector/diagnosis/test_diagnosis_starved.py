@@ -200,6 +200,20 @@ def test_a_hog_in_plain_sight_starving_one_service_is_one_shared_host_incident()
     assert "waiting for a CPU 0.60 s per second, up from 0.20" in shared["evidence"]["summary"]
 
 
+def test_a_victim_slowed_less_than_twice_is_listed_in_the_hogs_incident() -> None:
+    # Measured live: the services a hog starves mostly slow x1.4-1.7 (frontend here, 1 ms on
+    # its 2 ms), under the x2 that counts a service slowed in a shared slowdown; the
+    # incident must still list them (it said "services slowed: []").
+    fault = {"frontend": Fault(latency_ms=1.0)}
+    (shared,) = diagnose(fault, {"frontend": BUSY_FRONTEND},
+                         {"frontend": STARVED_FRONTEND, "quote": QUOTE_HOG})
+    assert shared["kind"] == "shared-host" and shared["evidence"]["services"] == ["frontend"]
+    assert "starved frontend (self time x1.4," in shared["evidence"]["summary"]
+    assert shared["evidence"]["counts"]["slowed"] == 1
+    # Control: the same millisecond with nobody taking the CPU is nobody's page.
+    assert diagnose(fault, {"frontend": BUSY_FRONTEND}, {"frontend": STARVED_FRONTEND}) == []
+
+
 def test_a_hog_needs_plain_sight_and_a_starved_victim() -> None:
     fault = {"frontend": Fault(latency_ms=300, queue=True)}
     # Half a core more at quote: a neighbour, but not one that pages on a single victim
