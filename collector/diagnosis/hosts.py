@@ -663,10 +663,14 @@ class SharedHosts:
             # alone, every other service within x1.4). Its CPU is also read over the short
             # look-back: the recent window's rate dilutes a hog that began a second or two
             # ago (measured: its +0.8 s/s reached there ~3 s in).
-            hog = busiest["service"] if busiest is not None else ""
-            looks = (cpu, self._cpu_figures(sorted(rises), now, t0, now - NEIGHBOUR_SHORT_S))
-            plain = busiest is not None and self._plain_hog(hog, looks)
-            starved_by_hog = self._starved_by_hog(hog, looks, rises) if plain else {}
+            plain = False
+            if busiest is not None:
+                hog = busiest["service"]
+                looks = (cpu, self._cpu_figures(sorted(rises), now, t0,
+                                                now - NEIGHBOUR_SHORT_S))
+                plain = self._plain_hog(hog, looks)
+                if plain:
+                    starved_by_hog = self._starved_by_hog(hog, looks, rises)
             seen = self._hog_victims.get(host)
             if starved_by_hog:
                 self._hog_victims[host] = (now, starved_by_hog)
