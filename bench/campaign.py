@@ -1050,6 +1050,8 @@ def campaign(args: argparse.Namespace, shop: Shop, watcher: Watcher) -> int:
         clear(camp)
         felt.halt.set()
         felt.join()
+    print(f"the services' own /metrics: {felt.failed} scrapes failed (a service down, or busy "
+          f"past 2 s: a gap in its felt figures)", flush=True)
     wait_resolved(camp, outcomes)
     list_incidents("still open at the end", watcher.still_open())
     s = summary(outcomes)
