@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import secrets
@@ -60,7 +59,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,7 @@ from benchlib import stop, wait_http
 from detect import answers, quantile
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.mesh import histogram_quantile
 from demo_services.control_client import ControlClient, ControlError
 from demo_services.defaults import admin_token
 
@@ -420,21 +420,6 @@ def parse_sample(text: str, t: float) -> Sample | None:
     return Sample(t, tuple(sorted(per_le.items())), errors)
 
 
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
-    """PromQL's ``histogram_quantile`` over cumulative ``(bound, count)`` pairs: linear inside
-    the bucket that holds the rank; in the +Inf bucket, the highest finite bound."""
-    total = buckets[-1][1]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound, cum in buckets:
-        if cum >= rank and cum > below:
-            if math.isinf(bound):
-                return lower
-            return lower + (bound - lower) * (rank - below) / (cum - below)
-        lower, below = bound, cum
-    return lower
-
-
 def felt_between(first: Sample, last: Sample) -> Felt | None:
     """What was served from ``first`` to ``last``; a process restarted in between (a counter
     went down) gives what ``last`` counted since its start. None: nothing served."""
@@ -449,8 +434,9 @@ def felt_between(first: Sample, last: Sample) -> Felt | None:
     n = int(round(delta[-1][1])) if delta else 0
     if n <= 0:
         return None
-    return Felt(n, round(1000 * histogram_quantile(0.5, delta), 1),
-                round(1000 * histogram_quantile(0.95, delta), 1), int(round(errors)))
+    cumulative = dict(delta)
+    p50, p95 = (histogram_quantile(q, cumulative) or 0.0 for q in (0.5, 0.95))
+    return Felt(n, round(1000 * p50, 1), round(1000 * p95, 1), int(round(errors)))
 
 
 class FeltWatcher(threading.Thread):
