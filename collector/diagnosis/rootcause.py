@@ -29,15 +29,18 @@ A fault that began seconds ago is diluted in a 20 s window: at 20 requests/s, 3 
 than before takes 12 extra errors, and a p95 needs 5 % of 400 visits to be slow. So a service
 with no candidate over the detection window is judged again over the most recent buckets (the
 last ``recent_window_s`` seconds of finished traces, then three times that, then for errors
-only ``ERRORS_LOOK`` times, in the 1 s buckets the windows keep for the last few seconds): the
-same error and down tests,
-and for latency the *median* own time instead of the p95, which must also be above the
-baseline's p95 (most requests slower than nearly all before: a busy host's noise moves the
-median into the usual tail, not past it); a quiet service has fewer visits in three seconds
-than a median needs (``LatencyRise.min_samples``), and there three of them, more than half,
-above that bar will do (``LatencyRise.most_above``). A fault that slows most requests moves
-the median at once; a few slow requests (a GC pause) move a short window's p95 but not
-its median, and a fault that slows only some requests is left to the detection window's p95.
+only ``ERRORS_LOOK`` times, in the quarter-second buckets the windows keep for the last few
+seconds): the same error and down tests, and for latency the *median* own time instead of the
+p95, which must also be above the baseline's p95 (most requests slower than nearly all before:
+a busy host's noise moves the median into the usual tail, not past it); a quiet service, whose
+usual traffic brings fewer visits to the window than a median needs
+(``LatencyRise.min_samples``; at 6 requests/s in one second, at 2 in three), needs three of
+them, more than half, above that bar (``LatencyRise.most_above``). A busier service's window
+is thin when its traces are late (a busy host's moment, which a few slow visits cannot be told
+from) or its slowed requests held its callers back; it is left to the longer windows. A fault
+that slows most requests moves the median at once; a few slow requests (a GC pause) move a
+short window's p95 but not its median, and a fault that slows only some requests is left to
+the detection window's p95.
 Looking three times (four for errors) at most quadruples the chance of a false alarm, which
 ``alpha`` keeps small.
 
@@ -59,6 +62,7 @@ stay separate entries.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -241,8 +245,11 @@ class RootCauseFinder:
                 continue
             if base.requests / base.weight < self.cfg.min_baseline_requests:
                 base = windows.baseline(name, start - windows.bucket_s, self.cfg.baseline_s)
-            # Even three seconds hold fewer visits than a median needs: a quiet service.
-            few = span_s == 3 * r and recent.own_hist.samples < self.cfg.latency.min_samples
+            # Fewer visits than a median needs, as its usual traffic brings to a window this
+            # long: a quiet service. A busier one's window is thin when its traces are late
+            # (a busy host's moment), and a few slow ones then prove nothing.
+            few = recent.own_hist.samples < self.cfg.latency.min_samples \
+                and _usual_visits(base, windows.bucket_s) * span_s < self.cfg.latency.min_samples
             cands = self._trace_candidates(name, recent, base, node, recent=True, few=few)
             if span_s > 3 * r:
                 cands = [c for c in cands if c.kind == ERRORS]
@@ -261,8 +268,9 @@ class RootCauseFinder:
                           recent: bool = False, few: bool = False) -> list[RootCause]:
         """Candidates for ``name`` judged on ``win`` against ``base``; ``recent`` when ``win``
         is the short recent window (latency then also needs a significant count of slow
-        visits, and the summary says which window); ``few`` when even the longer recent
-        window holds too few visits for a median (a quiet service: ``most_above`` then)."""
+        visits, and the summary says which window); ``few`` when the window holds fewer
+        visits than a median needs and the service's usual traffic brings no more (a quiet
+        service: ``most_above`` then)."""
         cfg = self.cfg
         out: list[RootCause] = []
         served_w = win.requests - win.client_only
@@ -339,9 +347,8 @@ class RootCauseFinder:
         stat = "median" if recent else "p95"
         lat = rule.rise(win.own_hist, base.own_hist)
         if lat is None and few:
-            # Too few visits for a median even over three seconds (a quiet service): most of
-            # them, and three at least, far slower than nearly all before. Not at a busier
-            # service's one second, which a busy host's moment fills as easily.
+            # Too few visits for a median, as the service usually has (a quiet service): most
+            # of them, and three at least, far slower than nearly all before.
             lat = rule.most_above(win.own_hist, base.own_hist,
                                   base.own_hist.quantile(cfg.latency.quantile))
         if lat is not None and recent and lat[1] is not None:
@@ -451,6 +458,12 @@ def _upstream_of(snap: Snapshot, targets: set[str]) -> set[str]:
                     nxt.append(src)
         frontier = nxt
     return seen
+
+
+def _usual_visits(base: Cell, bucket_s: float) -> float:
+    """Visits a second in ``base``'s buckets that saw the service (an upper bound on its usual
+    rate when it is idle at times: such a service is then judged as a busier one)."""
+    return base.own_hist.samples / (bucket_s * base.buckets) if base.buckets else math.inf
 
 
 def _period(c: Cell) -> dict[str, Any]:

@@ -408,8 +408,10 @@ def test_a_quiet_service_s_three_failures_seconds_apart_are_found_in_the_last_lo
 def test_few_slow_visits_are_a_fault_only_at_a_service_too_quiet_for_a_median() -> None:
     # email slowed by 400 ms for the last `slow` of `rps` x 3 s of requests, after 320 s of
     # baseline. Quiet (2/s): three seconds hold 6 visits, too few for a median; 4 slow of them
-    # are a fault (LatencyRise.most_above). Busier (5/s): a second's 5 visits with 3 slow are
-    # what a busy host's moment does too; over three seconds (15 visits) the median decides.
+    # are a fault (LatencyRise.most_above), 2 are not (three at least). At 5/s a second holds
+    # 5 visits, as many as its traffic ever brings to one: 3 slow of them are most, a fault,
+    # named a second sooner than three seconds' median allowed. Busy (20/s): a second's 20
+    # visits with 3 slow are not most of them, and 3 s (60) decide by their median.
     def named(rps: int, slow: int) -> list[str]:
         n = 3 * rps
         return after_baseline(rps, [Fault(latency_ms=400.0) if i >= n - slow else None
@@ -417,5 +419,7 @@ def test_few_slow_visits_are_a_fault_only_at_a_service_too_quiet_for_a_median() 
 
     assert named(2, 2) == []
     assert named(2, 4) == ["email:latency"]
-    assert named(5, 3) == []
-    assert named(5, 9) == ["email:latency"]  # most of 15: the median
+    assert named(5, 2) == []
+    assert named(5, 3) == ["email:latency"]
+    assert named(20, 3) == []
+    assert named(20, 12) == ["email:latency"]  # most of a second's 20: the median

@@ -220,3 +220,23 @@ def test_service_windows_cap_counts_each_dropped_visit_once_and_fills_the_recent
     recent = windows.recent("a", 1_000.0, 1_001.0)
     assert recent.requests == 1 and recent.self_hist.samples == 1
     assert windows.recent("b", 1_000.0, 1_001.0).requests == 0
+
+
+def test_the_last_second_holds_about_a_second_of_visits_wherever_the_clock_is() -> None:
+    # A 20 requests/s service, its traces finished every 50 ms: "the last second" must hold
+    # about 20 visits at any moment. In 1 s buckets it held anything from 10 to 30 as the
+    # clock moved through a bucket (measured live: a 23 requests/s service's window held 1
+    # visit on one tick and 7 on the one before), and a fault's first slow visits were
+    # judged among too few or too many.
+    from collector.diagnosis.traces import TraceFacts, Visit
+    from collector.diagnosis.window import ServiceWindows
+
+    windows = ServiceWindows()
+    facts = TraceFacts(b"\x01" * 16, [Visit("a", False, 1_000_000, 1_000_000)], [])
+    held = []
+    for i in range(200):
+        now = 1_000.0 + 0.05 * i + 0.01
+        windows.record(facts, now)
+        if i >= 100 and i % 3 == 0:
+            held.append(windows.recent("a", now - 1.0, now).requests)
+    assert min(held) >= 17 and max(held) <= 23, held
