@@ -198,6 +198,7 @@ def test_a_hog_in_plain_sight_starving_one_service_is_one_shared_host_incident()
     assert "quote took the CPU and starved frontend (self time x" in \
         shared["evidence"]["summary"]
     assert "waiting for a CPU 0.60 s per second, up from 0.20" in shared["evidence"]["summary"]
+    assert shared["evidence"]["starved"] == ["frontend"]
 
 
 def test_a_victim_slowed_less_than_twice_is_listed_in_the_hogs_incident() -> None:
@@ -249,6 +250,33 @@ def test_a_shared_slowdown_must_last_2_s_at_any_tick() -> None:
     assert first_paged[0] - first_held[0] == 2.0, (first_held, first_paged)
     assert [t for t in first_held if t < first_paged[0]] == [
         first_held[0] + k * 0.25 for k in range(8)]  # held on every tick until then
+
+
+def test_a_hog_in_plain_sight_must_last_1_s_at_any_tick() -> None:
+    # A noisy neighbour in plain sight starving a service pages after 1 s of ticks, not the
+    # 2 s a shared slowdown by numbers needs: its CPU figures already span a second or more
+    # of scrapes (measured live: the campaign's hogs were named ~4.5 s in at 2 s).
+    first_held: list[float] = []
+    reasons: list[str] = []
+    first_paged: list[float] = []
+
+    def watch(a: Assessment) -> None:
+        shared = [h.reason for h in a.held_back
+                  if h.reason.startswith("part of a shared slowdown of host vm")]
+        if shared:
+            first_held.append(a.at)
+            reasons.extend(shared)
+        if any(c.kind == "shared-host" for c in a.root_causes):
+            first_paged.append(a.at)
+
+    run({"frontend": Fault(latency_ms=300, queue=True)}, {"frontend": BUSY_FRONTEND},
+        {"frontend": STARVED_FRONTEND, "quote": QUOTE_HOG}, fault_s=12, ticks_per_s=4,
+        watch=watch)
+    assert first_held and first_paged
+    assert first_paged[0] - first_held[0] == 1.0, (first_held, first_paged)
+    assert [t for t in first_held if t < first_paged[0]] == [
+        first_held[0] + k * 0.25 for k in range(4)]  # held on every tick until then
+    assert reasons[0].endswith("0.00 of 1 s running so far"), reasons
 
 
 def test_a_shared_slowdown_with_no_service_taking_the_cpu_is_nobodys_page() -> None:
