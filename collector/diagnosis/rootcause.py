@@ -238,9 +238,10 @@ class RootCauseFinder:
         windows = self.diag.windows
         newest = now - self.diag.assembler.recent_lag_s
         r = self.cfg.recent_window_s
-        for span_s in (r, 3 * r, ERRORS_LOOK * r):
+        looks = (r, 3 * r, ERRORS_LOOK * r)
+        cells = windows.recent_since(name, [newest - s for s in looks], now)
+        for span_s, recent in zip(looks, cells, strict=True):
             start = newest - span_s
-            recent = windows.recent(name, start, now)
             if not recent.requests:
                 continue
             if base.requests / base.weight < self.cfg.min_baseline_requests:

@@ -18,7 +18,7 @@ the evidence actually seen, not the scaled-up estimate (see ``compare``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from collector.diagnosis.traces import TraceFacts, Visit
@@ -349,13 +349,24 @@ class ServiceWindows:
         """The service over about ``[t0, t1]`` in fine (``FINE_BUCKET_S``) buckets, within the
         last ``FINE_RETENTION_S`` seconds: for windows of a few seconds. A bucket counts when
         most of it lies after ``t0``, so the window is not diluted by older data."""
+        return next(self.recent_since(service, (t0,), t1))
+
+    def recent_since(self, service: str, starts: Iterable[float], t1: float) -> Iterator[Cell]:
+        """``recent(service, t0, t1)`` for each ``t0`` of ``starts``, latest first, as one cell
+        that grows: each bucket is merged once, not once per window (the root cause's looks
+        at the last 1, 3 and 6 s; in quarter-second buckets, 40 merges a service and tick
+        instead of 24). The cell yielded goes on growing: read it before the next."""
         out = Cell()
-        for idx in range(round(t0 / FINE_BUCKET_S), int(t1 // FINE_BUCKET_S) + 1):
-            bucket = self._fine.get(idx)
-            cell = bucket.get(service) if bucket else None
-            if cell is not None:
-                out.merge(cell)
-        return out
+        end = int(t1 // FINE_BUCKET_S) + 1
+        for t0 in starts:
+            lo = round(t0 / FINE_BUCKET_S)
+            for idx in range(lo, end):
+                bucket = self._fine.get(idx)
+                cell = bucket.get(service) if bucket else None
+                if cell is not None:
+                    out.merge(cell)
+            end = min(end, lo)
+            yield out
 
     def baseline(self, service: str, before: float, span_s: float) -> Cell:
         """The service over the last ``span_s`` seconds of buckets ending before ``before``

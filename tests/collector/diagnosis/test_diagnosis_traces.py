@@ -240,3 +240,24 @@ def test_the_last_second_holds_about_a_second_of_visits_wherever_the_clock_is() 
         if i >= 100 and i % 3 == 0:
             held.append(windows.recent("a", now - 1.0, now).requests)
     assert min(held) >= 17 and max(held) <= 23, held
+
+
+def test_the_growing_recent_windows_hold_what_each_window_read_alone_holds() -> None:
+    # The root cause reads the last 1, 3 and 6 s as one growing cell (each bucket merged
+    # once): each must count what `recent` counts for that window alone.
+    from collector.diagnosis.traces import TraceFacts, Visit
+    from collector.diagnosis.window import ServiceWindows
+
+    windows = ServiceWindows()
+    for i in range(160):
+        facts = TraceFacts(bytes([i]) * 16, [Visit("a", i % 7 == 0, (1 + i % 13) * 1_000_000,
+                                                   (1 + i % 13) * 1_000_000)], [])
+        windows.record(facts, 1_000.0 + 0.05 * i)
+    now = 1_007.99
+    starts = [now - 0.5 - s for s in (1, 3, 6)]
+    grown = [(c.requests, c.errors, dict(c.own_hist.bins))
+             for c in windows.recent_since("a", starts, now)]
+    alone = [(c.requests, c.errors, dict(c.own_hist.bins))
+             for c in (windows.recent("a", t0, now) for t0 in starts)]
+    assert grown == alone
+    assert [g[0] for g in grown] == sorted({g[0] for g in grown}) and grown[0][0] > 0
