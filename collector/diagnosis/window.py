@@ -354,8 +354,8 @@ class ServiceWindows:
     def recent_since(self, service: str, starts: Iterable[float], t1: float) -> Iterator[Cell]:
         """``recent(service, t0, t1)`` for each ``t0`` of ``starts``, latest first, as one cell
         that grows: each bucket is merged once, not once per window (the root cause's looks
-        at the last 1, 3 and 6 s; in quarter-second buckets, 40 merges a service and tick
-        instead of 24). The cell yielded goes on growing: read it before the next."""
+        at the last 1, 3 and 6 s; in quarter-second buckets, 24 merges a service and tick
+        instead of 40). The cell yielded goes on growing: read it before the next."""
         out = Cell()
         end = int(t1 // FINE_BUCKET_S) + 1
         for t0 in starts:
