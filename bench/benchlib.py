@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -63,22 +64,31 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
 
 
 def shop_batch(rng: random.Random, first_id: int, traces: int, t0_ns: int,
-               id_prefix: bytes = b"", fail: dict[str, float] | None = None
-               ) -> tuple[bytes, int, int]:
+               id_prefix: bytes = b"", fail: dict[str, float] | None = None,
+               shops: int = 1) -> tuple[bytes, int, int]:
     """(OTLP protobuf body, spans, calls) for ``traces`` whole shop traces numbered from
     ``first_id``; trace ids are ``id_prefix`` + the number, 16 bytes in all. Realistic spans:
     semantic-convention attributes, 2% of calls failing on both halves (``fail``: another
-    share for the calls to some servers, a fault there)."""
+    share for the calls to some servers, a fault there). With ``shops`` > 1, trace ``n`` runs
+    in shop ``n % shops``, whose services are named ``frontend-7``, ``cart-7``...: six
+    services a shop, so many services are all seen all the time."""
     req = ExportTraceServiceRequest()
-    scopes = {}
-    for svc in SERVICES:
-        rs = req.resource_spans.add()
-        for k, v in (("service.name", svc), ("service.version", "1.2.3"),
-                     ("service.namespace", "shop"), ("telemetry.sdk.language", "python")):
-            kv = rs.resource.attributes.add()
-            kv.key, kv.value.string_value = k, v
-        scopes[svc] = rs.scope_spans.add().spans
+    resources: dict[str, Any] = {}
+
+    def scope(svc: str, n: int) -> Any:
+        name = svc if shops == 1 else f"{svc}-{n % shops}"
+        spans = resources.get(name)
+        if spans is None:
+            rs = req.resource_spans.add()
+            for k, v in (("service.name", name), ("service.version", "1.2.3"),
+                         ("service.namespace", "shop"), ("telemetry.sdk.language", "python")):
+                kv = rs.resource.attributes.add()
+                kv.key, kv.value.string_value = k, v
+            spans = resources[name] = rs.scope_spans.add().spans
+        return spans
+
     for n in range(first_id, first_id + traces):
+        scopes = {svc: scope(svc, n) for svc in SERVICES}
         trace = id_prefix + n.to_bytes(16 - len(id_prefix), "big")
         root_id = (n * 16).to_bytes(8, "big")
         root = scopes["frontend"].add()

@@ -18,6 +18,12 @@ that never go quiet, finished at their maximum age or by the pending-spans cap.
 
     .venv/bin/python bench/soak.py [--rate 10000] [--seconds 600] [--batch 500] [--retention S]
         [--replay [--replay-traces 6000] [--replay-new-spans]] [--memory-budget-mb MB]
+        [--services N]
+
+``--services 2000`` spreads the traces over 2,000 services (333 shops of six), each seen two to
+four times a second at 10,000 spans/s: what grows with services (the diagnosis' time windows,
+a cell per service and bucket) rather than with spans. ``conway_diagnosis_window_cells`` and
+the history cut to stay in the budget are printed at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
-from benchlib import SPANS_PER_TRACE, free_port, shop_batch, wait_http
+from benchlib import SERVICES, SPANS_PER_TRACE, free_port, shop_batch, wait_http
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -56,14 +62,16 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 class Batches:
     """Protobuf batches of whole shop traces, each with fresh ids and current timestamps."""
 
-    def __init__(self, traces_per_batch: int, seed: int = 7) -> None:
+    def __init__(self, traces_per_batch: int, seed: int = 7, shops: int = 1) -> None:
         self.traces = traces_per_batch
         self.rng = random.Random(seed)
         self.next_id = 1
+        self.shops = shops
 
     def make(self) -> tuple[bytes, int, int]:
         first, self.next_id = self.next_id, self.next_id + self.traces
-        return shop_batch(self.rng, first, self.traces, time.time_ns() - 100_000_000)
+        return shop_batch(self.rng, first, self.traces, time.time_ns() - 100_000_000,
+                          shops=self.shops)
 
 
 class Replays(Batches):
@@ -198,6 +206,10 @@ def main() -> int:
                     help="how many distinct traces --replay cycles through (default 6000)")
     ap.add_argument("--replay-new-spans", action="store_true",
                     help="with --replay: new span ids every round, the same trace ids")
+    ap.add_argument("--services", type=int, default=len(SERVICES), metavar="N",
+                    help=f"spread the traces over about N services ({len(SERVICES)} a shop, "
+                         f"N // {len(SERVICES)} shops, every trace in the next): the memory "
+                         f"that grows with services, not with spans (default one shop)")
     ap.add_argument("--memory-budget-mb", type=float, default=None, metavar="MB",
                     help=f"passed to the collector; RSS is judged against it (default the "
                          f"collector's, {MEMORY_BUDGET_MB} MB)")
@@ -205,7 +217,7 @@ def main() -> int:
     traces_per_batch = max(1, a.batch // SPANS_PER_TRACE)
     budget_mb = a.memory_budget_mb if a.memory_budget_mb is not None else MEMORY_BUDGET_MB
     batches = (Replays(traces_per_batch, a.replay_traces, a.replay_new_spans) if a.replay
-               else Batches(traces_per_batch))
+               else Batches(traces_per_batch, shops=max(1, a.services // len(SERVICES))))
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -271,6 +283,13 @@ def main() -> int:
     within = rss_peak / 1024 < budget_mb
     print(f"budget  {budget_mb:g} MiB: peak RSS (VmHWM) {rss_peak / 1024:.1f} MiB, final "
           f"{rss_end / 1024:.1f} MiB ({'within' if within else 'OVER'})")
+    w = {k: int(m.get(f"conway_diagnosis_{k}", 0)) for k in (
+        "window_cells", "max_window_cells", "window_buckets_cut_total",
+        "window_cells_refused_total", "services_dropped_total")}
+    print(f"windows {w['window_cells']:,} cells of {w['max_window_cells']:,} allowed, "
+          f"{w['window_buckets_cut_total']:,} buckets dropped before their retention, "
+          f"{w['window_cells_refused_total']:,} visits refused, "
+          f"{w['services_dropped_total']:,} past the service cap")
     print(f"dedup   spans dropped as re-sent: pairing "
           f"{int(m.get('conway_pairing_duplicates_total', 0)):,}, diagnosis "
           f"{int(m.get('conway_diagnosis_spans_duplicate_total', 0)):,}; traces finished "

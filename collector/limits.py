@@ -104,8 +104,9 @@ def screen_times(result: DecodeResult, now: float, window_s: float, max_errors: 
 # -- the memory budget --------------------------------------------------------------------------
 # One budget for the whole process (``--memory-budget-mb``); `MemoryLimits.from_budget` derives
 # from it every cap of what grows with traffic (pending traces and spans, waiting pairing halves,
-# the sets that catch re-sent spans). The costs below were measured with tracemalloc on spans
-# decoded by `collector.otlp` (resource attributes shared by the spans of a request):
+# the sets that catch re-sent spans, the cells of the diagnosis' windows). The costs below were
+# measured with tracemalloc, spans as decoded by `collector.otlp` (resource attributes shared by
+# the spans of a request):
 #
 # - a decoded span is 474 B with 4 attributes (bench shop spans), 708 B with 8 (an SDK's HTTP
 #   server span); a pending trace holds it for 32 B more (its list slot and, per trace of 8
@@ -113,7 +114,13 @@ def screen_times(result: DecodeResult, now: float, window_s: float, max_errors: 
 #   per pending span covers the widest span kept as sent plus allocator slack;
 # - a waiting pairing half is 164 B of store entry besides its span (the same object as the
 #   pending trace's, unless the diagnosis sampled the trace out or the span was slimmed);
-# - a remembered (trace id, span id) is 88 B (a 64-bit hash in a set).
+# - a remembered (trace id, span id) is 88 B (a 64-bit hash in a set);
+# - a service's cell in one bucket of the diagnosis' windows (`collector.diagnosis.window`:
+#   counts, three latency histograms, callers, sample trace ids) is 1.9 KB with one visit,
+#   2.3 KB with four of widely spread latencies (a dozen bins a histogram). The windows hold
+#   a cell per service and 5 s bucket over the retention (900 s) and per quarter-second over
+#   the last 10 s: 222 cells for a service seen all the time, 444 MB for 2,000 such services,
+#   so they get a share of the budget like the rest and, when full, keep less history.
 # Links kept per span (a batch consumer's producers); more are not read.
 MAX_LINKS = 128
 MEMORY_BUDGET_MB = 256
@@ -129,10 +136,12 @@ PENDING_SPAN_BYTES = 1024
 PENDING_TRACE_BYTES = 256  # a pending trace's own record, list and entries, with one span
 PAIRING_ITEM_BYTES = 768
 SEEN_SPAN_BYTES = 96
+WINDOW_CELL_BYTES = 2_560
 # How what remains after the reserve and the bodies in flight is shared out.
-PENDING_SHARE = 0.45
-PAIRING_SHARE = 0.35
+PENDING_SHARE = 0.35
+PAIRING_SHARE = 0.20
 SEEN_SHARE = 0.20  # two sets of equal size: the assembler's and the pairing store's
+WINDOW_SHARE = 0.25  # 28 MiB of the default budget: 11,200 cells, 50 services' full history
 # Never more spans per trace than this (a trace that has more is analysed without the rest).
 MAX_SPANS_PER_TRACE = 1_000
 
@@ -148,6 +157,7 @@ class MemoryLimits:
     max_spans_per_trace: int
     pairing_max_items: int  # waiting pairing halves
     max_seen_spans: int  # span keys each duplicate-catching set remembers (two such sets)
+    window_cells: int  # (service, bucket) cells the diagnosis' windows hold, both rings
 
     @classmethod
     def from_budget(cls, budget_mb: float = MEMORY_BUDGET_MB) -> MemoryLimits:
@@ -168,6 +178,7 @@ class MemoryLimits:
             max_spans_per_trace=min(MAX_SPANS_PER_TRACE, spans // 16),
             pairing_max_items=int(rest * PAIRING_SHARE) // PAIRING_ITEM_BYTES,
             max_seen_spans=int(rest * SEEN_SHARE) // (2 * SEEN_SPAN_BYTES),
+            window_cells=int(rest * WINDOW_SHARE) // WINDOW_CELL_BYTES,
         )
 
 

@@ -345,6 +345,16 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "services_dropped": ("counter", "conway_diagnosis_services_dropped",
                          "Service visits the diagnosis did not record because it already "
                          "tracks the most services it may (window.MAX_SERVICES)"),
+    "window_cells": ("gauge", "conway_diagnosis_window_cells",
+                     "(service, time bucket) cells the diagnosis' windows hold"),
+    "max_window_cells": ("gauge", "conway_diagnosis_max_window_cells",
+                         "Limit of those cells (the memory budget's share for them)"),
+    "window_buckets_cut": ("counter", "conway_diagnosis_window_buckets_cut",
+                           "Time buckets the diagnosis dropped before their retention to stay "
+                           "within max_window_cells (the baseline reaches less far back)"),
+    "window_cells_refused": ("counter", "conway_diagnosis_window_cells_refused",
+                             "Service visits not recorded in a time bucket because "
+                             "max_window_cells was reached and no older bucket could go"),
     "ports_dropped": ("counter", "conway_diagnosis_ports_dropped",
                       "Server ports the diagnosis did not learn because its port map was full "
                       "(traces.MAX_PORTS)"),

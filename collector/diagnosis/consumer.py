@@ -67,7 +67,7 @@ class TraceDiagnosis:
         # Head sampling upstream (the graph's weights): a kept trace stands for 1/p traces.
         self.sampling = Sampling() if sampling is None else sampling
         self.hosts = HostMap()
-        self.windows = ServiceWindows(bucket_s, retention_s)
+        self.windows = ServiceWindows(bucket_s, retention_s, max_cells=memory.window_cells)
         self.memory = memory
         self.assembler = TraceAssembler(
             self._on_trace, quiet_s,
@@ -145,5 +145,9 @@ class TraceDiagnosis:
                 "traces_sampled_out": a.traces_sampled_out,
                 "keep_fraction": self.keep_fraction,
                 "services_dropped": self.windows.dropped_services,
+                "window_cells": self.windows.cells,
+                "max_window_cells": self.windows.max_cells,
+                "window_buckets_cut": self.windows.buckets_cut + self.windows.fine_buckets_cut,
+                "window_cells_refused": self.windows.cells_refused,
                 "ports_dropped": self.ports.dropped,
                 "hosts_dropped": self.hosts.dropped}

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from collector.diagnosis.traces import TraceFacts, Visit
+from collector.limits import DEFAULT_MEMORY
 
 BUCKET_S = 5.0
 RETENTION_S = 900.0
@@ -33,6 +34,10 @@ RETENTION_S = 900.0
 FINE_BUCKET_S = 0.25
 FINE_RETENTION_S = 10.0
 MAX_SERVICES = 2_000
+# Kept whatever the memory budget (see ``ServiceWindows.max_cells``): the last minute of main
+# buckets, for a baseline, and the last 6 s of fine ones, the root cause's longest recent look.
+MIN_HISTORY_S = 60.0
+MIN_FINE_S = 6.0
 MAX_SAMPLES = 5
 MAX_BLAST_SAMPLES = 3  # example trace ids per (service, root cause) for the blast radius
 # Histogram bins: 2**(1/4) apart from 10 us, so a quantile is within ~19% of the truth.
@@ -189,9 +194,12 @@ class ServiceWindows:
     """The ring of buckets: ``record`` trace facts, ``aggregate`` a service over a time range."""
 
     def __init__(self, bucket_s: float = BUCKET_S, retention_s: float = RETENTION_S,
-                 max_services: int = MAX_SERVICES) -> None:
+                 max_services: int = MAX_SERVICES,
+                 max_cells: int = DEFAULT_MEMORY.window_cells) -> None:
         if bucket_s <= 0 or retention_s < bucket_s:
             raise ValueError("service windows: need bucket_s > 0 and retention_s >= bucket_s")
+        if max_cells < 1:
+            raise ValueError(f"service windows: need max_cells >= 1, got {max_cells}")
         self.bucket_s = bucket_s
         self.max_buckets = int(retention_s // bucket_s) + 1
         self.max_services = max_services
@@ -200,6 +208,18 @@ class ServiceWindows:
         self._max_fine = int(FINE_RETENTION_S // FINE_BUCKET_S) + 1
         self._services: set[str] = set()
         self.dropped_services = 0
+        # The memory budget's share (`MemoryLimits.window_cells`): cells held in both rings.
+        # When full, the oldest history goes first: main buckets beyond the last
+        # ``MIN_HISTORY_S`` (the baseline reaches less far back), then fine buckets beyond
+        # the last ``MIN_FINE_S`` (the root cause's longest recent look); only then is a
+        # visit not recorded. Each is counted.
+        self.max_cells = max_cells
+        self.cells = 0
+        self.buckets_cut = 0  # main buckets dropped before the retention, to stay in budget
+        self.fine_buckets_cut = 0
+        self.cells_refused = 0  # visits not recorded: every bucket left is needed
+        self._min_buckets = min(self.max_buckets, int(MIN_HISTORY_S // bucket_s) + 2)
+        self._min_fine = int(MIN_FINE_S // FINE_BUCKET_S) + 2
         # Own time (ms) above which a visit of a service counts as slow for the requests
         # above it (``Cell.slowed_by``); set by each evaluation from the service's baseline.
         self.slow_ms: dict[str, float] = {}
@@ -215,8 +235,29 @@ class ServiceWindows:
                         self.dropped_services += 1
                     return None
                 self._services.add(service)
+            if self.cells >= self.max_cells and not self._make_room(bucket):
+                self.cells_refused += 1
+                return None
             cell = bucket[service] = Cell()
+            self.cells += 1
         return cell
+
+    def _make_room(self, keep: dict[str, Cell]) -> bool:
+        """Drop the oldest bucket that may go (not ``keep``, the one being written): main
+        history past the last ``MIN_HISTORY_S`` first, then fine past ``MIN_FINE_S``."""
+        for ring, least in ((self._buckets, self._min_buckets), (self._fine, self._min_fine)):
+            while len(ring) > least:
+                oldest = min(ring)
+                if ring[oldest] is keep:
+                    break
+                self.cells -= len(ring.pop(oldest))
+                if ring is self._buckets:
+                    self.buckets_cut += 1
+                else:
+                    self.fine_buckets_cut += 1
+                if self.cells < self.max_cells:
+                    return True
+        return False
 
     def record(self, facts: TraceFacts, t: float, w: int = 1) -> None:
         """Add one finished trace's facts, every count multiplied by the weight ``w``, to its
@@ -232,7 +273,7 @@ class ServiceWindows:
         if fine is None:
             fine = self._fine[idx] = {}
             for old in [i for i in self._fine if i <= idx - self._max_fine]:
-                del self._fine[old]
+                self.cells -= len(self._fine.pop(old))
         self._record(fine, facts, w, False)
 
     def _record(self, bucket: dict[str, Cell], facts: TraceFacts, w: int, main: bool) -> None:
@@ -329,7 +370,7 @@ class ServiceWindows:
     def _expire(self, newest: int) -> None:
         oldest = newest - self.max_buckets
         for idx in [i for i in self._buckets if i <= oldest]:
-            del self._buckets[idx]
+            self.cells -= len(self._buckets.pop(idx))
 
     def _range(self, t0: float, t1: float) -> range:
         """Buckets that end after ``t0`` and start at or before ``t1``."""

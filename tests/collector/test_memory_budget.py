@@ -26,7 +26,8 @@ def test_the_caps_fit_in_the_budget(mb: int) -> None:
             + m.max_pending_spans * limits.PENDING_SPAN_BYTES
             + m.max_traces * limits.PENDING_TRACE_BYTES
             + m.pairing_max_items * limits.PAIRING_ITEM_BYTES
-            + 2 * m.max_seen_spans * limits.SEEN_SPAN_BYTES)
+            + 2 * m.max_seen_spans * limits.SEEN_SPAN_BYTES
+            + m.window_cells * limits.WINDOW_CELL_BYTES)
     assert held <= m.budget_bytes == mb * MIB
     assert held > 0.95 * m.budget_bytes  # and use it
     # One full trace takes at most a 16th of the pending spans, and no budget cuts an

@@ -157,6 +157,10 @@ def test_caps_come_from_the_memory_budget() -> None:
     assert (a.max_traces, a.max_spans_per_trace, a.max_pending_spans) == (
         DEFAULT_MEMORY.max_traces, DEFAULT_MEMORY.max_spans_per_trace,
         DEFAULT_MEMORY.max_pending_spans)
-    big = TraceDiagnosis(memory=MemoryLimits.from_budget(1024)).assembler
-    assert big.max_pending_spans > 4 * a.max_pending_spans
+    big = TraceDiagnosis(memory=MemoryLimits.from_budget(1024))
+    assert big.assembler.max_pending_spans > 4 * a.max_pending_spans
     assert diag.counters()["memory_budget_bytes"] == 256 * 2 ** 20
+    # The windows too: the default budget holds the demo's ~20 services' whole retention.
+    assert diag.windows.max_cells == DEFAULT_MEMORY.window_cells > 20 * 222
+    assert big.windows.max_cells > 4 * diag.windows.max_cells
+    assert diag.counters()["max_window_cells"] == DEFAULT_MEMORY.window_cells

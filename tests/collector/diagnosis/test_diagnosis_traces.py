@@ -261,3 +261,74 @@ def test_the_growing_recent_windows_hold_what_each_window_read_alone_holds() -> 
              for c in (windows.recent("a", t0, now) for t0 in starts)]
     assert grown == alone
     assert [g[0] for g in grown] == sorted({g[0] for g in grown}) and grown[0][0] > 0
+
+
+def _visits(windows, names: list[str], t0: float, seconds: float, every_s: float = 0.25,
+            spread: float = 1.0) -> None:
+    """Each of ``names`` visited once every ``every_s`` for ``seconds`` from ``t0``; own
+    times spread over ``spread`` times 1-2 ms."""
+    from collector.diagnosis.traces import TraceFacts, Visit
+
+    for i in range(int(seconds / every_s)):
+        now = t0 + i * every_s
+        ms = 1 + spread * ((i * 7919) % 97) / 97
+        visits = [Visit(n, False, int(ms * 1e6), int(2 * ms * 1e6), caller=names[j - 1] if j
+                        else None, parent=j - 1) for j, n in enumerate(names)]
+        windows.record(TraceFacts(i.to_bytes(16, "big"), visits, []), now)
+        assert windows.cells <= windows.max_cells
+
+
+def test_the_windows_stay_within_their_cells_and_give_up_the_oldest_history_first() -> None:
+    # Five services seen all the time for 200 s: 41 fine and 40 main cells each, 405 in all,
+    # against a budget's 300 cells. The oldest main buckets go (the baseline reaches back
+    # about 95 s, not 200), the last 10 s of fine buckets and the last minute stay whole,
+    # nothing is refused, and every cut is counted.
+    from collector.diagnosis.window import ServiceWindows
+
+    names = ["a", "b", "c", "d", "e"]
+    free, capped = ServiceWindows(), ServiceWindows(max_cells=300)
+    for w in (free, capped):
+        _visits(w, names, 1_000.0, 200.0)
+    held = sum(len(b) for ring in (capped._buckets, capped._fine) for b in ring.values())
+    assert capped.cells == held <= 300 < free.cells == 405
+    assert capped.cells_refused == 0 and capped.buckets_cut > 0 == free.buckets_cut
+    now = 1_199.9
+    for n in names:
+        assert capped.recent(n, now - 9.5, now) == free.recent(n, now - 9.5, now)
+        assert capped.aggregate(n, now - 60, now) == free.aggregate(n, now - 60, now)
+        reach = capped.baseline(n, now - 10, 300).buckets
+        assert 14 <= reach <= 20 and free.baseline(n, now - 10, 300).buckets == 38
+
+
+def test_windows_too_small_for_their_minimum_refuse_visits_and_count_them() -> None:
+    # 20 services in 120 cells: not even the last minute and 6 s of fine buckets fit. The
+    # fine ring is cut to its last 6 s, then visits are refused, counted; the cap holds.
+    from collector.diagnosis.window import MIN_FINE_S, ServiceWindows
+
+    w = ServiceWindows(max_cells=120)
+    _visits(w, [f"s{i}" for i in range(20)], 1_000.0, 90.0)
+    assert w.cells <= 120 and w.cells_refused > 0
+    assert w.fine_buckets_cut > 0 and w.buckets_cut > 0
+    assert len(w._fine) >= MIN_FINE_S / 0.25
+
+
+def test_the_stated_cost_of_a_window_cell_holds() -> None:
+    # `limits.WINDOW_CELL_BYTES` is what the budget's share is divided by: a cell's cost with
+    # four visits a quarter-second of widely spread latencies (more bins than most services
+    # fill), each service called by the one before it.
+    import tracemalloc
+
+    from collector import limits
+    from collector.diagnosis.window import ServiceWindows
+
+    w = ServiceWindows()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        _visits(w, [f"svc-{i}" for i in range(100)], 1_000.0, 15.0, every_s=0.0625,
+                spread=50.0)
+        per_cell = (tracemalloc.get_traced_memory()[0] - base) / w.cells
+    finally:
+        tracemalloc.stop()
+    assert w.cells == 100 * (41 + 3)
+    assert per_cell <= limits.WINDOW_CELL_BYTES
