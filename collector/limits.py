@@ -127,7 +127,10 @@ MEMORY_BUDGET_MB = 256
 MIB = 1 << 20
 MIN_MEMORY_BUDGET_MB = 128
 # Held whatever the traffic, taken off the budget first: the interpreter and libraries (44-50 MiB
-# RSS idle), the graph's and the diagnosis' statistics, and the two bodies being decoded.
+# RSS idle), the graph's and the diagnosis' other statistics, and the two bodies being decoded.
+# The graph's statistics grow with its nodes and edges (a ring of slots per key) up to its own
+# caps (``--max-nodes``, ``--max-edges``), not derived from the budget: the shop's dozen
+# services fit in the reserve, 2,000 busy ones do not (``bench/soak.py --services 2000``).
 RESERVED_BYTES = 80 * MIB
 # Request bodies read or waiting to be decoded (the receiver's ``--max-inflight-bytes``): this
 # share of the budget, 64 MiB of the default 256.
@@ -141,7 +144,7 @@ WINDOW_CELL_BYTES = 2_560
 PENDING_SHARE = 0.35
 PAIRING_SHARE = 0.20
 SEEN_SHARE = 0.20  # two sets of equal size: the assembler's and the pairing store's
-WINDOW_SHARE = 0.25  # 28 MiB of the default budget: 11,200 cells, 50 services' full history
+WINDOW_SHARE = 0.25  # 28 MiB of the default budget: 11,468 cells, 51 services' full history
 # Never more spans per trace than this (a trace that has more is analysed without the rest).
 MAX_SPANS_PER_TRACE = 1_000
 

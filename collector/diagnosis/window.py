@@ -13,6 +13,10 @@ A trace kept by head sampling (see ``consumer``) is recorded with an integer ``w
 ratios stay unbiased estimates of the whole traffic. ``Hist.samples`` counts the visits
 actually seen, unweighted, and ``Cell.weight`` is the mean weight: significance tests judge
 the evidence actually seen, not the scaled-up estimate (see ``compare``).
+
+The cells of both rings together are capped by the memory budget's share
+(``ServiceWindows.max_cells``, from `collector.limits.MemoryLimits`): when full, the oldest
+history goes first and every cut is counted.
 """
 
 from __future__ import annotations
@@ -261,7 +265,7 @@ class ServiceWindows:
 
     def record(self, facts: TraceFacts, t: float, w: int = 1) -> None:
         """Add one finished trace's facts, every count multiplied by the weight ``w``, to its
-        bucket and to its fine (1 s) bucket."""
+        bucket and to its fine (quarter-second) bucket."""
         idx = int(t // self.bucket_s)
         bucket = self._buckets.get(idx)
         if bucket is None:
