@@ -214,6 +214,8 @@ def main() -> int:
                     help=f"passed to the collector; RSS is judged against it (default the "
                          f"collector's, {MEMORY_BUDGET_MB} MB)")
     a = ap.parse_args()
+    if a.replay and a.services != len(SERVICES):
+        ap.error("--services spreads fresh traffic; --replay re-sends one shop's traces")
     traces_per_batch = max(1, a.batch // SPANS_PER_TRACE)
     budget_mb = a.memory_budget_mb if a.memory_budget_mb is not None else MEMORY_BUDGET_MB
     batches = (Replays(traces_per_batch, a.replay_traces, a.replay_new_spans) if a.replay
