@@ -39,9 +39,10 @@ FINE_BUCKET_S = 0.25
 FINE_RETENTION_S = 10.0
 MAX_SERVICES = 2_000
 # Kept whatever the memory budget (see ``ServiceWindows.max_cells``): the last minute of main
-# buckets, for a baseline, and the last 6 s of fine ones, the root cause's longest recent look.
+# buckets, for a baseline, and the last 7 s of fine ones: the root cause's longest recent look
+# (6 s) ends the settling lag (`traces.TraceAssembler.recent_lag_s`, 0.5 s) before now.
 MIN_HISTORY_S = 60.0
-MIN_FINE_S = 6.0
+MIN_FINE_S = 7.0
 MAX_SAMPLES = 5
 MAX_BLAST_SAMPLES = 3  # example trace ids per (service, root cause) for the blast radius
 # Histogram bins: 2**(1/4) apart from 10 us, so a quantile is within ~19% of the truth.

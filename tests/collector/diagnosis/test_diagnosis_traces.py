@@ -301,15 +301,20 @@ def test_the_windows_stay_within_their_cells_and_give_up_the_oldest_history_firs
 
 
 def test_windows_too_small_for_their_minimum_refuse_visits_and_count_them() -> None:
-    # 20 services in 120 cells: not even the last minute and 6 s of fine buckets fit. The
-    # fine ring is cut to its last 6 s, then visits are refused, counted; the cap holds.
-    from collector.diagnosis.window import MIN_FINE_S, ServiceWindows
+    # 20 services in 120 cells: not even the last minute and 7 s of fine buckets fit. The
+    # fine ring is cut to its last 7 s, then visits are refused, counted; the cap holds.
+    from collector.diagnosis.rootcause import ERRORS_LOOK, RECENT_WINDOW_S
+    from collector.diagnosis.traces import TraceAssembler
+    from collector.diagnosis.window import FINE_BUCKET_S, ServiceWindows
 
     w = ServiceWindows(max_cells=120)
     _visits(w, [f"s{i}" for i in range(20)], 1_000.0, 90.0)
     assert w.cells <= 120 and w.cells_refused > 0
     assert w.fine_buckets_cut > 0 and w.buckets_cut > 0
-    assert len(w._fine) >= MIN_FINE_S / 0.25
+    # What is kept still holds the root cause's longest look, which ends the settling lag
+    # before now, and the bucket now being filled.
+    longest = ERRORS_LOOK * RECENT_WINDOW_S + TraceAssembler(lambda *a: None).recent_lag_s
+    assert len(w._fine) * FINE_BUCKET_S >= longest + FINE_BUCKET_S
 
 
 def test_the_stated_cost_of_a_window_cell_holds() -> None:
