@@ -19,7 +19,11 @@ Scoring, per fault, over the incidents first seen from its injection until the n
 - right team: that incident's ``page.team`` is the target's owner in the catalog;
 - false pages: every other incident opened in that time (a ``shared-host`` one counts unless
   the fault is a CPU hog), per team paged;
-- time to root cause: injection -> the right incident first seen (None past ``--hold``);
+- time to root cause: injection -> the right incident first seen (None past ``--hold``),
+  and split in two: injection -> the third request the fault failed, slowed or refused, as the
+  demo itself recorded it (every service's ``GET /admin/faults``, ``evidence``; the fewest a
+  page needs, so the demo's traffic rate sets it), and that request -> the incident seen (the
+  collector's own part; a CPU hog fails nothing by itself, so it has neither);
 - time to complete blast radius: root cause seen -> its impacted list holds every expected
   service (None if not by the end of the hold);
 - time to resolve: clear -> the right incident seen resolved (watched through later faults).
@@ -107,6 +111,12 @@ FELT_BEFORE_S = 15.0
 FELT_SKIP_S = 2.0
 FELT_MIN_REQUESTS = 5
 FELT_P50_X, FELT_P95_X = 1.5, 2.0
+# The demo's own record of when a fault showed (``GET /admin/faults`` of every service,
+# ``demo_services.faults.FaultEvidence``): a page needs at least this many failed or slowed
+# requests (``RatioRise.min_events``, ``LatencyRise.min_slow``), so the time until the demo's
+# traffic had served that many is a floor no detector with that rule can beat; TTRC minus it
+# is the collector's own part.
+EVIDENCE_EVENTS = 3
 TARGETS = {"right RC": ">= 95 %", "false pages": "<= 1 per 20 faults", "TTRC p95": "<= 2 s",
            "blast p95": "<= 2 s"}
 
@@ -525,6 +535,11 @@ class Outcome:
     expected_teams: dict[str, str | None] = field(default_factory=dict)
     named_kinds: list[str] = field(default_factory=list)
     ttrc_s: float | None = None
+    # injection -> the EVIDENCE_EVENTS-th faulted request as the demo recorded it; TTRC - that
+    evidence_s: float | None = None
+    after_evidence_s: float | None = None
+    # target -> seconds after injection of its first faulted requests (all processes merged)
+    evidence: dict[str, list[float]] = field(default_factory=dict)
     blast_s: float | None = None
     resolve_s: float | None = None
     rc_ids: list[str] = field(default_factory=list)
@@ -547,6 +562,39 @@ class Campaign:
     hold_s: float
     gap_s: float
     felt: FeltWatcher | None = None
+    urls: dict[str, str] = field(default_factory=dict)  # service -> its own base URL
+
+
+def fault_evidence(urls: dict[str, str], since: float) -> dict[str, list[float]]:
+    """Per target, the wall-clock times of its first faulted requests at or after ``since``,
+    merged over every service process that recorded some (``GET /admin/faults``: a service's
+    own fault, its callers' refused calls when it is down, a database's callers). A process
+    that does not answer (the target, when down) adds nothing."""
+    times: dict[str, list[float]] = {}
+    with httpx.Client(timeout=2, trust_env=False) as client:
+        for url in urls.values():
+            try:
+                r = client.get(url.rstrip("/") + "/admin/faults")
+                r.raise_for_status()
+                evidence = r.json().get("evidence") or {}
+            except (httpx.HTTPError, ValueError, AttributeError):
+                continue
+            for target, rec in evidence.items():
+                times.setdefault(target, []).extend(
+                    float(t) for t in rec.get("first", []) if float(t) >= since)
+    return {t: sorted(v) for t, v in times.items()}
+
+
+def evidence_line(out: Outcome) -> str | None:
+    """When the demo had served the fault's EVIDENCE_EVENTS-th faulted request, and the
+    collector's own time after it (None for a hog, which fails nothing by itself)."""
+    if out.kind == "cpu-hog":
+        return None
+    if out.evidence_s is None:
+        counts = ", ".join(f"{t} {len(out.evidence.get(t, []))}" for t in out.targets)
+        return f"demo served < {EVIDENCE_EVENTS} faulted requests in the window ({counts})"
+    return (f"{EVIDENCE_EVENTS}rd faulted request at {out.evidence_s:.2f} s, named "
+            f"{fmt(out.after_evidence_s)} after it")
 
 
 def expected_blast(shop: Shop, inj: Injection) -> frozenset[str]:
@@ -634,6 +682,9 @@ def run_fault(camp: Campaign, index: int, fault: Fault, quiet: Quiet) -> Outcome
     while time.time() - t0 < camp.hold_s and not complete(camp, fault, t0):
         time.sleep(POLL_S)
     out.held_until = time.time()
+    if camp.urls:
+        out.evidence = {t: [round(x - t0, 3) for x in ts]
+                        for t, ts in fault_evidence(camp.urls, t0).items() if t in fault.targets}
     time.sleep(LATE_S)
     clear(camp)
     out.cleared_at = time.time()
@@ -663,6 +714,8 @@ def score(camp: Campaign, fault: Fault, out: Outcome, window_end: float) -> None
 def score_targets(camp: Campaign, fault: Fault, out: Outcome, opened: list[Seen]) -> None:
     assert out.injected_at is not None and out.held_until is not None
     ttrc: list[float | None] = []
+    shown: list[float | None] = []
+    after: list[float | None] = []
     blast: list[float | None] = []
     teams_ok = []
     for inj in fault.injections:
@@ -672,7 +725,11 @@ def score_targets(camp: Campaign, fault: Fault, out: Outcome, opened: list[Seen]
         # A shared-host incident names a host: its team is the host's owner in the catalog.
         want = camp.shop.team(inc.service if inc and inj.effect == "hog" else inj.target)
         out.expected_teams[inj.target] = want
+        seen = out.evidence.get(inj.target, [])
+        third = seen[EVIDENCE_EVENTS - 1] if len(seen) >= EVIDENCE_EVENTS else None
+        shown.append(third)
         if inc is None:
+            after.append(None)
             ttrc.append(None)
             blast.append(None)
             teams_ok.append(False)
@@ -683,6 +740,7 @@ def score_targets(camp: Campaign, fault: Fault, out: Outcome, opened: list[Seen]
         teams_ok.append(inc.team == want)
         in_time = inc.first_seen <= out.held_until
         ttrc.append(inc.first_seen - out.injected_at if in_time else None)
+        after.append(None if ttrc[-1] is None or third is None else ttrc[-1] - third)
         done = inc.complete_at(expected, out.held_until)
         blast.append(done - inc.first_seen if in_time and done is not None else None)
         out.missing += sorted(expected - inc.impacted_at(out.held_until))
@@ -690,6 +748,8 @@ def score_targets(camp: Campaign, fault: Fault, out: Outcome, opened: list[Seen]
         out.unexpected += sorted(last - expected - set(fault.targets))
     out.right_team = out.right_rc and all(teams_ok)
     out.ttrc_s = worst(ttrc)
+    out.evidence_s = worst(shown)
+    out.after_evidence_s = worst(after)
     out.blast_s = None if fault.kind == "cpu-hog" else worst(blast)
 
 
@@ -725,6 +785,9 @@ def fault_line(out: Outcome, total: int) -> str:
         extra.append(f"missing {sorted(set(out.missing))}")
     if out.unexpected:
         extra.append(f"unexpected {sorted(set(out.unexpected))}")
+    shown = evidence_line(out)
+    if shown:
+        extra.append(shown)
     if out.waited_s >= 1:
         extra.append(f"waited {out.waited_s:.0f} s for an old incident")
     if out.felt:
@@ -793,11 +856,14 @@ def kind_row(kind: str, rows: list[Outcome]) -> str:
     team = sum(o.right_team for o in rows)
     false = sum(len(o.false_pages) for o in rows)
     ttrc, _ = stats(o.ttrc_s for o in rows)
+    after, _ = stats(o.after_evidence_s for o in rows)
     blast, _ = stats(o.blast_s for o in rows)
     res, _ = stats(o.resolve_s for o in rows)
     blast_s = "n/a" if kind == "cpu-hog" else f"{pct(blast, .5)}/{pct(blast, .95)}"
+    after_s = "n/a" if kind == "cpu-hog" else f"{pct(after, .5)}/{pct(after, .95)}"
     return (f"{kind:<12} {n:>3} {rc:>4}/{n:<3} {team:>4}/{rc:<3} {false:>5}"
-            f"  {pct(ttrc, .5):>6}/{pct(ttrc, .95):<6} {blast_s:>13}  {pct(res, .5):>7}")
+            f"  {pct(ttrc, .5):>6}/{pct(ttrc, .95):<6} {after_s:>13} {blast_s:>13}"
+            f"  {pct(res, .5):>7}")
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -808,6 +874,8 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     rc = sum(o.right_rc for o in ran)
     false = [f for o in ran for f in o.false_pages]
     ttrc, ttrc_none = stats(o.ttrc_s for o in ran)
+    shown, shown_none = stats(o.evidence_s for o in ran if o.kind != "cpu-hog")
+    after, after_none = stats(o.after_evidence_s for o in ran if o.kind != "cpu-hog")
     blast, blast_none = stats(o.blast_s for o in ran if o.kind != "cpu-hog")
     res, res_none = stats(o.resolve_s for o in ran if o.rc_ids)
     hogs = [o for o in ran if o.kind == "cpu-hog" and o.felt]
@@ -821,7 +889,8 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "false_pages": len(false),
         "false_pages_per_20": 20.0 * len(false) / n if n else None,
         "false_pages_by_team": dict(Counter(str(f["team"]) for f in false)),
-        "ttrc": describe(ttrc, ttrc_none), "blast": describe(blast, blast_none),
+        "ttrc": describe(ttrc, ttrc_none), "evidence": describe(shown, shown_none),
+        "after_evidence": describe(after, after_none), "blast": describe(blast, blast_none),
         "resolve": describe(res, res_none),
         "hogs_felt": [{"label": o.label, "users_p95_x": o.felt.get(ENTRY, {}).get("p95_x"),
                        "slowed": o.felt_slowed, "named": o.right_rc,
@@ -870,11 +939,15 @@ def print_summary(outcomes: list[Outcome], s: dict[str, Any]) -> None:
                                                             if by_team else ""))
     print(f"time to root cause             {dist(s['ttrc'], 'never')}"
           f"   target p95 {TARGETS['TTRC p95']}")
+    print(f"  the demo's {EVIDENCE_EVENTS}rd faulted request   "
+          f"{dist(s['evidence'], 'unknown')}   (its own record; not for cpu-hog)")
+    print(f"  named after that request     {dist(s['after_evidence'], 'unknown')}"
+          "   (the collector's part of TTRC)")
     print(f"blast radius complete after RC {dist(s['blast'], 'incomplete')}"
           f"   target p95 {TARGETS['blast p95']}")
     print(f"time to resolve after clear    {dist(s['resolve'], 'unresolved')}")
     print(f"\n{'kind':<12} {'n':>3} {'right RC':>8} {'team':>8} {'false':>5}"
-          f"  {'TTRC p50/p95':>13} {'blast p50/p95':>13}  {'res p50':>7}")
+          f"  {'TTRC p50/p95':>13} {'after 3rd':>13} {'blast p50/p95':>13}  {'res p50':>7}")
     ran = [o for o in outcomes if not o.skipped]
     for kind in KINDS:
         rows = [o for o in ran if o.kind == kind]
@@ -1028,7 +1101,7 @@ def campaign(args: argparse.Namespace, shop: Shop, watcher: Watcher) -> int:
     print(f"reading the services' own histograms for {FELT_BEFORE_S:g} s before the first fault",
           flush=True)
     time.sleep(FELT_BEFORE_S + FELT_EVERY_S)
-    camp = Campaign(shop, control, watcher, args.hold, args.gap, felt)
+    camp = Campaign(shop, control, watcher, args.hold, args.gap, felt, urls)
     list_incidents("open before the first fault", watcher.still_open())
     try:
         outcomes = run_plan(camp, plan)

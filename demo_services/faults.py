@@ -12,6 +12,8 @@ that many threads burning CPU in the service's process (``demo_services.cpuhog``
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -125,3 +127,36 @@ def _is_number(value: object) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     )
+
+
+# A fault's first requests are kept per episode: events of one target closer together than this
+# are one episode; a longer pause (a clear, then the next fault) starts a new one.
+EPISODE_GAP_S = 10.0
+EVIDENCE_KEEP = 5
+
+
+class FaultEvidence:
+    """When the faults showed in this process, by the wall clock: per target, the episode's
+    first ``EVIDENCE_KEEP`` requests the fault failed, slowed or refused, and how many there
+    were. Read by ``bench/campaign.py`` (``GET /admin/faults``) to tell the time the demo's
+    own traffic took to show a fault apart from the collector's time to name it; it is what
+    the demo did, not what any analysis of its telemetry concluded. Bounded: one small record
+    per target this process serves or calls."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._episodes: dict[str, dict[str, Any]] = {}
+
+    def record(self, target: str) -> None:
+        now = self.clock()
+        ep = self._episodes.get(target)
+        if ep is None or now - ep["last"] > EPISODE_GAP_S:
+            ep = self._episodes[target] = {"first": [], "count": 0, "last": now}
+        ep["last"] = now
+        ep["count"] += 1
+        if len(ep["first"]) < EVIDENCE_KEEP:
+            ep["first"].append(now)
+
+    def to_json(self) -> dict[str, Any]:
+        return {t: {"first": list(ep["first"]), "count": ep["count"], "last": ep["last"]}
+                for t, ep in self._episodes.items()}

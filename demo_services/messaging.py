@@ -162,8 +162,8 @@ class BatchConsumer:
             },
         )
         error: str | None = None
+        fault = service.fault
         try:
-            fault = service.fault
             if fault.latency_ms > 0:
                 await asyncio.sleep(fault.latency_ms / 1000)
             if fault.error_rate > 0 and service.rng.random() < fault.error_rate:
@@ -176,6 +176,8 @@ class BatchConsumer:
                 span.set_status(StatusCode.ERROR,
                                 f"{service.spec.name} {service.version}: injected failure")
             span.end()
+            if error is not None or fault.latency_ms > 0:
+                service.evidence.record(service.spec.name)
             status = "ok" if error is None else "error"
             service.metrics.consumed_messages.labels(topic, status).inc(len(messages))
             service.metrics.process_duration.labels(topic, status).observe(

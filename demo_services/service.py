@@ -42,7 +42,14 @@ from starlette.routing import Route
 
 from demo_services.cpuhog import CpuHog
 from demo_services.defaults import HOST, peer_host
-from demo_services.faults import Fault, FaultError, apply_update, fault_from_json, parse_update
+from demo_services.faults import (
+    Fault,
+    FaultError,
+    FaultEvidence,
+    apply_update,
+    fault_from_json,
+    parse_update,
+)
 from demo_services.mesh import PEER_HEADER, Sidecar, mesh_from_env, untraced_from_env
 from demo_services.messaging import Producer, broker_from_env, consuming
 from demo_services.telemetry import ServiceMetrics, Tracing
@@ -84,6 +91,8 @@ class DemoService:
             t: Fault() for t in spec.dependencies() if t in topology.virtual
         }
         self.cpu_hog = CpuHog(f"{spec.name}-cpu-hog")
+        # When a fault failed, slowed or refused a request here (GET /admin/faults).
+        self.evidence = FaultEvidence()
         self.tracing = Tracing(spec.name, spec.version, collector)
         self.metrics = ServiceMetrics(spec.name, spec.version)
         # --mesh: the series a sidecar of that mesh would report, on this /metrics (mesh.py);
@@ -146,9 +155,10 @@ class DemoService:
                 "server.port": self.spec.port,
             },
         )
+        faulted = [False]  # set by _serve when this process' own fault failed or slowed it
         with trace.use_span(span, end_on_exit=False):
             try:
-                status, body = await self._serve(request, route, tracer)
+                status, body = await self._serve(request, route, tracer, faulted)
             except Exception as exc:  # a bug in a demo service must still end its span
                 span.record_exception(exc)
                 status, body = 500, {"error": f"{self.spec.name}: {type(exc).__name__}"}
@@ -157,6 +167,8 @@ class DemoService:
             span.set_attribute("error.type", str(status))
             span.set_status(StatusCode.ERROR, body.get("error"))
         span.end()
+        if faulted[0]:
+            self.evidence.record(self.spec.name)
         elapsed = time.perf_counter() - started
         labels = (route.method, route.path, str(status))
         self.metrics.server_requests.labels(*labels).inc()
@@ -168,12 +180,14 @@ class DemoService:
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def _serve(
-        self, request: Request, route: RouteSpec, tracer: trace.Tracer
+        self, request: Request, route: RouteSpec, tracer: trace.Tracer, faulted: list[bool]
     ) -> tuple[int, dict[str, Any]]:
         fault = self.fault
         if fault.latency_ms > 0:
+            faulted[0] = True
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.error_rate > 0 and self.rng.random() < fault.error_rate:
+            faulted[0] = True
             return 500, {"error": f"{self.spec.name} {self.version}: injected failure"}
         if self.spec.work_ms > 0:
             await asyncio.sleep(self.spec.work_ms * self.rng.uniform(0.5, 1.5) / 1000)
@@ -246,6 +260,7 @@ class DemoService:
                 error = "timeout"
             except httpx.ConnectError:
                 error = "connection_refused"
+                self.evidence.record(call.target)  # the peer is down: its fault shows here
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
         if status_code is not None:
@@ -268,6 +283,7 @@ class DemoService:
         started = time.perf_counter()
         span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
         error: str | None = None
+        faulted = fault.down or fault.latency_ms > 0
         delay_s = (db.latency_ms * self.rng.uniform(0.5, 1.5) + fault.latency_ms) / 1000
         timeout_s = call.timeout_ms / 1000
         if fault.down:
@@ -280,7 +296,11 @@ class DemoService:
             await asyncio.sleep(delay_s)
             if fault.error_rate > 0 and self.rng.random() < fault.error_rate:
                 error = "db_error"
-        return self._finish_client(span, call.target, started, error, "ok")
+                faulted = True
+        outcome = self._finish_client(span, call.target, started, error, "ok")
+        if faulted:
+            self.evidence.record(call.target)
+        return outcome
 
     def _finish_client(
         self, span: Span, peer: str, started: float, error: str | None, ok_status: str
@@ -308,6 +328,7 @@ class DemoService:
             "version": self.version,
             "fault": self.fault.to_json(),
             "virtual": {name: f.to_json() for name, f in self.virtual_faults.items()},
+            "evidence": self.evidence.to_json(),
         }
 
     async def aclose(self) -> None:

@@ -1,14 +1,19 @@
 """The fault campaign's own view of what the services served (``bench/campaign.py``'s
 ``FeltWatcher`` figures): a real prometheus-client histogram, as the demo services register
-it, exposed in the text format and read back between two scrapes."""
+it, exposed in the text format and read back between two scrapes; and its split of the time to
+root cause at the demo's third faulted request, read from the services' ``/admin/faults``."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -99,3 +104,80 @@ def test_slowed_needs_the_rise_in_both_periods(campaign: ModuleType) -> None:
         "email": {"before": None, "during": None},  # too few requests: no ratio
     }
     assert campaign.slowed_by_felt(felt) == ["cart", "quote"]
+
+
+def _serve_evidence(bodies: dict[str, dict[str, Any]]) -> ThreadingHTTPServer:
+    """A loopback HTTP server answering ``GET /<name>/admin/faults`` with ``bodies[name]``
+    (unknown names: 503, as a service that is down or busy)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            name = self.path.strip("/").split("/")[0]
+            body = bodies.get(name)
+            data = json.dumps(body).encode() if body is not None else b"{}"
+            self.send_response(200 if body is not None else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_evidence_is_merged_over_processes_from_the_injection_on(campaign: ModuleType) -> None:
+    """A database's (or a down service's) faulted calls are recorded by each caller: the third
+    overall is the third of all their first requests merged; records from before the injection
+    and processes that do not answer add nothing."""
+    server = _serve_evidence({
+        "checkout": {"evidence": {"orders": {"first": [9.0, 10.5, 12.0], "count": 3}}},
+        "cart": {"evidence": {"orders": {"first": [10.2, 11.0], "count": 2},
+                              "redis": {"first": [10.1], "count": 1}}},
+        "email": {"fault": {}},  # no evidence at all
+    })
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        urls = {n: f"{base}/{n}" for n in ("checkout", "cart", "email", "payment")}
+        got = campaign.fault_evidence(urls, since=10.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == {"orders": [10.2, 10.5, 11.0, 12.0], "redis": [10.1]}
+
+
+def test_time_to_root_cause_is_split_at_the_third_faulted_request(campaign: ModuleType) -> None:
+    shop = campaign.load_shop()
+    camp = SimpleNamespace(shop=shop)
+    fault = campaign.one("errors", "payment", campaign.ERRORS, "errors")
+    out = campaign.Outcome(1, fault.kind, list(fault.targets), fault.label(),
+                           injected_at=100.0, held_until=120.0)
+    out.evidence = {"payment": [0.4, 0.9, 1.3, 1.6]}
+    inc = campaign.Seen("i1", "payment", "errors", shop.team("payment"), "", first_seen=102.0)
+    campaign.score_targets(camp, fault, out, [inc])
+    assert out.ttrc_s == pytest.approx(2.0)
+    assert out.evidence_s == pytest.approx(1.3) and out.after_evidence_s == pytest.approx(0.7)
+    assert "3rd faulted request at 1.30 s, named 0.70 s after it" in campaign.fault_line(out, 1)
+    # Fewer than three faulted requests recorded: the split is unknown, and said so.
+    out = campaign.Outcome(1, fault.kind, list(fault.targets), fault.label(),
+                           injected_at=100.0, held_until=120.0)
+    out.evidence = {"payment": [0.4, 0.9]}
+    campaign.score_targets(camp, fault, out, [inc])
+    assert out.ttrc_s == pytest.approx(2.0) and out.evidence_s is None
+    assert out.after_evidence_s is None
+    assert "demo served < 3 faulted requests in the window (payment 2)" in campaign.fault_line(
+        out, 1)
+    # Two at once: each target's own split, the worst of each.
+    fault = campaign.Fault("two-at-once", (
+        campaign.Injection("payment", campaign.ERRORS, "errors"),
+        campaign.Injection("quote", campaign.LATENCY, "latency")))
+    out = campaign.Outcome(1, fault.kind, list(fault.targets), fault.label(),
+                           injected_at=100.0, held_until=120.0)
+    out.evidence = {"payment": [0.1, 0.2, 0.3], "quote": [0.5, 1.0, 2.5]}
+    quote = campaign.Seen("i2", "quote", "latency", shop.team("quote"), "", first_seen=103.0)
+    campaign.score_targets(camp, fault, out, [inc, quote])
+    assert out.ttrc_s == pytest.approx(3.0) and out.evidence_s == pytest.approx(2.5)
+    assert out.after_evidence_s == pytest.approx(1.7)  # payment: 2.0 - 0.3

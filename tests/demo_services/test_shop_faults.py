@@ -86,6 +86,7 @@ def test_latency_slows_the_service_and_timeouts_fail_the_caller(
 def test_down_refuses_connections_until_cleared(shop: Shop, receiver: OtlpReceiver) -> None:
     shipping = shop.url("shipping")
     old_pid = _get(shipping + "/healthz").json()["pid"]
+    t_down = time.time()
     result = shop.cli("fault", "shipping", "--down")
     assert result.returncode == 0, result.stderr
     entry = next(s for s in shop.services()["services"] if s["name"] == "shipping")
@@ -100,6 +101,9 @@ def test_down_refuses_connections_until_cleared(shop: Shop, receiver: OtlpReceiv
     )
     call = next(s for s in spans if s.attrs.get("peer.service") == "shipping")
     assert call.error and call.attrs["error.type"] == "connection_refused"
+    # The caller keeps when the down service refused it (the campaign's evidence of `down`).
+    refused = _get(shop.url("checkout") + "/admin/faults").json()["evidence"]["shipping"]
+    assert refused["count"] >= 1 and refused["first"][-1] >= t_down
     result = shop.cli("clear", "shipping")
     assert result.returncode == 0, result.stderr
     assert _get(shipping + "/healthz").json()["pid"] != old_pid
@@ -265,3 +269,40 @@ def test_noisy_neighbour_scenario_runs_a_cpu_hog_and_restores(shop: Shop) -> Non
     assert "restored" in result.stdout
     ad = next(s for s in shop.services()["services"] if s["name"] == "ad")
     assert ad["fault"]["cpu_hog"] == 0
+
+
+def _evidence(shop: Shop, service: str, target: str, since: float) -> tuple[list[float], int]:
+    """When ``target``'s fault showed in ``service``'s process since ``since``, and how often in
+    its episode (``GET /admin/faults``, ``evidence``)."""
+    rec = _get(shop.url(service) + "/admin/faults").json()["evidence"].get(target)
+    if rec is None:
+        return [], 0
+    return [t for t in rec["first"] if t >= since], rec["count"]
+
+
+def test_each_process_records_when_a_fault_failed_slowed_or_refused_its_requests(
+    shop: Shop,
+) -> None:
+    """The demo's own record of when a fault showed, which the campaign reads to tell the
+    traffic's time from the collector's: a service's own errors and latency, a database's
+    faults at its callers, a down service's refused calls at its callers."""
+    t0 = time.time()
+    assert _post(shop.url("payment") + "/charge").status_code == 200  # no fault: no record
+    assert _evidence(shop, "payment", "payment", t0)[0] == []
+    assert shop.fault("payment", error_rate=1).status_code == 200
+    for _ in range(7):
+        assert _post(shop.url("payment") + "/charge").status_code == 500
+    first, count = _evidence(shop, "payment", "payment", t0)
+    assert len(first) == 5 and first == sorted(first) and count == 7  # the first five kept
+    assert t0 <= first[0] and first[-1] <= time.time()
+    # A fault cleared and set again within EPISODE_GAP_S is the same episode: still counted.
+    assert shop.clear("payment").status_code == 200
+    assert shop.fault("currency", latency_ms=200).status_code == 200
+    before = time.time()
+    assert _get(shop.url("currency") + "/convert").status_code == 200
+    slow, _ = _evidence(shop, "currency", "currency", t0)
+    assert len(slow) == 1 and slow[0] >= before + 0.2  # recorded when the slow answer ended
+    assert shop.fault("orders", error_rate=1.0).status_code == 200
+    assert _post(shop.url("checkout") + "/orders").status_code >= 500
+    db, _ = _evidence(shop, "checkout", "orders", t0)  # a database's fault: at its caller
+    assert len(db) == 1

@@ -8,8 +8,11 @@ import pytest
 
 from demo_services.faults import (
     BAD_DEPLOY_ERROR_RATE,
+    EPISODE_GAP_S,
+    EVIDENCE_KEEP,
     Fault,
     FaultError,
+    FaultEvidence,
     apply_update,
     parse_update,
 )
@@ -132,3 +135,28 @@ def test_cpu_hog_is_a_whole_number_of_threads_on_a_service() -> None:
         parse_update({"cpu_hog": 1}, virtual=True)
     # How a clear reaches a virtual dependency's callers: the whole fault, cpu_hog 0 included.
     assert parse_update(Fault().to_json(), virtual=True)["cpu_hog"] == 0
+
+
+def test_fault_evidence_keeps_each_episodes_first_requests_per_target() -> None:
+    now = [100.0]
+    evidence = FaultEvidence(clock=lambda: now[0])
+    assert evidence.to_json() == {}
+    for _ in range(EVIDENCE_KEEP + 3):
+        evidence.record("payment")
+        now[0] += 1.0
+    evidence.record("orders")
+    rec = evidence.to_json()
+    assert rec["payment"]["first"] == [100.0 + i for i in range(EVIDENCE_KEEP)]
+    assert rec["payment"]["count"] == EVIDENCE_KEEP + 3
+    assert rec["payment"]["last"] == 100.0 + EVIDENCE_KEEP + 2
+    assert rec["orders"] == {"first": [now[0]], "count": 1, "last": now[0]}
+    # Within the gap: the same episode; past it: a new one, its own first requests.
+    now[0] = rec["payment"]["last"] + EPISODE_GAP_S
+    evidence.record("payment")
+    assert evidence.to_json()["payment"]["count"] == EVIDENCE_KEEP + 4
+    now[0] += EPISODE_GAP_S + 0.1
+    evidence.record("payment")
+    assert evidence.to_json()["payment"] == {"first": [now[0]], "count": 1, "last": now[0]}
+    # The record is a copy: changing it changes nothing kept.
+    evidence.to_json()["payment"]["first"].append(0.0)
+    assert evidence.to_json()["payment"]["first"] == [now[0]]
