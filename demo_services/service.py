@@ -155,10 +155,10 @@ class DemoService:
                 "server.port": self.spec.port,
             },
         )
-        faulted = [False]  # set by _serve when this process' own fault failed or slowed it
+        faulted = False  # this process' own fault failed or slowed the request
         with trace.use_span(span, end_on_exit=False):
             try:
-                status, body = await self._serve(request, route, tracer, faulted)
+                status, body, faulted = await self._serve(request, route, tracer)
             except Exception as exc:  # a bug in a demo service must still end its span
                 span.record_exception(exc)
                 status, body = 500, {"error": f"{self.spec.name}: {type(exc).__name__}"}
@@ -167,7 +167,7 @@ class DemoService:
             span.set_attribute("error.type", str(status))
             span.set_status(StatusCode.ERROR, body.get("error"))
         span.end()
-        if faulted[0]:
+        if faulted:
             self.evidence.record(self.spec.name)
         elapsed = time.perf_counter() - started
         labels = (route.method, route.path, str(status))
@@ -180,15 +180,15 @@ class DemoService:
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def _serve(
-        self, request: Request, route: RouteSpec, tracer: trace.Tracer, faulted: list[bool]
-    ) -> tuple[int, dict[str, Any]]:
+        self, request: Request, route: RouteSpec, tracer: trace.Tracer
+    ) -> tuple[int, dict[str, Any], bool]:
+        """The answer, and whether this service's own fault failed or slowed it."""
         fault = self.fault
-        if fault.latency_ms > 0:
-            faulted[0] = True
+        slowed = fault.latency_ms > 0
+        if slowed:
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.error_rate > 0 and self.rng.random() < fault.error_rate:
-            faulted[0] = True
-            return 500, {"error": f"{self.spec.name} {self.version}: injected failure"}
+            return 500, {"error": f"{self.spec.name} {self.version}: injected failure"}, True
         if self.spec.work_ms > 0:
             await asyncio.sleep(self.spec.work_ms * self.rng.uniform(0.5, 1.5) / 1000)
         results: dict[str, str] = {}
@@ -208,7 +208,7 @@ class DemoService:
                     if outcome.error_type in _UNAVAILABLE
                     else STATUS_DEPENDENCY_FAILED
                 )
-                return status, {"error": f"{call.target} failed: {outcome.error_type}"}
+                return status, {"error": f"{call.target} failed: {outcome.error_type}"}, slowed
         for topic in route.publishes:
             # Published after the calls succeeded; a failed publish fails its PRODUCER span
             # (the collector then blames the queue), not the request.
@@ -220,7 +220,7 @@ class DemoService:
             "version": self.version,
             "route": f"{route.method} {route.path}",
             "dependencies": results,
-        }
+        }, slowed
 
     async def _call_service(
         self, call: CallSpec, params: dict[str, str], tracer: trace.Tracer

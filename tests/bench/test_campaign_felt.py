@@ -160,7 +160,7 @@ def test_time_to_root_cause_is_split_at_the_third_faulted_request(campaign: Modu
     campaign.score_targets(camp, fault, out, [inc])
     assert out.ttrc_s == pytest.approx(2.0)
     assert out.evidence_s == pytest.approx(1.3) and out.after_evidence_s == pytest.approx(0.7)
-    assert "3rd faulted request at 1.30 s, named 0.70 s after it" in campaign.fault_line(out, 1)
+    assert "faulted request #3 at 1.30 s, named 0.70 s after it" in campaign.fault_line(out, 1)
     # Fewer than three faulted requests recorded: the split is unknown, and said so.
     out = campaign.Outcome(1, fault.kind, list(fault.targets), fault.label(),
                            injected_at=100.0, held_until=120.0)
@@ -168,7 +168,7 @@ def test_time_to_root_cause_is_split_at_the_third_faulted_request(campaign: Modu
     campaign.score_targets(camp, fault, out, [inc])
     assert out.ttrc_s == pytest.approx(2.0) and out.evidence_s is None
     assert out.after_evidence_s is None
-    assert "demo served < 3 faulted requests in the window (payment 2)" in campaign.fault_line(
+    assert "the demo recorded fewer than 3 faulted requests (payment 2)" in campaign.fault_line(
         out, 1)
     # Two at once: each target's own split, the worst of each.
     fault = campaign.Fault("two-at-once", (
