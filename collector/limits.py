@@ -129,8 +129,9 @@ MIN_MEMORY_BUDGET_MB = 128
 # Held whatever the traffic, taken off the budget first: the interpreter and libraries (44-50 MiB
 # RSS idle), the graph's and the diagnosis' other statistics, and the two bodies being decoded.
 # The graph's statistics grow with its nodes and edges (a ring of slots per key) up to its own
-# caps (``--max-nodes``, ``--max-edges``), not derived from the budget: the shop's dozen
-# services fit in the reserve, 2,000 busy ones do not (``bench/soak.py --services 2000``).
+# caps (``--max-nodes``, ``--max-edges``), not derived from the budget: 80-470 KiB per node or
+# edge over the default 900 s retention (1-20 calls/s, measured with tracemalloc), so the shop's
+# dozen services fit in the reserve, 2,000 busy ones do not (``bench/soak.py --services 2000``).
 RESERVED_BYTES = 80 * MIB
 # Request bodies read or waiting to be decoded (the receiver's ``--max-inflight-bytes``): this
 # share of the budget, 64 MiB of the default 256.
